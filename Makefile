@@ -1,0 +1,48 @@
+# The two commands of the README: `make study` and `make test`.
+# Both bootstrap .venv (torch first, pinned to the CPU build, then the project),
+# fetch and verify the data when absent, and run. A second run reinstalls nothing
+# unless pyproject.toml changed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= data
+PROFILE ?= quick
+
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: study test test-fast data bench lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch before anything else: an unpinned resolve would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/rnngen embed --out $(OUT)
+
+study: $(STAMP)
+	$(BIN)/rnngen study --profile $(PROFILE) --out $(OUT)
+
+test: data
+	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+bench: data
+	$(BIN)/python bench/run.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check rnngen tasks flows tests bench
+
+clean-venv:
+	rm -rf $(VENV)

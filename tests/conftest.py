@@ -1,0 +1,34 @@
+"""Shared test setup: project-local Prefect home, no analytics, Ray auth off for local tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+
+DATA = Path(os.environ.get("RNNGEN_TEST_DATA", ROOT / "data"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The data folder that `make data` filled; integration tests need it (no skipping)."""
+    if not (DATA / "interim" / "corpus.json").is_file():
+        pytest.fail(f"real data not prepared under {DATA}: run `make data` (make test does).")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
