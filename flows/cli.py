@@ -81,6 +81,23 @@ def check_length_cli(L: int, check) -> int:
 
 
 @app.command()
+def study(
+    profile: Annotated[str, typer.Option(help="quick (default) or paper.")] = "quick",
+    out: Out = Path("data"),
+    imdb: Annotated[Path | None, typer.Option("--imdb", help="See `rnngen embed --help`.")] = None,
+) -> None:
+    """The whole study for a profile: every stage, each skipping finished work."""
+    _prefect_defaults()
+    from rnngen.profiles import get_profile
+
+    _run(get_profile, profile)
+    from flows.study import study as study_flow
+
+    _run(study_flow, profile=profile, out=str(out), imdb_path=str(imdb) if imdb else None)
+    typer.echo(f"study ({profile}) finished; outputs under {out}")
+
+
+@app.command()
 def status(out: Out = Path("data")) -> None:
     """What is on disk: data, corpus, stages and grid cells."""
     from flows.status import render_status

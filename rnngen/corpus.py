@@ -8,6 +8,8 @@ zeros in front), so the final hidden state always sits on real text.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +39,23 @@ def token_ids(tokens: pa.LargeListArray, glove: Glove) -> pa.LargeListArray:
     return pa.LargeListArray.from_arrays(tokens.offsets, ids)
 
 
+def corpus_token_ids(texts: list[str], glove: Glove, tokenizer: TokenizerConfig,
+                     workers: int | None = None, chunk: int = 6250) -> pa.LargeListArray:
+    """Tokenize and map many reviews, in chunks on a thread pool.
+
+    Arrow's compute kernels release the GIL, so threads give real parallelism here
+    without copying the corpus into other processes.
+    """
+    arr = pa.array(texts, type=pa.large_string())
+    parts = [arr.slice(i, chunk) for i in range(0, len(arr), chunk)] or [arr]
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        done = list(pool.map(lambda part: token_ids(tokenize_many(part, tokenizer), glove), parts))
+    return pa.concat_arrays(done)
+
+
 def build_corpus(reviews: Reviews, glove: Glove, tokenizer: TokenizerConfig) -> pa.Table:
     """Tokenize every review and map it to GloVe ids."""
-    ids = token_ids(tokenize_many(reviews.texts, tokenizer), glove)
+    ids = corpus_token_ids(reviews.texts, glove, tokenizer)
     return pa.table({
         "split": pa.array(reviews.splits.astype(str)).dictionary_encode(),
         "label": pa.array(reviews.labels, pa.int8()),
