@@ -81,6 +81,29 @@ def check_length_cli(L: int, check) -> int:
 
 
 @app.command()
+def spectrum(
+    out: Out = Path("data"),
+    lengths: Lengths = None,
+    check_dense: Annotated[bool, typer.Option(
+        "--check-dense", help="Also run numpy's dense eigvalsh and record the agreement.")] = False,
+    n_train: Annotated[int | None, typer.Option(
+        "--n-train", help="Use only this many training reviews (class-balanced).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray shards; default: cluster CPUs.")] = None,
+    ray_address: RayAddress = None,
+) -> None:
+    """Certified λ_min / λ_max of E(xxᵀ) per L -> results/spectrum.parquet."""
+    _prefect_defaults()
+    from rnngen.corpus import check_length
+
+    lengths = [check_length_cli(L, check_length) for L in (lengths or [100, 200, 300])]
+    from flows.spectrum import spectrum as spectrum_flow
+
+    _run(spectrum_flow, out=str(out), lengths=lengths, n_train=n_train, check_dense=check_dense,
+         ray_address=ray_address, workers=workers)
+    typer.echo(f"wrote {out / 'results' / 'spectrum.parquet'}")
+
+
+@app.command()
 def study(
     profile: Annotated[str, typer.Option(help="quick (default) or paper.")] = "quick",
     out: Out = Path("data"),

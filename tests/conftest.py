@@ -32,3 +32,25 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A private local Ray cluster with 2 CPUs for the whole session."""
+    from tasks import ray_pool
+
+    ray_pool.connect(None, num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def corpus_out(real_data, tmp_path) -> Path:
+    """A fresh output folder that already holds the real tokenized corpus (linked, not copied)."""
+    interim = tmp_path / "interim"
+    interim.mkdir()
+    for item in (real_data / "interim").iterdir():
+        (interim / item.name).symlink_to(item)
+    return tmp_path

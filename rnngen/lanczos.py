@@ -1,0 +1,499 @@
+"""Symmetric Lanczos eigensolver with full reorthogonalization and an honest certificate.
+
+Why our own solver: the bounds need λ_min(Σ) of an uncentred second moment whose condition
+number is 10⁶-10⁸ and whose bottom spectrum is clustered (relative gaps ~10⁻³, STUDY.md §3).
+Plain Lanczos on Σ (or ARPACK ``which='SA'``) stalls there, so :func:`smallest_eigenpairs`
+runs Lanczos on Σ⁻¹ (shift-invert at 0): the wanted eigenvalues become the dominant end and
+the 10⁸-wide rest of the spectrum collapses towards 0. (The cluster's relative gaps survive
+the inversion, so resolving it still takes tens to ~100 steps.) Every returned pair is then
+*certified* with the true operator: λ = vᵀAv and the residual ‖Av − λv‖₂. For symmetric A
+some eigenvalue lies within ‖Av − λv‖ of λ (Weyl-type bound), which is what makes the
+number trustworthy; and vᵀAv ≥ λ_min always, so eigenvalues[0] never undershoots λ_min.
+
+The solver is operator-agnostic (STYLE.md §2): it takes callables and a dimension. The
+distributed layer supplies a matrix-free matvec; :func:`cholesky_operator` supplies a
+LAPACK factorization for the solve.
+
+Convergence rule, shared by both drivers (see :func:`residual_tolerance`)::
+
+    ‖A v − λ v‖₂ ≤ tol · |λ| + FLOOR_FACTOR · sqrt(dim) · eps · ‖A‖_est
+
+The relative term is what a caller asks for. The floor exists because a float64 matvec
+(and a backward-stable solve) perturbs A by about sqrt(dim)·eps·‖A‖, so no method can push
+the residual of an eigenvalue below that: for cond(A) = 10¹⁰ the smallest eigenvalue is
+only resolvable to a relative ~10⁻⁶ and we say so rather than loop forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from rnngen.errors import ParameterError, UserError
+
+Array = NDArray[np.float64]
+Operator = Callable[[Array], Array]
+Which = Literal["largest", "smallest"]
+
+EPS = float(np.finfo(np.float64).eps)
+DEFAULT_TOL = 1e-8
+# Multiplies sqrt(dim)·eps·‖A‖ in the residual floor. Measured on dense SPD matrices (dims
+# 50-2000, cond up to 1e10): numpy.linalg.eigh's own eigenvectors have residuals of
+# 0.02-0.3 of that unit, and ours reach 0.02-0.05 when iterated on. 4 leaves room for
+# noisier (e.g. distributed, summed-over-workers) operators without accepting pairs whose
+# residual is still visibly shrinking.
+FLOOR_FACTOR = 4.0
+# β_j below this multiple of eps·‖T‖ means the Krylov space is numerically invariant.
+_BREAKDOWN = 1e3
+
+
+class SingularMatrixError(UserError, ValueError):
+    """The matrix is not numerically positive definite, so it cannot be factorized/inverted."""
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Certified eigenpairs of a symmetric operator A.
+
+    eigenvalues: (k,) ascending, Rayleigh quotients vᵀAv of the ORIGINAL operator A.
+    eigenvectors: (dim, k), orthonormal columns, in the order of ``eigenvalues``.
+    residuals: (k,) ‖Av − λv‖₂ with v normalized, A applied by the true operator. Some
+        eigenvalue of A lies within this distance of λ: the rigorous (Weyl-type) bound.
+    error_bounds: (k,) min(‖r‖, ‖r‖²/gap), gap = distance to the nearest other Ritz value.
+        The standard a-posteriori estimate (Kato-Temple style); it is only as good as the
+        gap estimate. It is optimistic when an eigenvalue not yet resolved by any Ritz value
+        lies closer -- an unresolved cluster at a loose ``tol`` (measured 100× too small at
+        tol=1e-3 on a cluster of relative width 1e-3). ``residuals`` are the guarantee.
+    iterations: Lanczos steps taken (= applications of the iterated operator).
+    converged: every returned pair meets :func:`residual_tolerance`. That certifies each
+        pair; it cannot prove that no eigenvalue beyond them was missed (no Krylov method
+        can without an inertia count). A loose ``tol`` on a tight cluster can return the
+        cluster's next member instead of a missed one; a tol well below the cluster's
+        relative gaps (the default 1e-8) resolves the cluster first.
+    message: human-readable summary; says which pairs missed by how much when not converged.
+    """
+
+    eigenvalues: Array
+    eigenvectors: Array
+    residuals: Array
+    error_bounds: Array
+    iterations: int
+    converged: bool
+    message: str
+
+
+def residual_tolerance(eigenvalues: Array, tol: float, norm_estimate: float, dim: int) -> Array:
+    """Per-pair residual limit tol·|λ| + FLOOR_FACTOR·sqrt(dim)·eps·‖A‖_est (module docstring).
+
+    ``norm_estimate`` should be a lower bound on ‖A‖ (e.g. the largest Ritz value), which
+    makes the floor, and hence the test, stricter rather than looser.
+    """
+    floor = FLOOR_FACTOR * np.sqrt(dim) * EPS * abs(norm_estimate)
+    return tol * np.abs(np.asarray(eigenvalues, dtype=np.float64)) + floor
+
+
+def shifted(apply: Operator, s: float) -> Operator:
+    """Return v ↦ apply(v) + s·v, the operator of A + sI.
+
+    Used to model input noise: N(0, σ²) noise on every coordinate adds σ²I to the second
+    moment, so λ_min(Σ + σ²I) = λ_min(Σ) + σ² (STUDY.md §3).
+    """
+
+    def apply_shifted(v: Array) -> Array:
+        return apply(v) + s * v
+
+    return apply_shifted
+
+
+# --------------------------------------------------------------------------- Krylov process
+
+
+def _cgs2(basis: Array, w: Array) -> tuple[Array, Array]:
+    """Orthogonalize ``w`` against the columns of ``basis`` by classical Gram-Schmidt, twice.
+
+    One CGS pass loses orthogonality in proportion to the condition of the basis; the second
+    pass restores it to working precision ("twice is enough", Giraud et al. 2005). Two GEMVs
+    per pass, which is far cheaper than the matvecs this solver is designed around.
+    """
+    c1 = basis.T @ w
+    w = w - basis @ c1
+    c2 = basis.T @ w
+    return w - basis @ c2, c1 + c2
+
+
+class _Krylov:
+    """Lanczos basis Q (dim × m), tridiagonal T_m and, optionally, the images op(Q).
+
+    Storing the images lets :func:`lanczos` evaluate A v = (A Q) s exactly for any Ritz
+    vector v = Q s, so its certificate costs no extra (possibly distributed) matvec.
+    """
+
+    def __init__(self, op: Operator, dim: int, max_iter: int, v0: Array, seed: int,
+                 keep_images: bool) -> None:
+        self.op, self.dim = op, dim
+        self.rng = np.random.default_rng(seed)
+        self.Q = np.zeros((dim, max_iter + 1), order="F")
+        self.images = np.zeros((dim, max_iter), order="F") if keep_images else None
+        self.alpha = np.zeros(max_iter)
+        self.beta = np.zeros(max_iter)
+        self.m = 0
+        self.norm_est = 0.0  # max |entry| of T so far: a lower bound on ‖op‖
+        self.exhausted = False  # the whole space is spanned; no further step is possible
+        self.Q[:, 0] = v0 / np.linalg.norm(v0)
+
+    def step(self) -> None:
+        """One Lanczos step with full reorthogonalization; restarts after an exact breakdown."""
+        j = self.m
+        w = _checked_image(self.op(self.Q[:, j].copy()), self.dim)
+        if self.images is not None:
+            self.images[:, j] = w
+        w, coef = _cgs2(self.Q[:, : j + 1], w)
+        self.alpha[j] = coef[j]
+        b = float(np.linalg.norm(w))
+        self.norm_est = max(self.norm_est, abs(self.alpha[j]), b)
+        self.m = j + 1
+        if b > _BREAKDOWN * EPS * self.norm_est:
+            self.beta[j] = b
+            self.Q[:, j + 1] = w / b
+        elif self.m == self.dim:
+            self.exhausted = True
+        else:
+            # span(Q) is invariant: T decouples (β_j = 0) and the next block starts afresh.
+            self.beta[j] = 0.0
+            self.Q[:, j + 1] = self._fresh_direction()
+
+    def _fresh_direction(self) -> Array:
+        """A random unit vector orthogonal to the current basis (after a breakdown)."""
+        for _ in range(5):
+            w, _ = _cgs2(self.Q[:, : self.m], self.rng.standard_normal(self.dim))
+            nrm = np.linalg.norm(w)
+            if nrm > 1e-8 * np.sqrt(self.dim):
+                return w / nrm
+        raise RuntimeError("could not extend the Krylov basis after a breakdown")
+
+    def ritz(self) -> tuple[Array, Array]:
+        """Eigen-decomposition of T_m: Ritz values ascending and T's eigenvectors (m × m)."""
+        m = self.m
+        return scipy.linalg.eigh_tridiagonal(self.alpha[:m], self.beta[: m - 1])
+
+    def estimates(self, S: Array) -> Array:
+        """Ritz residual estimates β_m·|last component of s| (exact in exact arithmetic)."""
+        return np.abs(self.beta[self.m - 1] * S[-1, :])
+
+
+def _checked_image(w: object, dim: int) -> Array:
+    """The operator's output as a float64 vector, or a readable error naming the problem."""
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    if w.shape != (dim,):
+        raise ParameterError(f"the operator returned shape {w.shape}; expected ({dim},)")
+    if not np.all(np.isfinite(w)):
+        raise ParameterError("the operator returned NaN or inf; check the matrix and solver")
+    return w
+
+
+def _checked_images(W: object, dim: int, k: int) -> Array:
+    """The operator's output for a (dim, k) block: one call, so a distributed operator makes
+    one pass over its data for all k vectors (callers' operators must accept 2-D input)."""
+    W = np.asarray(W, dtype=np.float64).reshape(dim, k) if np.size(W) == dim * k else W
+    if np.shape(W) != (dim, k):
+        raise ParameterError(f"the operator returned shape {np.shape(W)}; expected ({dim}, {k})")
+    if not np.all(np.isfinite(W)):
+        raise ParameterError("the operator returned NaN or inf; check the matrix and solver")
+    return np.asarray(W)
+
+
+def _start_vector(dim: int, seed: int, v0: Array | None) -> Array:
+    """The given start vector (validated) or a seeded Gaussian one."""
+    if v0 is None:
+        return np.random.default_rng(seed).standard_normal(dim)
+    v = np.asarray(v0, dtype=np.float64).reshape(-1)
+    if v.shape != (dim,) or not np.all(np.isfinite(v)) or not np.any(v):
+        raise ParameterError(f"v0 must be a finite, nonzero vector of length {dim}")
+    return v
+
+
+def _check_args(dim: int, k: int, max_iter: int | None, tol: float) -> int:
+    """Validate the common arguments and return the effective max_iter."""
+    if dim < 1 or not 1 <= k <= dim:
+        raise ParameterError(f"need 1 <= k <= dim; got k={k}, dim={dim}")
+    if not tol > 0:
+        raise ParameterError(f"tol must be positive; got {tol}")
+    steps = min(dim, max(300, 20 * k)) if max_iter is None else min(int(max_iter), dim)
+    if steps < k:
+        raise ParameterError(f"max_iter={max_iter} < k={k}: cannot form {k} Ritz pairs")
+    return steps
+
+
+# --------------------------------------------------------------------------- certificate
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Candidate eigenpairs with their certificate against the true operator."""
+
+    values: Array
+    vectors: Array
+    residuals: Array
+    bounds: Array
+    limits: Array
+
+    @property
+    def ok(self) -> bool:
+        """Every pair meets its residual limit."""
+        return bool(np.all(self.residuals <= self.limits))
+
+
+def _certify(V: Array, AV: Array, others: Array, own: Array, tol: float, norm_est: float
+             ) -> _Pairs:
+    """Certify candidate vectors V (dim × k) given their true images AV = A V.
+
+    ``others`` are all Ritz values on A's scale; ``own`` indexes the ones that produced V,
+    each excluded from its own gap.
+    """
+    lam, V, AV = _rayleigh_ritz(V, AV)
+    res = np.linalg.norm(AV - V * lam, axis=0)
+    own = own[np.argsort(others[own])]  # match the ascending order of lam
+    gaps = np.array([_gap(lam[i], np.delete(others, own[i])) for i in range(lam.size)])
+    with np.errstate(divide="ignore"):
+        bounds = np.minimum(res, res**2 / gaps)
+    norm = max(norm_est, float(np.max(np.abs(lam))))
+    return _Pairs(lam, V, res, bounds, residual_tolerance(lam, tol, norm, V.shape[0]))
+
+
+def _rayleigh_ritz(V: Array, AV: Array) -> tuple[Array, Array, Array]:
+    """Ascending eigenpairs of A projected on span(V), using only the images AV.
+
+    Makes the returned vectors orthonormal even when the candidates are not quite (the
+    purified vectors of :func:`smallest_eigenpairs` overlap by O(residual²)), and gives the
+    best values in that span. A(V R⁻¹) = (AV) R⁻¹ by linearity: no extra operator call.
+    """
+    Qv, R = np.linalg.qr(V)
+    AQ = scipy.linalg.solve_triangular(R, AV.T, trans="T").T
+    H = Qv.T @ AQ
+    lam, W = np.linalg.eigh((H + H.T) / 2)
+    return lam, Qv @ W, AQ @ W
+
+
+def _gap(value: float, others: Array) -> float:
+    """Distance from ``value`` to the nearest of ``others`` (inf when there are none)."""
+    finite = others[np.isfinite(others)]
+    return float(np.min(np.abs(finite - value))) if finite.size else np.inf
+
+
+def _wanted(theta: Array, k: int, which: Which) -> Array:
+    """Indices of the k wanted Ritz values (theta is ascending)."""
+    return np.arange(theta.size - k, theta.size) if which == "largest" else np.arange(k)
+
+
+def _result(pairs: _Pairs, steps: int, stop: str) -> EigenResult:
+    """Package certified pairs, with a message that says what did not converge."""
+    ratio = pairs.residuals / pairs.limits
+    if pairs.ok:
+        msg = (f"converged: {pairs.values.size} pair(s) in {steps} iterations; "
+               f"worst residual/tolerance = {ratio.max():.2g}")
+    else:
+        bad = [f"λ≈{pairs.values[i]:.6g}: residual {pairs.residuals[i]:.3g} > "
+               f"tolerance {pairs.limits[i]:.3g} ({ratio[i]:.3g}×)"
+               for i in np.flatnonzero(ratio > 1)]
+        msg = f"NOT converged after {steps} iterations ({stop}); " + "; ".join(bad)
+    return EigenResult(pairs.values, pairs.vectors, pairs.residuals, pairs.bounds, steps,
+                       pairs.ok, msg)
+
+
+# --------------------------------------------------------------------------- drivers
+
+Certifier = Callable[[Array, Array, Array], _Pairs]
+
+
+def _drive(kry: _Krylov, k: int, max_iter: int, which: Which, tol: float,
+           certify: Certifier) -> EigenResult:
+    """Step until the certified pairs pass, max_iter is reached, or the space is exhausted.
+
+    The cheap Ritz estimates gate the (possibly costly) certificate; the certificate alone
+    decides ``converged``, so a recurrence that merely *looks* converged is never accepted.
+    """
+    while True:
+        kry.step()
+        done = kry.m >= max_iter or kry.exhausted
+        if kry.m < k:
+            continue
+        theta, S = kry.ritz()
+        idx = _wanted(theta, k, which)
+        norm = max(kry.norm_est, float(np.max(np.abs(theta))))
+        limit = residual_tolerance(theta[idx], tol, norm, kry.dim)
+        if done or np.all(kry.estimates(S[:, idx]) <= limit):
+            pairs = certify(theta, S, idx)
+            if pairs.ok or done:
+                stop = (f"Krylov space exhausted at dim={kry.dim}" if kry.exhausted
+                        else f"max_iter={max_iter} reached")
+                return _result(pairs, kry.m, stop)
+
+
+def lanczos(matvec: Operator, dim: int, k: int = 1, *, which: Which = "largest",
+            max_iter: int | None = None, tol: float = DEFAULT_TOL, seed: int = 0,
+            v0: Array | None = None) -> EigenResult:
+    """k extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
+
+    Built for the top of Σ's spectrum through an expensive (distributed) ``matvec``: exactly
+    one matvec per iteration, and none for the certificate, because the images A q_j are
+    kept and A v = (A Q) s. Memory: two dim × max_iter float64 arrays. ``max_iter`` defaults
+    to min(dim, max(300, 20k)). A single start vector sees each multiple eigenvalue once;
+    after an exact breakdown (invariant subspace) the basis is extended by a random vector.
+    """
+    which = _check_which(which)
+    steps = _check_args(dim, k, max_iter, tol)
+    kry = _Krylov(matvec, dim, steps, _start_vector(dim, seed, v0), seed, keep_images=True)
+
+    def certify(theta: Array, S: Array, idx: Array) -> _Pairs:
+        m, Si = kry.m, S[:, idx]
+        assert kry.images is not None
+        norm = max(kry.norm_est, float(np.max(np.abs(theta))))
+        return _certify(kry.Q[:, :m] @ Si, kry.images[:, :m] @ Si, theta, idx, tol, norm)
+
+    return _drive(kry, k, steps, which, tol, certify)
+
+
+def smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int = 1, *,
+                        tol: float = DEFAULT_TOL, max_iter: int | None = None, seed: int = 0,
+                        norm_estimate: float | None = None) -> EigenResult:
+    """k smallest eigenpairs of a symmetric positive definite A by shift-invert Lanczos.
+
+    Lanczos runs on A⁻¹ (``solve_A``), where λ_min becomes the dominant eigenvalue 1/λ_min;
+    Ritz values θ map back as λ ≈ 1/θ. Each pair is then certified with ``apply_A`` alone
+    (λ = vᵀAv, residual ‖Av − λv‖), so an inaccurate solve can slow convergence but cannot
+    produce a false certificate. ``apply_A`` may be a different, e.g. matrix-free, operator
+    than the one factorized. ``norm_estimate`` (a lower bound on ‖A‖, for the residual
+    floor) is found by a 30-step Lanczos on ``apply_A`` when not given.
+    """
+    if not callable(apply_A) or not callable(solve_A):
+        raise ParameterError(
+            "apply_A and solve_A must both be callables; cholesky_operator(overwrite=True) "
+            "returns apply_A=None, so pass an operator of A (e.g. the matrix-free Gram).")
+    steps = _check_args(dim, k, max_iter, tol)
+    norm_A = _norm_lower_bound(apply_A, dim, seed) if norm_estimate is None else norm_estimate
+    kry = _Krylov(solve_A, dim, steps, _start_vector(dim, seed, None), seed, keep_images=False)
+
+    def certify(theta: Array, S: Array, idx: Array) -> _Pairs:
+        if np.any(theta[idx] <= 0):
+            raise ParameterError("solve_A has non-positive Ritz values: it is not the inverse "
+                                 "of a positive definite matrix")
+        V = _purified(kry, theta[idx], S[:, idx])
+        AV = _checked_images(apply_A(V.copy()), dim, idx.size)
+        with np.errstate(divide="ignore"):
+            mapped = np.where(theta > 0, 1.0 / theta, np.inf)
+        return _certify(V, AV, mapped, idx, tol, norm_A)
+
+    return _drive(kry, k, steps, "largest", tol, certify)
+
+
+def _purified(kry: _Krylov, theta: Array, S: Array) -> Array:
+    """Ritz vectors of A⁻¹ with one free step of inverse iteration (Ericsson & Ruhe 1980).
+
+    A Ritz vector y = Q s = p(A⁻¹) v0 keeps p(0)·v0's components along A's TOP
+    eigenvectors, where A⁻¹ is ~0 so Lanczos never damps them; in A's residual they are
+    amplified by ‖A‖ and dominate it for 100+ steps. A⁻¹y/θ = y + (β_m s_m/θ) q_{m+1}, by
+    the Lanczos relation, damps them by 1/(λ_j θ) at no cost.
+    """
+    m = kry.m
+    return kry.Q[:, :m] @ S + np.outer(kry.Q[:, m], kry.beta[m - 1] * S[-1, :] / theta)
+
+
+def _norm_lower_bound(apply_A: Operator, dim: int, seed: int) -> float:
+    """A lower bound on ‖A‖ (a Rayleigh quotient near λ_max) from a short Lanczos run."""
+    top = lanczos(apply_A, dim, 1, max_iter=min(dim, 30), tol=1e-3, seed=seed + 1)
+    return float(np.max(np.abs(top.eigenvalues)))
+
+
+def _check_which(which: str) -> Which:
+    """Validate ``which``; a typo must not silently select the other end of the spectrum."""
+    if which not in ("largest", "smallest"):
+        raise ParameterError(f"which must be 'largest' or 'smallest'; got {which!r}")
+    return which  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- factorization
+
+
+def cholesky_operator(A: Array, *, overwrite: bool = False, context: str = ""
+                      ) -> tuple[Operator | None, Operator]:
+    """(apply_A, solve_A) for a symmetric positive definite A, via LAPACK potrf/potrs.
+
+    The factorization reads only the upper triangle of A. With ``overwrite=False`` A is
+    kept for apply_A (which uses all of A, so A must then be fully symmetric) and the
+    factor is a second dim × dim array. With ``overwrite=True`` (A float64 and contiguous,
+    e.g. a 15000² second moment of 1.8 GB) the factorization happens in A's own memory, no
+    second copy is made, A's content is destroyed, and apply_A is returned as None: the
+    caller supplies A's operator separately, which keeps the certificate independent of
+    the factorization. ``context`` describes the data and is quoted if A is singular.
+    """
+    A = _square_matrix(A, overwrite)
+    diag_max = float(np.max(np.diag(A)))
+    # LAPACK works in Fortran order; for a C-ordered A factor A.T (same memory, no copy)
+    # with the lower flag, whose lower triangle is A's upper triangle.
+    lower = not A.flags.f_contiguous
+    target = A.T if lower else A
+    try:
+        factor = scipy.linalg.cho_factor(target, lower=lower, overwrite_a=overwrite,
+                                         check_finite=False)
+    except np.linalg.LinAlgError as exc:
+        raise SingularMatrixError(_singular_message(f"Cholesky failed ({exc})", context)
+                                  ) from exc
+    _check_pivots(np.diag(factor[0]) ** 2, diag_max, context)
+
+    def solve_A(v: Array) -> Array:
+        return scipy.linalg.cho_solve(factor, v, check_finite=False)
+
+    def apply_A(v: Array) -> Array:
+        return A @ v
+
+    return (None if overwrite else apply_A), solve_A
+
+
+def _square_matrix(A: Array, overwrite: bool) -> Array:
+    """A as a float64 square matrix; refuse an in-place request that would silently copy."""
+    if overwrite:
+        if not isinstance(A, np.ndarray) or A.dtype != np.float64 or not (
+                A.flags.c_contiguous or A.flags.f_contiguous):
+            raise ParameterError("overwrite=True needs a contiguous float64 numpy array; "
+                                 "anything else would be copied, defeating the point")
+    else:
+        A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
+        raise ParameterError(f"expected a nonempty square matrix; got shape {A.shape}")
+    if not A.flags.c_contiguous and not A.flags.f_contiguous:
+        A = np.ascontiguousarray(A)
+    return A
+
+
+def _check_pivots(pivots: Array, diag_max: float, context: str) -> None:
+    """Reject a factor whose smallest pivot shows A is singular at float64 resolution.
+
+    Each squared pivot r_ii² = 1/(A_i⁻¹)_ii of the leading block A_i is >= λ_min(A_i) >=
+    λ_min(A) (interlacing), so a pivot below the residual floor (module docstring, with
+    max a_ii <= ‖A‖) proves λ_min(A) is below what float64 can resolve: solving with such a
+    factor returns noise. NaN pivots mean A held NaN/inf (they propagate down the diagonal).
+    """
+    if not np.all(np.isfinite(pivots)):
+        raise ParameterError("the matrix contains NaN or inf; check the accumulated data")
+    floor = float(residual_tolerance(np.zeros(1), 0.0, diag_max, pivots.size)[0])
+    smallest = float(np.min(pivots))
+    if smallest <= floor:
+        raise SingularMatrixError(_singular_message(
+            f"a Cholesky pivot of {smallest:.3g} proves λ_min <= {smallest:.3g}, below the "
+            f"float64 resolution {floor:.3g} for a matrix whose largest diagonal entry is "
+            f"{diag_max:.3g}", context))
+
+
+def _singular_message(detail: str, context: str) -> str:
+    """Say that the matrix is numerically singular, why we know, and the likely cause."""
+    cause = (f"Likely cause: {context}." if context else
+             "Typical causes: fewer samples than dimensions, or a coordinate that is zero "
+             "in every sample (e.g. padding positions no sequence reaches).")
+    return (f"matrix is numerically singular (not positive definite in float64): {detail}. "
+            f"{cause} Its smallest eigenvalue is then 0 to working precision; add noise "
+            "(σ² I) or more samples, or reduce the dimension.")

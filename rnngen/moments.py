@@ -1,0 +1,226 @@
+"""Memory-bounded float64 accumulation of the uncentred second moment Σ = E[x xᵀ].
+
+Why this shape (STUDY.md §3): Σ has dimension D = L·d up to 15,000 (1.8 GB in float64), its
+condition number is 10⁶-10⁸, and float32 accumulation loses λ_min entirely. So samples
+arrive as row blocks (float32 is fine on the wire), are converted to float64 at most
+``block_rows`` rows at a time, and update only the upper triangle of the Gram G = Σ x xᵀ
+with BLAS ``dsyrk`` (half the flops of a GEMM). The scalars the bounds need from the same
+data -- ‖X‖_F, ‖Xᵀ‖₁ and B = max ‖x‖_∞ (STUDY.md §4) -- are accumulated in the same pass.
+
+Partial accumulators from several workers are reduced row block by row block
+(:meth:`MomentAccumulator.upper_rows` → :meth:`MomentAccumulator.add_upper_rows`), so the
+reducer never holds two dim × dim arrays. The strict lower triangle of the Gram is scratch
+until :meth:`MomentAccumulator.second_moment` mirrors the upper triangle into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.linalg.blas import dsyrk
+
+from rnngen.errors import ParameterError
+
+Array = NDArray[np.float64]
+
+# Rows per chunk for the elementwise statistics: keeps the |x| temporary at ~rows·dim·8 B.
+_STAT_ROWS = 256
+
+
+@dataclass(frozen=True, eq=False)
+class DataStats:
+    """Mergeable summary of a data matrix X whose columns are the n samples (STUDY.md §4).
+
+    Stored as sums (not as the norms themselves) because ‖Xᵀ‖₁ = max_j Σ_samples |x_j| is
+    a max of sums: two partial maxima cannot be merged, two partial column sums can.
+    ``eq=False`` because a field is an array; compare the properties instead.
+    """
+
+    n: int
+    dim: int
+    sq_sum: float  # Σ_samples ‖x‖²
+    abs_colsum: Array  # (dim,) Σ_samples |x_j|
+    max_abs: float  # max over samples and coordinates of |x_j|
+
+    @classmethod
+    def empty(cls, dim: int) -> DataStats:
+        """Statistics of zero samples (the identity of :meth:`merge`)."""
+        return cls(0, dim, 0.0, np.zeros(dim), 0.0)
+
+    @property
+    def frobenius(self) -> float:
+        """‖X‖_F, the Frobenius norm of the data matrix."""
+        return float(np.sqrt(self.sq_sum))
+
+    @property
+    def norm1_T(self) -> float:
+        """‖Xᵀ‖₁ = max over coordinates of Σ_samples |entry| (0 for no samples)."""
+        return float(self.abs_colsum.max()) if self.n else 0.0
+
+    @property
+    def B(self) -> float:
+        """B = max over samples of ‖x‖_∞ (Remark 6)."""
+        return self.max_abs
+
+    def merge(self, other: DataStats) -> DataStats:
+        """Statistics of the union of the two sample sets (exact; order-independent)."""
+        if other.dim != self.dim:
+            raise ParameterError(f"cannot merge stats of dim {self.dim} and {other.dim}")
+        return DataStats(self.n + other.n, self.dim, self.sq_sum + other.sq_sum,
+                         self.abs_colsum + other.abs_colsum, max(self.max_abs, other.max_abs))
+
+
+def _block_stats(chunk: Array) -> DataStats:
+    """DataStats of one float64 chunk, in sub-chunks so |chunk| is never materialized whole."""
+    stats = DataStats.empty(chunk.shape[1])
+    for r0 in range(0, chunk.shape[0], _STAT_ROWS):
+        part = np.abs(chunk[r0:r0 + _STAT_ROWS])
+        stats = stats.merge(DataStats(part.shape[0], part.shape[1],
+                                      float(np.einsum("ij,ij->", part, part)),
+                                      part.sum(axis=0), float(part.max(initial=0.0))))
+    return stats
+
+
+def _check_finite(block: np.ndarray) -> None:
+    """Raise naming the first row with NaN/inf; one float64 per row of temporary memory."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        row_sums = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(row_sums))
+    if bad.size:
+        raise ParameterError(f"{bad.size} row(s) of the block, the first being row {bad[0]}, "
+                             "hold NaN/inf or values whose squares overflow float64; "
+                             "nothing was added")
+
+
+class MomentAccumulator:
+    """Running float64 Gram G = Σ x xᵀ (upper triangle) and DataStats of row blocks.
+
+    Memory: the dim × dim float64 Gram (Fortran order, as LAPACK wants it, so the result
+    can be factorized in place) plus one block_rows × dim float64 chunk during :meth:`add`.
+    """
+
+    def __init__(self, dim: int, *, block_rows: int = 2048) -> None:
+        if dim < 1 or block_rows < 1:
+            raise ParameterError(f"need dim >= 1 and block_rows >= 1; got {dim}, {block_rows}")
+        self.dim, self.block_rows = dim, block_rows
+        self._gram = np.zeros((dim, dim), order="F")
+        self._stats = DataStats.empty(dim)
+        self._finalized = False
+
+    @property
+    def n(self) -> int:
+        """Number of samples accumulated."""
+        return self._stats.n
+
+    @property
+    def frobenius(self) -> float:
+        """‖X‖_F of the accumulated data matrix."""
+        return self._stats.frobenius
+
+    @property
+    def norm1_T(self) -> float:
+        """‖Xᵀ‖₁ of the accumulated data matrix."""
+        return self._stats.norm1_T
+
+    @property
+    def B(self) -> float:
+        """Max over samples of ‖x‖_∞."""
+        return self._stats.B
+
+    def stats(self) -> DataStats:
+        """A snapshot of the data statistics (safe to send to a reducer)."""
+        s = self._stats
+        return DataStats(s.n, s.dim, s.sq_sum, s.abs_colsum.copy(), s.max_abs)
+
+    def add(self, block: ArrayLike) -> None:
+        """Accumulate samples given as the rows of ``block`` (b × dim, float32 or float64)."""
+        self._check_open()
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != self.dim:
+            raise ParameterError(f"expected a block of shape (rows, {self.dim}); "
+                                 f"got {block.shape}")
+        _check_finite(block)  # before any update, so a bad block leaves no partial state
+        for r0 in range(0, block.shape[0], self.block_rows):
+            chunk = np.asarray(block[r0:r0 + self.block_rows], dtype=np.float64)
+            stats = _block_stats(chunk)
+            self._syrk(chunk)
+            self._stats = self._stats.merge(stats)
+
+    def _syrk(self, chunk: Array) -> None:
+        """G_upper += chunkᵀ chunk in place; orient the chunk so f2py makes no copy of it."""
+        if chunk.flags.f_contiguous:  # (b, dim) Fortran: C = Aᵀ A with A = chunk
+            a, trans = chunk, 1
+        else:  # C-ordered (b, dim): its transpose is a Fortran (dim, b), C = A Aᵀ
+            a, trans = np.ascontiguousarray(chunk).T, 0
+        out = dsyrk(1.0, a, beta=1.0, c=self._gram, trans=trans, lower=0, overwrite_c=1)
+        if out is not self._gram:  # f2py copied: accumulating into the copy would be lost
+            raise RuntimeError("dsyrk did not update the Gram in place")
+
+    def add_stats(self, stats: DataStats) -> None:
+        """Merge another worker's statistics (pair with :meth:`add_upper_rows`)."""
+        self._check_open()
+        self._stats = self._stats.merge(stats)
+
+    def upper_rows(self, r0: int, r1: int) -> Array:
+        """Rows r0:r1 of the Gram's upper triangle: G[r0:r1, r0:] with the part left of
+        the diagonal zeroed, shape (r1 - r0, dim - r0). Summed over r-blocks this ships
+        dim²/2 numbers, and the reducer holds only one block at a time.
+        """
+        self._check_rows(r0, r1)
+        return np.triu(self._gram[r0:r1, r0:])
+
+    def add_upper_rows(self, r0: int, rows: ArrayLike) -> None:
+        """Add a block produced by another accumulator's ``upper_rows(r0, r0 + len(rows))``."""
+        self._check_open()
+        rows = np.asarray(rows, dtype=np.float64)
+        r1 = r0 + rows.shape[0]
+        self._check_rows(r0, r1)
+        if rows.shape != (r1 - r0, self.dim - r0):
+            raise ParameterError(f"expected upper rows of shape ({r1 - r0}, {self.dim - r0}) "
+                                 f"for r0={r0}; got {rows.shape}")
+        self._gram[r0:r1, r0:] += rows
+
+    def merge(self, other: MomentAccumulator, *, rows_per_block: int = 512) -> None:
+        """Add ``other`` into self, row block by row block (the pattern a reducer follows)."""
+        if other.dim != self.dim:
+            raise ParameterError(f"cannot merge accumulators of dim {self.dim} and {other.dim}")
+        self.add_stats(other.stats())
+        for r0 in range(0, self.dim, rows_per_block):
+            r1 = min(r0 + rows_per_block, self.dim)
+            self.add_upper_rows(r0, other.upper_rows(r0, r1))
+
+    def second_moment(self, *, symmetrize: bool = True) -> Array:
+        """Σ = G / n, computed IN PLACE in the accumulator's buffer and returned (no copy).
+
+        The buffer is Fortran-ordered, so ``cholesky_operator(Σ, overwrite=True)`` factors
+        it without a copy. With ``symmetrize`` the upper triangle is mirrored into the lower
+        one block by block (temporary memory: one block). The accumulator is finished
+        afterwards: further adds would mix Σ with a Gram, so they raise.
+        """
+        self._check_open()
+        if self.n == 0:
+            raise ParameterError("no samples were added; the second moment is undefined")
+        G = self._gram
+        G *= 1.0 / self.n
+        if symmetrize:
+            for r0 in range(0, self.dim, self.block_rows):
+                r1 = min(r0 + self.block_rows, self.dim)
+                G[r1:, r0:r1] = G[r0:r1, r1:].T
+                diag = G[r0:r1, r0:r1]
+                diag[...] = np.triu(diag) + np.triu(diag, 1).T
+        self._finalized = True
+        return G
+
+    def _check_open(self) -> None:
+        """Refuse to touch the buffer once it holds Σ instead of the Gram."""
+        if self._finalized:
+            raise RuntimeError("second_moment() was called: the buffer now holds Σ, not the "
+                               "Gram; create a new MomentAccumulator to accumulate more data")
+
+    def _check_rows(self, r0: int, r1: int) -> None:
+        """Validate a row range of the Gram."""
+        self._check_open()
+        if not 0 <= r0 < r1 <= self.dim:
+            raise ParameterError(f"need 0 <= r0 < r1 <= dim={self.dim}; got r0={r0}, r1={r1}")

@@ -1,0 +1,133 @@
+"""Prefect task of the spectrum stage: certified λ_min / λ_max of E(xxᵀ) for one L."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from rnngen.corpus import check_length, embed_batch, select_split
+from rnngen.errors import UserError
+from rnngen.glove import GLOVE_DIM
+from rnngen.io import read_parquet, write_parquet
+from rnngen.layout import Layout
+from rnngen.spectrum import certified_spectrum, check_rank, dense_smallest
+from tasks import ray_pool
+from tasks.data import load_corpus
+
+METHOD = "float64 Gram (Ray shards) + in-place Cholesky; shift-invert Lanczos (bottom), " \
+         "matrix-free distributed Lanczos (top); residuals by the matrix-free operator"
+SPECTRUM_COLUMNS = ("L", "n", "dim", "lambda_min", "lambda_min_residual", "lambda_max",
+                    "trace", "method", "iterations", "seconds", "data_key")
+
+
+class UncertifiedSpectrum(UserError):
+    """Lanczos could not certify λ_min to the tolerance; nothing is reported as good."""
+
+
+def train_tokens(corpus, n_train: int | None) -> pa.Array:
+    """Token lists of the training split (the first n_train of each class if limited)."""
+    train = select_split(corpus.table, "train")
+    if n_train is not None and n_train < train.num_rows:
+        labels = train.column("label")
+        half = n_train // 2
+        keep = np.concatenate([np.flatnonzero(pc.equal(labels, c).to_numpy(
+            zero_copy_only=False))[:half] for c in (0, 1)])
+        train = train.take(np.sort(keep))
+    return train.column("token_ids").combine_chunks()
+
+
+def existing_rows(out: str) -> list[dict[str, Any]]:
+    path = Layout.at(out).spectrum
+    return read_parquet(path).to_pylist() if path.is_file() else []
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["L"], row["data_key"], row["n"])
+
+
+@task(name="spectrum-L", cache_policy=NO_CACHE)
+def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: int | None = None,
+                        check_dense: bool = False, tol: float = 1e-8,
+                        max_iter: int | None = None) -> dict[str, Any]:
+    """Compute, certify and record the spectrum of Σ at one L; skip if already recorded."""
+    L = check_length(L, "--L")
+    corpus = load_corpus(out)
+    tokens = train_tokens(corpus, n_train)
+    n, dim = len(tokens), L * GLOVE_DIM
+    for row in existing_rows(out):
+        if max_iter is None and _row_key(row) == (L, corpus.data_key, n) and row[
+                "status"] == "certified" and (
+                not check_dense or row.get("dense_lambda_min") is not None):
+            return row
+    check_rank(n, dim)
+    workers = workers or ray_pool.cluster_cpus()
+    t0 = time.perf_counter()
+    pool = ray_pool.ShardPool.create(tokens, workers, corpus.meta.get("glove"))
+    try:
+        acc = pool.second_moment_gram(L, dim)
+        t_gram = time.perf_counter() - t0
+        stats = acc.stats()
+        sigma = acc.second_moment(symmetrize=False)
+        result = certified_spectrum(sigma, pool.second_moment_operator(L), n, tol=tol,
+                                    max_iter=max_iter)
+        del sigma, acc
+    finally:
+        pool.close()
+    seconds = time.perf_counter() - t0
+    row = _row(L, corpus.data_key, result, stats, seconds, t_gram, workers)
+    if check_dense:
+        row.update(_dense_check(corpus, tokens, L, row["lambda_min_estimate"]))
+    record(out, row)
+    if not result.converged:
+        raise UncertifiedSpectrum(
+            f"L={L}: λ_min could not be certified (residual ‖Σv−λv‖ = "
+            f"{result.lambda_min_residual:.3e} for λ = {result.lambda_min:.6e}; {result.message}). "
+            "The row is recorded with status 'uncertified' and no λ_min; bounds at this L "
+            "are not computed.")
+    return row
+
+
+def _row(L, key, result, stats, seconds, t_gram, workers) -> dict[str, Any]:
+    good = result.converged
+    return {
+        "L": L, "n": result.n, "dim": result.dim,
+        "lambda_min": result.lambda_min if good else None,
+        "lambda_min_estimate": result.lambda_min,
+        "lambda_min_residual": result.lambda_min_residual,
+        "lambda_min_error_bound": result.lambda_min_error_bound,
+        "lambda_max": result.lambda_max, "lambda_max_residual": result.lambda_max_residual,
+        "condition": result.condition, "trace": result.trace, "method": METHOD,
+        "iterations": result.iterations, "iterations_top": result.iterations_top,
+        "status": "certified" if good else "uncertified", "message": result.message,
+        "seconds": seconds, "seconds_gram": t_gram,
+        "seconds_factor": result.seconds.get("factor"),
+        "seconds_lanczos": result.seconds.get("lanczos_top", 0) + result.seconds.get(
+            "lanczos_bottom", 0),
+        "workers": workers, "data_key": key,
+        "smallest": result.smallest, "smallest_residuals": result.smallest_residuals,
+        "largest": result.largest,
+        "frob_X": stats.frobenius, "norm1_XT": stats.norm1_T, "B": stats.B,
+        "dense_lambda_min": None, "dense_rel_diff": None, "dense_seconds": None,
+    }
+
+
+def _dense_check(corpus, tokens, L, estimate) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    x = embed_batch(tokens, L, corpus.embeddings).reshape(len(tokens), -1)
+    dense_min, _ = dense_smallest(x)
+    return {"dense_lambda_min": dense_min, "dense_rel_diff": abs(estimate - dense_min) / dense_min,
+            "dense_seconds": time.perf_counter() - t0}
+
+
+def record(out: str, row: dict[str, Any]) -> None:
+    """Insert or replace the row for (L, data_key, n) and rewrite the file atomically."""
+    rows = [r for r in existing_rows(out) if _row_key(r) != _row_key(row)] + [row]
+    rows.sort(key=lambda r: (r["L"], r["n"]))
+    write_parquet(pa.Table.from_pylist(rows), Layout.at(out).spectrum,
+                  {"stage": "spectrum", "method": METHOD})

@@ -1,0 +1,80 @@
+"""The spectrum stage: the distributed operator vs dense products, and the flow end to end."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from flows.spectrum import spectrum
+from rnngen.corpus import embed_batch
+from rnngen.lanczos import SingularMatrixError
+from rnngen.layout import Layout
+from tasks import ray_pool
+from tasks.data import load_corpus
+from tasks.spectrum import UncertifiedSpectrum, spectrum_for_length, train_tokens
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def small(real_data):
+    corpus = load_corpus(str(real_data))
+    tokens = train_tokens(corpus, 600)
+    L = 3
+    x = embed_batch(tokens, L, corpus.embeddings).reshape(len(tokens), -1).astype(np.float64)
+    return corpus, tokens, L, x
+
+
+def test_distributed_gram_and_matvec_equal_dense_products(ray_local, small):
+    corpus, tokens, L, x = small
+    pool = ray_pool.ShardPool.create(tokens, workers=2)
+    try:
+        acc = pool.second_moment_gram(L, x.shape[1], rows_per_block=64)
+        assert acc.n == 600 and acc.n == x.shape[0]
+        sigma = acc.second_moment(symmetrize=True)
+        dense = x.T @ x / x.shape[0]
+        np.testing.assert_allclose(sigma, dense, rtol=1e-12, atol=1e-14 * np.abs(dense).max())
+        apply = pool.second_moment_operator(L)
+        v = np.random.default_rng(0).standard_normal((x.shape[1], 3))
+        np.testing.assert_allclose(apply(v), dense @ v, rtol=1e-11)
+        np.testing.assert_allclose(apply(v[:, 0]), dense @ v[:, 0], rtol=1e-11)
+        np.testing.assert_allclose(acc.frobenius, np.linalg.norm(x), rtol=1e-12)
+        np.testing.assert_allclose(acc.norm1_T, np.abs(x).sum(axis=0).max(), rtol=1e-12)
+        assert acc.B == pytest.approx(np.abs(x).max())
+    finally:
+        pool.close()
+
+
+def test_flow_writes_certified_rows_matching_dense(prefect_harness, ray_local, corpus_out):
+    rows = spectrum(out=str(corpus_out), lengths=[3, 4], n_train=800, check_dense=True)
+    table = pq.read_table(Layout.at(corpus_out).spectrum).to_pylist()
+    assert [r["L"] for r in table] == [3, 4] and [r["dim"] for r in table] == [150, 200]
+    for row in table:
+        assert row["status"] == "certified" and row["n"] == 800
+        assert row["dense_rel_diff"] <= 1e-6
+        assert row["lambda_min_residual"] <= 1e-6 * row["lambda_min"] + 1e-12
+        assert len(row["smallest"]) == 20 and row["smallest"][0] == row["lambda_min"]
+        assert row["largest"][0] == row["lambda_max"] >= row["largest"][-1]
+    # A second run finds the rows and computes nothing new.
+    again = spectrum(out=str(corpus_out), lengths=[3], n_train=800)
+    assert again[0]["seconds"] == rows[0]["seconds"]
+
+
+def test_fewer_samples_than_dimensions_is_explained(ray_local, corpus_out):
+    with pytest.raises(SingularMatrixError, match=r"n=100 training sequences < D=150"):
+        spectrum_for_length.fn(str(corpus_out), 3, n_train=100)
+    assert not Layout.at(corpus_out).spectrum.exists()
+
+
+def test_non_convergence_is_recorded_not_hidden(ray_local, corpus_out):
+    with pytest.raises(UncertifiedSpectrum, match=r"L=3: λ_min could not be certified"):
+        spectrum_for_length.fn(str(corpus_out), 3, n_train=800, max_iter=21)
+    row = pq.read_table(Layout.at(corpus_out).spectrum).to_pylist()[0]
+    assert row["status"] == "uncertified" and row["lambda_min"] is None
+    assert row["lambda_min_residual"] > 0
+
+
+def test_real_data_L100_agrees_with_dense_reference(ray_local, corpus_out):
+    row = spectrum_for_length.fn(str(corpus_out), 100, check_dense=True)
+    assert row["n"] == 25_000 and row["dim"] == 5_000 and row["status"] == "certified"
+    assert row["dense_rel_diff"] <= 1e-6
+    assert row["lambda_max"] > 1e2 and row["condition"] > 1e5

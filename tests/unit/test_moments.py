@@ -1,0 +1,114 @@
+"""Unit tests of rnngen.moments against dense numpy references (X rows = samples)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnngen.errors import ParameterError
+from rnngen.moments import DataStats, MomentAccumulator
+
+
+def data(n: int = 1000, dim: int = 37, seed: int = 0, dtype: type = np.float64) -> np.ndarray:
+    """Samples with a large common offset, like GloVe's mean word vector (STUDY.md §3)."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, dim)) * np.geomspace(1e-3, 3, dim) + 0.7).astype(dtype)
+
+
+def reference(X: np.ndarray) -> np.ndarray:
+    X64 = X.astype(np.float64)
+    return X64.T @ X64 / X.shape[0]
+
+
+def relerr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def accumulate(X: np.ndarray, splits: list[int], block_rows: int) -> MomentAccumulator:
+    acc = MomentAccumulator(X.shape[1], block_rows=block_rows)
+    for r0, r1 in zip(splits[:-1], splits[1:], strict=True):
+        acc.add(X[r0:r1])
+    return acc
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 128, 4096])
+def test_matches_dense_gram_with_uneven_blocks(block_rows: int) -> None:
+    X = data()
+    acc = accumulate(X, [0, 300, 301, 777, 1000], block_rows)
+    S = acc.second_moment()
+    assert acc.n == 1000 and relerr(S, reference(X)) < 1e-12
+    assert np.array_equal(S, S.T)  # symmetrized exactly, not approximately
+    assert S.flags.f_contiguous  # ready for an in-place LAPACK factorization
+
+
+def test_float32_input_is_accumulated_in_float64() -> None:
+    X32 = data(dtype=np.float32)
+    S = accumulate(X32, [0, 500, 1000], 64).second_moment()
+    assert S.dtype == np.float64 and relerr(S, reference(X32)) < 1e-12
+
+
+def test_fortran_ordered_input() -> None:
+    X = np.asfortranarray(data(n=200, dim=11))
+    S = accumulate(X, [0, 200], 50).second_moment()
+    assert relerr(S, reference(X)) < 1e-12
+
+
+def test_stats_match_numpy_definitions() -> None:
+    """X_paper = X.T has the samples as columns (STUDY.md §4)."""
+    X = data(n=300, dim=23, seed=1)
+    X[17, 5] = -40.0  # B must see the absolute value
+    acc = accumulate(X, [0, 100, 300], 33)
+    X_paper = X.T
+    assert acc.frobenius == pytest.approx(np.linalg.norm(X_paper, "fro"), rel=1e-13)
+    assert acc.norm1_T == pytest.approx(np.linalg.norm(X_paper.T, 1), rel=1e-13)
+    assert acc.B == 40.0 == np.abs(X_paper).max(axis=0).max()
+
+
+def test_row_block_merge_equals_single_pass() -> None:
+    X = data(n=500, dim=29, seed=2)
+    whole = accumulate(X, [0, 500], 64)
+    left, right = accumulate(X, [0, 180], 64), accumulate(X, [180, 500], 50)
+    target = MomentAccumulator(29)
+    target.merge(left, rows_per_block=8)  # 8 does not divide 29
+    for r0 in range(0, 29, 5):  # the reducer's pattern, spelled out
+        target.add_upper_rows(r0, right.upper_rows(r0, min(r0 + 5, 29)))
+    target.add_stats(right.stats())
+    assert target.n == whole.n and target.B == whole.B
+    assert target.frobenius == pytest.approx(whole.frobenius, rel=1e-14)
+    assert target.norm1_T == pytest.approx(whole.norm1_T, rel=1e-14)
+    assert relerr(target.second_moment(), whole.second_moment()) < 1e-14
+
+
+def test_upper_rows_are_upper_triangular() -> None:
+    acc = accumulate(data(n=50, dim=9), [0, 50], 16)
+    rows = acc.upper_rows(3, 6)
+    assert rows.shape == (3, 6) and np.array_equal(rows, np.triu(rows))
+
+
+def test_datastats_merge_is_exact_where_norms_are_not() -> None:
+    """‖Xᵀ‖₁ of a union is not the sum or max of the parts' ‖Xᵀ‖₁; the merge is exact."""
+    X = np.array([[1.0, 0.0], [0.0, 2.0]])
+    a, b = (accumulate(X[i:i + 1], [0, 1], 4).stats() for i in range(2))
+    merged = a.merge(b).merge(DataStats.empty(2))
+    assert (a.norm1_T, b.norm1_T, merged.norm1_T) == (1.0, 2.0, 2.0)
+    assert merged.n == 2 and merged.frobenius == pytest.approx(np.sqrt(5.0))
+    with pytest.raises(ParameterError, match="dim"):
+        a.merge(DataStats.empty(3))
+
+
+def test_errors_speak() -> None:
+    acc = MomentAccumulator(4)
+    with pytest.raises(ParameterError, match=r"\(rows, 4\)"):
+        acc.add(np.zeros((3, 5)))
+    with pytest.raises(ParameterError, match="no samples"):
+        acc.second_moment()
+    bad = np.ones((10, 4))
+    bad[7, 2] = np.nan
+    with pytest.raises(ParameterError, match="NaN"):
+        acc.add(bad)
+    with pytest.raises(ParameterError, match="upper rows of shape"):
+        acc.add_upper_rows(1, np.zeros((2, 4)))
+    acc.add(np.ones((2, 4)))
+    acc.second_moment()
+    with pytest.raises(RuntimeError, match="new MomentAccumulator"):
+        acc.add(np.ones((2, 4)))
