@@ -497,3 +497,68 @@ def _singular_message(detail: str, context: str) -> str:
     return (f"matrix is numerically singular (not positive definite in float64): {detail}. "
             f"{cause} Its smallest eigenvalue is then 0 to working precision; add noise "
             "(σ² I) or more samples, or reduce the dimension.")
+
+
+# --------------------------------------------------------------------------- block variant
+
+
+def block_smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int = 1, *,
+                              block: int | None = None, tol: float = DEFAULT_TOL,
+                              max_blocks: int | None = None, seed: int = 0,
+                              norm_estimate: float | None = None) -> EigenResult:
+    """k smallest eigenpairs of an SPD A by BLOCK shift-invert Lanczos.
+
+    Same spectral transformation and certificate as :func:`smallest_eigenpairs`, but each
+    step applies ``solve_A`` to a (dim, block) array. With a Cholesky factor, a triangular
+    solve with b right-hand sides reads the factor once, so a block of 20 costs about twice
+    one vector (measured at D = 10,000) while the Krylov space grows 20 times faster; a
+    clustered bottom (many near-equal eigenvalues) is resolved in tens of block steps.
+    ``iterations`` counts block steps; ``apply_A`` and ``solve_A`` must accept (dim, b).
+    """
+    b = max(k, 8) if block is None else int(block)
+    if b < k:
+        raise ParameterError(f"block={b} must be >= k={k}")
+    _check_args(dim, k, None, tol)
+    blocks = min(100 if max_blocks is None else int(max_blocks), max(1, (dim - 1) // b))
+    norm_A = _norm_lower_bound(apply_A, dim, seed) if norm_estimate is None else norm_estimate
+    rng = np.random.default_rng(seed)
+    Q = np.zeros((dim, b * (blocks + 1)), order="F")
+    Q[:, :b] = np.linalg.qr(rng.standard_normal((dim, b)))[0]
+    T = np.zeros((b * blocks, b * blocks))
+    pairs, next_check = None, 0
+    for j in range(blocks):
+        m = (j + 1) * b
+        W = _checked_images(solve_A(Q[:, m - b:m].copy()), dim, b)
+        W, C = _cgs2(Q[:, :m], W)
+        T[:m, m - b:m] = C
+        T[m - b:m, :m] = C.T
+        Q[:, m:m + b], R = _next_block(Q[:, :m], W, rng)
+        theta, S = np.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)
+        idx = np.arange(m - k, m)
+        coupling = R @ S[m - b:, :]  # A⁻¹y − θy = Q_next · coupling (block Lanczos relation)
+        est = np.linalg.norm(coupling[:, idx], axis=0)
+        limit = residual_tolerance(theta[idx], tol, float(theta[-1]), dim)
+        last = j == blocks - 1
+        if (np.all(est <= limit) and j >= next_check) or last:
+            V = Q[:, :m] @ S[:, idx] + Q[:, m:m + b] @ (coupling[:, idx] / theta[idx])
+            AV = _checked_images(apply_A(V.copy()), dim, k)
+            mapped = np.where(theta > 0, 1.0 / np.maximum(theta, np.finfo(float).tiny), np.inf)
+            pairs = _certify(V, AV, mapped, idx, tol, norm_A)
+            if pairs.ok or last:
+                stop = f"block size {b}; " + ("max_blocks reached" if not pairs.ok else "done")
+                return _result(pairs, j + 1, stop)
+            next_check = j + 2  # a failed certificate costs an apply_A: wait a little
+    raise AssertionError("unreachable")
+
+
+def _next_block(basis: Array, W: Array, rng: np.random.Generator) -> tuple[Array, Array]:
+    """Orthonormal next block and its coupling R (W = Q_next R); random fill on breakdown."""
+    Qn, R = np.linalg.qr(W)
+    scale = max(float(np.abs(R).max(initial=0.0)), 1.0)
+    weak = np.abs(np.diag(R)) <= _BREAKDOWN * EPS * scale
+    if np.any(weak):  # invariant subspace reached along some directions: extend at random
+        fill, _ = _cgs2(np.column_stack([basis, Qn[:, ~weak]]),
+                        rng.standard_normal((basis.shape[0], int(weak.sum()))))
+        Qn[:, weak] = np.linalg.qr(fill)[0]
+        R[weak, :] = 0.0
+    return Qn, R

@@ -158,6 +158,37 @@ class MomentAccumulator:
         if out is not self._gram:  # f2py copied: accumulating into the copy would be lost
             raise RuntimeError("dsyrk did not update the Gram in place")
 
+    def add_trailing(self, block: ArrayLike, start: int, *, panel: int = 1024) -> None:
+        """Accumulate rows that are zero in every column before ``start``.
+
+        Pre-padded sequences have this shape: a review of k ≤ L tokens fills only its last
+        k·d coordinates. Sorting rows by length and updating only the trailing
+        (dim − start)² part of the Gram (upper triangle, column panel by column panel, in
+        place) costs about E[k²]/L² of a full update: 0.47 of it at L = 300 on IMDB.
+        BLAS has no in-place SYRK on a sub-block here (scipy's wrapper would copy a strided
+        view), hence the panels of GEMM; the diagonal panels' waste is ~panel/(dim-start).
+        """
+        self._check_open()
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != self.dim or not 0 <= start < self.dim:
+            raise ParameterError(f"expected a block of shape (rows, {self.dim}) and 0 <= start "
+                                 f"< {self.dim}; got {block.shape}, start={start}")
+        if np.any(block[:, :start]):
+            raise ParameterError(f"add_trailing: the block has non-zeros before column {start}")
+        for r0 in range(0, block.shape[0], self.block_rows):
+            chunk = np.asarray(block[r0:r0 + self.block_rows, start:], dtype=np.float64)
+            part = _block_stats(chunk)
+            if not np.isfinite(part.sq_sum):
+                raise ParameterError("the block holds NaN/inf (or values whose squares overflow)")
+            colsum = np.zeros(self.dim)
+            colsum[start:] = part.abs_colsum
+            for j0 in range(start, self.dim, panel):
+                j1 = min(j0 + panel, self.dim)
+                self._gram[start:j1, j0:j1] += chunk[:, : j1 - start].T @ chunk[:, j0 - start:
+                                                                                 j1 - start]
+            self._stats = self._stats.merge(
+                DataStats(part.n, self.dim, part.sq_sum, colsum, part.max_abs))
+
     def add_stats(self, stats: DataStats) -> None:
         """Merge another worker's statistics (pair with :meth:`add_upper_rows`)."""
         self._check_open()

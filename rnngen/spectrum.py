@@ -18,9 +18,9 @@ import numpy as np
 from rnngen.lanczos import (
     EigenResult,
     SingularMatrixError,
+    block_smallest_eigenpairs,
     cholesky_operator,
     lanczos,
-    smallest_eigenpairs,
 )
 
 Operator = Callable[[np.ndarray], np.ndarray]
@@ -62,7 +62,8 @@ def check_rank(n: int, dim: int) -> None:
 
 def certified_spectrum(sigma: np.ndarray, apply_sigma: Operator, n: int, *, k_small: int = 20,
                        k_large: int = 5, tol: float = 1e-8, seed: int = 0,
-                       max_iter: int | None = None) -> SpectrumResult:
+                       max_blocks: int | None = None, block: int | None = None
+                       ) -> SpectrumResult:
     """Smallest `k_small` and largest `k_large` eigenvalues of Σ (which is overwritten).
 
     `sigma` is Σ (upper triangle suffices, Fortran order to factor in place); `apply_sigma`
@@ -81,9 +82,9 @@ def certified_spectrum(sigma: np.ndarray, apply_sigma: Operator, n: int, *, k_sm
     times["lanczos_top"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # Iterate with the factor's solve, certify with the independent matrix-free operator.
-    low: EigenResult = smallest_eigenpairs(apply_sigma, solve, dim, k_small, tol=tol, seed=seed,
-                                           max_iter=max_iter,
-                                           norm_estimate=float(top.eigenvalues[-1]))
+    low: EigenResult = block_smallest_eigenpairs(
+        apply_sigma, solve, dim, k_small, block=max(k_small, 24) if block is None else block,
+        tol=tol, seed=seed, max_blocks=max_blocks, norm_estimate=float(top.eigenvalues[-1]))
     times["lanczos_bottom"] = time.perf_counter() - t0
     values, residuals = low.eigenvalues, low.residuals
     ok = bool(low.converged and top.converged)

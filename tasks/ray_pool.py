@@ -65,19 +65,34 @@ class CorpusShard:
         return len(self._tokens)
 
     def _embedded(self, L: int) -> np.ndarray:
-        """(n_shard, L*d) float32 sequences, cached for the latest L (float32 -> float64 is
-        exact, so products computed from the cache in float64 are exact float64 products)."""
+        """(n_shard, L*d) float32 sequences, longest first, cached for the latest L.
+
+        float32 -> float64 is exact, so products computed from the cache in float64 are
+        exact float64 products. Sorting by kept length lets every block skip its leading
+        all-padding columns (see MomentAccumulator.add_trailing).
+        """
         if self._L != L:
             self._x = None  # free the previous L first
-            self._x = embed_batch(self._tokens, L, self._table).reshape(len(self._tokens), -1)
-            self._L = L
+            kept = np.minimum(np.diff(self._tokens.offsets.to_numpy()), L)
+            self._order = np.argsort(-kept, kind="stable")
+            self._kept = kept[self._order]
+            x = embed_batch(self._tokens.take(pa.array(self._order)), L, self._table)
+            self._x, self._L = x.reshape(len(self._tokens), -1), L
         return self._x
+
+    def _blocks(self, L: int, rows: int):
+        """(block, first non-padding column) pairs over the cached, length-sorted shard."""
+        x = self._embedded(L)
+        d = x.shape[1] // L
+        for r0 in range(0, x.shape[0], rows):
+            yield x[r0:r0 + rows], x.shape[1] - d * int(self._kept[r0])
 
     def accumulate(self, L: int, block_rows: int = 1024) -> DataStats:
         """Partial float64 Gram of this shard (upper triangle) and its data statistics."""
-        x = self._embedded(L)
-        self._acc = MomentAccumulator(x.shape[1], block_rows=block_rows)
-        self._acc.add(x)
+        dim = self._embedded(L).shape[1]
+        self._acc = MomentAccumulator(dim, block_rows=block_rows)
+        for block, start in self._blocks(L, block_rows):
+            self._acc.add_trailing(block, min(start, dim - 1))
         return self._acc.stats()
 
     def gram_rows(self, r0: int, r1: int) -> np.ndarray:
@@ -89,11 +104,10 @@ class CorpusShard:
 
     def matmat(self, L: int, V: np.ndarray, block_rows: int = 2048) -> np.ndarray:
         """Xᵀ (X V) over this shard in float64, block by block; V is (D,) or (D, k)."""
-        x = self._embedded(L)
         out = np.zeros(V.shape, dtype=np.float64)
-        for r0 in range(0, x.shape[0], block_rows):
-            block = x[r0:r0 + block_rows].astype(np.float64)
-            out += block.T @ (block @ V)
+        for block, start in self._blocks(L, block_rows):
+            part = block[:, start:].astype(np.float64)
+            out[start:] += part.T @ (part @ V[start:])
         return out
 
     def release(self) -> None:

@@ -54,14 +54,14 @@ def _row_key(row: dict) -> tuple:
 @task(name="spectrum-L", cache_policy=NO_CACHE)
 def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: int | None = None,
                         check_dense: bool = False, tol: float = 1e-8,
-                        max_iter: int | None = None) -> dict[str, Any]:
+                        max_blocks: int | None = None) -> dict[str, Any]:
     """Compute, certify and record the spectrum of Σ at one L; skip if already recorded."""
     L = check_length(L, "--L")
     corpus = load_corpus(out)
     tokens = train_tokens(corpus, n_train)
     n, dim = len(tokens), L * GLOVE_DIM
     for row in existing_rows(out):
-        if max_iter is None and _row_key(row) == (L, corpus.data_key, n) and row[
+        if max_blocks is None and _row_key(row) == (L, corpus.data_key, n) and row[
                 "status"] == "certified" and (
                 not check_dense or row.get("dense_lambda_min") is not None):
             return row
@@ -75,7 +75,7 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
         stats = acc.stats()
         sigma = acc.second_moment(symmetrize=False)
         result = certified_spectrum(sigma, pool.second_moment_operator(L), n, tol=tol,
-                                    max_iter=max_iter)
+                                    max_blocks=max_blocks)
         del sigma, acc
     finally:
         pool.close()

@@ -67,7 +67,7 @@ def test_fewer_samples_than_dimensions_is_explained(ray_local, corpus_out):
 
 def test_non_convergence_is_recorded_not_hidden(ray_local, corpus_out):
     with pytest.raises(UncertifiedSpectrum, match=r"L=3: λ_min could not be certified"):
-        spectrum_for_length.fn(str(corpus_out), 3, n_train=800, max_iter=21)
+        spectrum_for_length.fn(str(corpus_out), 3, n_train=800, max_blocks=1)
     row = pq.read_table(Layout.at(corpus_out).spectrum).to_pylist()[0]
     assert row["status"] == "uncertified" and row["lambda_min"] is None
     assert row["lambda_min_residual"] > 0

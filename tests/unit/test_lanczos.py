@@ -18,6 +18,7 @@ from rnngen.lanczos import (
     EPS,
     EigenResult,
     SingularMatrixError,
+    block_smallest_eigenpairs,
     cholesky_operator,
     lanczos,
     residual_tolerance,
@@ -78,6 +79,28 @@ def test_smallest_matches_eigvalsh(cond: float, k: int) -> None:
     assert res.iterations < 100  # shift-invert: tens of steps despite the cluster
     assert np.all(np.abs(res.eigenvalues - ev[:k]) <= allowed_error(ev[:k], ev[-1]))
     check_certificate(A, res)
+
+
+@pytest.mark.parametrize("cond", CONDS)
+@pytest.mark.parametrize(("k", "block"), [(1, 4), (10, 12), (20, 24)])
+def test_block_smallest_matches_eigvalsh(cond: float, k: int, block: int) -> None:
+    A = spd(300, cond, cluster=20)
+    ev = np.linalg.eigvalsh(A)
+    apply_A, solve_A = cholesky_operator(A)
+    res = block_smallest_eigenpairs(apply_A, solve_A, 300, k, block=block)
+    assert res.converged, res.message
+    assert res.iterations * block < 300  # never needed the whole space
+    assert np.all(np.abs(res.eigenvalues - ev[:k]) <= allowed_error(ev[:k], ev[-1]))
+    check_certificate(A, res)
+
+
+def test_block_variant_reports_non_convergence() -> None:
+    A = spd(300, 1e8, cluster=20)
+    apply_A, solve_A = cholesky_operator(A)
+    res = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=20, max_blocks=1)
+    assert not res.converged and res.message.startswith("NOT converged after 1 iterations")
+    with pytest.raises(ParameterError, match="block=4 must be >= k=5"):
+        block_smallest_eigenpairs(apply_A, solve_A, 300, 5, block=4)
 
 
 @pytest.mark.parametrize("cond", CONDS)

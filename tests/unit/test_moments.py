@@ -112,3 +112,27 @@ def test_errors_speak() -> None:
     acc.second_moment()
     with pytest.raises(RuntimeError, match="new MomentAccumulator"):
         acc.add(np.ones((2, 4)))
+
+
+def test_add_trailing_equals_full_update_on_pre_padded_rows() -> None:
+    rng = np.random.default_rng(7)
+    dim, start = 90, 35
+    x = rng.standard_normal((41, dim))
+    x[:25, :start] = 0.0  # pre-padding: leading coordinates are zero for these rows
+    staircase = MomentAccumulator(dim, block_rows=6)
+    staircase.add_trailing(x[:25], start, panel=16)
+    staircase.add(x[25:])
+    full = MomentAccumulator(dim)
+    full.add(x)
+    np.testing.assert_allclose(np.triu(staircase.second_moment(symmetrize=False)),
+                               np.triu(x.T @ x / 41), rtol=1e-12, atol=1e-14)
+    assert staircase.n == full.n == 41
+    assert staircase.frobenius == pytest.approx(full.frobenius, rel=1e-13)
+    assert staircase.norm1_T == pytest.approx(full.norm1_T, rel=1e-13)
+    assert staircase.B == full.B
+
+
+def test_add_trailing_refuses_rows_with_leading_non_zeros() -> None:
+    acc = MomentAccumulator(10)
+    with pytest.raises(ParameterError, match="non-zeros before column 4"):
+        acc.add_trailing(np.ones((2, 10)), 4)
