@@ -13,8 +13,6 @@ import argparse
 import gc
 import time
 
-import numpy as np
-
 from bench.memory import PeakMemory
 from rnngen.corpus import embed_batch
 from rnngen.glove import GLOVE_DIM

@@ -103,9 +103,48 @@ def spectrum(
     typer.echo(f"wrote {out / 'results' / 'spectrum.parquet'}")
 
 
+Profile = Annotated[str, typer.Option(help="quick (default) or paper.")]
+
+
+@app.command()
+def train(
+    out: Out = Path("data"),
+    profile: Profile = "quick",
+    lengths: Lengths = None,
+    sigma: Annotated[list[float] | None, typer.Option(help="Input-noise levels σ.")] = None,
+    seeds: Annotated[list[int] | None, typer.Option(help="Seeds.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden size m.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    n_train: Annotated[int | None, typer.Option(help="Training reviews per run.")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Test reviews per run.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam, sgd or rmsprop.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    clip_grad_norm: Annotated[float | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
+    max_retries: Annotated[int, typer.Option(help="Retries of a failing cell.")] = 2,
+    ray_address: RayAddress = None,
+) -> None:
+    """Train the (L, σ, seed) grid over Ray; finished cells are skipped."""
+    _prefect_defaults()
+    overrides = {k: v for k, v in dict(
+        hidden=hidden, epochs=epochs, n_train=n_train, n_test=n_test, optimizer=optimizer,
+        lr=lr, batch_size=batch_size, clip_grad_norm=clip_grad_norm,
+        weight_decay=weight_decay, device=device).items() if v is not None}
+    from flows.train import build_grid
+    from flows.train import train as train_flow
+
+    specs = _run(build_grid, str(out), profile, lengths, sigma, seeds, overrides)
+    typer.echo(f"train: {len(specs)} cells in the grid")
+    _run(train_flow, out=str(out), profile=profile, lengths=lengths, sigmas=sigma, seeds=seeds,
+         overrides=overrides, ray_address=ray_address, max_retries=max_retries)
+    typer.echo(f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}")
+
+
 @app.command()
 def study(
-    profile: Annotated[str, typer.Option(help="quick (default) or paper.")] = "quick",
+    profile: Profile = "quick",
     out: Out = Path("data"),
     imdb: Annotated[Path | None, typer.Option("--imdb", help="See `rnngen embed --help`.")] = None,
 ) -> None:

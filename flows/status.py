@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+from collections import defaultdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
 from rnngen.layout import Layout
+
+MARK = {"done": "[green]done[/]", "diverged": "[yellow]diverged[/]", "failed": "[red]failed[/]",
+        "running": "[cyan]running[/]"}
 
 
 def _data_rows(layout: Layout) -> list[tuple[str, str]]:
@@ -27,10 +33,58 @@ def _data_rows(layout: Layout) -> list[tuple[str, str]]:
                                f"(source {pointer['imdb']['kind']})"))
     else:
         rows.append(("corpus", "absent (run `rnngen embed`)"))
-    for name, path in (("embed summary", layout.embed_summary), ("spectrum", layout.spectrum),
-                       ("runs", layout.runs), ("bounds", layout.bounds)):
-        rows.append((name, str(path) if path.is_file() else "absent"))
+    if layout.spectrum.is_file():
+        for r in pq.read_table(layout.spectrum).to_pylist():
+            value = f"{r['lambda_min']:.4e}" if r["lambda_min"] is not None else "—"
+            rows.append((f"spectrum L={r['L']}", f"{r['status']}: λ_min {value} "
+                         f"(residual {r['lambda_min_residual']:.1e}, n={r['n']})"))
+    else:
+        rows.append(("spectrum", "absent (run `rnngen spectrum`)"))
+    for name, path in (("bounds", layout.bounds),):
+        rows.append((name, f"{pq.read_metadata(path).num_rows} rows in {path}"
+                     if path.is_file() else "absent"))
     return rows
+
+
+def _running(layout: Layout) -> dict[str, dict]:
+    """Cells a live training process has in flight (a dead process's list is stale)."""
+    path = layout.results / "train_state.json"
+    if not path.is_file():
+        return {}
+    state = json.loads(path.read_text())
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError):
+        return {}
+    return state.get("running", {})
+
+
+def grid_table(layout: Layout) -> Table | None:
+    """L × σ rows, one column per seed: done / running / failed / diverged."""
+    running = _running(layout)
+    rows = pq.read_table(layout.runs, columns=["run_id", "L", "sigma", "seed", "status"]
+                         ).to_pylist() if layout.runs.is_file() else []
+    if not rows and not running:
+        return None
+    cells: dict[tuple, dict[int, str]] = defaultdict(dict)
+    seeds: set[int] = set()
+    for r in rows + [dict(cell, status="running") for cell in running.values()]:
+        cells[(r["L"], r["sigma"])][r["seed"]] = r["status"]
+        seeds.add(r["seed"])
+    table = Table(title=f"training grid: {len(rows)} cells on disk, {len(running)} running")
+    table.add_column("L")
+    table.add_column("σ")
+    for seed in sorted(seeds):
+        table.add_column(f"seed {seed}")
+    for (L, sigma), by_seed in sorted(cells.items()):
+        table.add_row(str(L), f"{sigma:g}", *(MARK.get(by_seed.get(s, ""), "·")
+                                             for s in sorted(seeds)))
+    counts = defaultdict(int)
+    for by_seed in cells.values():
+        for status in by_seed.values():
+            counts[status] += 1
+    table.caption = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    return table
 
 
 def render_status(out: Path, console: Console | None = None) -> None:
@@ -42,3 +96,5 @@ def render_status(out: Path, console: Console | None = None) -> None:
     for item, state in _data_rows(layout):
         table.add_row(item, state)
     console.print(table)
+    grid = grid_table(layout)
+    console.print(grid if grid is not None else "training grid: no runs yet (`rnngen train`)")

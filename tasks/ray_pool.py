@@ -46,6 +46,38 @@ def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
+def fan_out(fn: Callable, items: list, *, shared: tuple = (), resources: dict[str, float],
+            max_retries: int,
+            on_done: Callable[[object, object, BaseException | None], None]) -> None:
+    """Run `fn(item, *shared)` for every item as Ray tasks (`shared` values are placed in the
+    object store once and handed to every task); call `on_done(item, result, error)` as each
+    finishes, in completion order, on the driver (which is where results are written).
+
+    Ray retries a task whose worker died (node loss, OOM kill) and, with
+    `retry_exceptions`, one that raised: up to `max_retries` times in both cases. The error
+    of the last attempt reaches `on_done`; the remaining items go on regardless.
+    """
+    remote = ray.remote(fn).options(max_retries=max_retries, retry_exceptions=True,
+                                    **_ray_resources(resources))
+    refs = [ray.put(value) for value in shared]
+    pending = {remote.remote(item, *refs): item for item in items}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        item = pending.pop(ready[0])
+        try:
+            result, error = ray.get(ready[0]), None
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as err:
+            result, error = None, err
+        on_done(item, result, error)
+
+
+def _ray_resources(resources: dict[str, float]) -> dict:
+    out = {"num_cpus": resources.get("CPU", 1)}
+    if resources.get("GPU"):
+        out["num_gpus"] = resources["GPU"]
+    return out
+
+
 @ray.remote(num_cpus=1)
 class CorpusShard:
     """A slice of the training reviews (token ids) and the means to embed it on the spot.

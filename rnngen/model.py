@@ -1,0 +1,164 @@
+"""The bias-free ReLU RNN of the paper's eq. (1), its initialisations and its weight files.
+
+    g_t = U x_t + W h_{t-1},   h_t = relu(g_t),   y_t = V h_t,   h_0 = 0,
+
+and only y_L is read. The bounds are stated for exactly this map: a bias, a different
+readout or masking would break the identities of STUDY.md section 4, so the module is a
+bare ``nn.RNN`` (no bias) plus a bare ``nn.Linear`` (no bias) and nothing else.
+
+Weights are stored as ``.npz`` (numpy arrays plus the run spec as a JSON string) and read
+back with ``allow_pickle=False``: a weight file is data, never code to execute.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnngen.errors import DataError, ParameterError
+from rnngen.io import atomic_path
+
+InitName = Literal["irnn", "orthogonal", "default"]
+INITS: tuple[str, ...] = ("irnn", "orthogonal", "default")
+WEIGHT_KEYS: tuple[str, ...] = ("U", "W", "V")
+SPEC_KEY = "spec_json"
+
+
+class ReLURNN(nn.Module):
+    """Eq. (1): ``y_L = V relu(U x_L + W relu(... relu(U x_1)))``; three weight matrices only.
+
+    Args:
+        d: input size (50 for GloVe 6B 50d).
+        m: hidden size.
+        k: number of classes (2 for IMDB).
+        init: 'irnn', 'orthogonal' or 'default' (see `init_weights`).
+        init_scale: gain of the recurrent matrix W at initialisation.
+        generator: random stream for the initial weights (the run's 'init' stream).
+    """
+
+    def __init__(self, d: int, m: int, k: int = 2, init: InitName = "irnn",
+                 init_scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(d, m, nonlinearity="relu", bias=False, batch_first=True)
+        self.readout = nn.Linear(m, k, bias=False)
+        init_weights(self, init, init_scale, generator)
+
+    @property
+    def U(self) -> nn.Parameter:
+        """Input-to-hidden matrix, shape (m, d)."""
+        return self.rnn.weight_ih_l0
+
+    @property
+    def W(self) -> nn.Parameter:
+        """Hidden-to-hidden matrix, shape (m, m)."""
+        return self.rnn.weight_hh_l0
+
+    @property
+    def V(self) -> nn.Parameter:
+        """Readout matrix, shape (k, m)."""
+        return self.readout.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y_L of shape (B, k) for inputs x of shape (B, L, d), starting from h_0 = 0."""
+        _, h_last = self.rnn(x)  # h_last: (1, B, m); torch starts from zeros when h0 is None
+        return self.readout(h_last[0])
+
+    def weights_numpy(self) -> dict[str, np.ndarray]:
+        """Float64 copies of U, W, V: what the bound computations and weight files take."""
+        return {name: getattr(self, name).detach().cpu().to(torch.float64).numpy().copy()
+                for name in WEIGHT_KEYS}
+
+
+def init_weights(model: ReLURNN, init: str, scale: float,
+                 generator: torch.Generator | None = None) -> None:
+    """Set U, W, V in place from `generator`, so that the init stream alone decides them.
+
+    - 'irnn' (Le, Jaitly & Hinton 2015): W = scale * I; U ~ N(0, 1/d), V ~ N(0, 1/m).
+      W = I makes the ReLU state a running sum of relu'd word features, so gradients
+      neither explode nor vanish through the L steps at the start of training -- what lets
+      a plain ReLU RNN read reviews of 100-300 words (the default).
+    - 'orthogonal': W = scale * (random orthogonal); U, V as for 'irnn'.
+    - 'default': PyTorch's own U(-1/sqrt(m), 1/sqrt(m)) for every entry; W times scale.
+    """
+    if init not in INITS:
+        raise ParameterError(f"init must be one of {INITS}, got {init!r}.")
+    m, d = model.U.shape
+    k = model.V.shape[0]
+    with torch.no_grad():
+        if init == "default":
+            bound = 1.0 / math.sqrt(m)
+            for p in (model.U, model.W, model.V):
+                p.uniform_(-bound, bound, generator=generator)
+            model.W.mul_(scale)
+            return
+        model.U.copy_(torch.randn(m, d, generator=generator) / math.sqrt(d))
+        if init == "irnn":
+            model.W.copy_(scale * torch.eye(m))
+        else:
+            nn.init.orthogonal_(model.W, gain=scale, generator=generator)
+        model.V.copy_(torch.randn(k, m, generator=generator) / math.sqrt(m))
+
+
+def reference_forward(U: np.ndarray, W: np.ndarray, V: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Eq. (1) as a plain loop over t (the test oracle for `ReLURNN`); x (B, L, d) -> (B, k)."""
+    h = np.zeros((x.shape[0], W.shape[0]))
+    for t in range(x.shape[1]):
+        h = np.maximum(x[:, t] @ U.T + h @ W.T, 0.0)
+    return h @ V.T
+
+
+# ----------------------------------------------------------------------------- weight files
+
+
+def _check_weights(weights: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """U (m, d), W (m, m), V (k, m) as float64, or an error naming `where`."""
+    missing = [key for key in WEIGHT_KEYS if key not in weights]
+    if missing:
+        raise DataError(f"{where} lacks the weight arrays {missing}; expected keys "
+                        f"{list(WEIGHT_KEYS)}. Rerun the training that writes it.")
+    U, W, V = (np.asarray(weights[key], dtype=np.float64) for key in WEIGHT_KEYS)
+    m = W.shape[0] if W.ndim == 2 else -1
+    if U.ndim != 2 or W.shape != (m, m) or U.shape[0] != m or V.ndim != 2 or V.shape[1] != m:
+        raise DataError(f"{where} holds weights of inconsistent shapes U {U.shape}, W {W.shape}, "
+                        f"V {V.shape}; expected (m, d), (m, m), (k, m). Rerun the training.")
+    return {"U": U, "W": W, "V": V}
+
+
+def save_weights(path: str | Path, weights: dict[str, np.ndarray], spec_json: str) -> Path:
+    """Write U, W, V and the run's spec to `path` (.npz), atomically.
+
+    The spec travels inside the file so a weight file alone says which run made it.
+    """
+    arrays = _check_weights(weights, "the weights to save")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # A file object, not a name: np.savez would append '.npz' to the temporary name.
+        np.savez(fh, **arrays, **{SPEC_KEY: np.array(str(spec_json))})
+    return Path(path)
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
+    """Read `(weights, spec_json)` from a file `save_weights` wrote; never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"weight file {path} does not exist. Train the run first, or check "
+                        "the path.")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ValueError("a single array, not an .npz archive")
+        with loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} is not a readable weight file ({err}). Delete it and rerun "
+                        "the training that writes it.") from err
+    spec = arrays.get(SPEC_KEY)
+    if spec is None or spec.ndim != 0 or spec.dtype.kind != "U":
+        raise DataError(f"{path} lacks the run spec ('{SPEC_KEY}'). Delete it and rerun the "
+                        "training that writes it.")
+    return _check_weights(arrays, str(path)), str(spec)

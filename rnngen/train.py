@@ -1,0 +1,338 @@
+"""Train one ReLU RNN (eq. 1) on IMDB with Gaussian input noise, and measure it.
+
+One call of `train_model` is one run of the grid (STUDY.md section 6): seed the streams,
+train with fresh N(0, sigma^2) noise on every input coordinate each time an example is
+used, then evaluate clean test error, clean training error and the training error under
+ONE recorded noise draw -- the quantity Theorem 3 bounds against. A run whose loss turns
+non-finite stops and reports status 'diverged' instead of raising, so a grid goes on.
+
+Defaults (rnngen/specs.py), measured on the full data (25,000 train / 25,000 test) with
+2 CPU threads: see the REPORT note at the bottom of this docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rnngen.corpus import SplitArrays
+from rnngen.errors import ParameterError
+from rnngen.model import ReLURNN
+from rnngen.specs import RunSpec
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+STREAM_NAMES = ("init", "order", "noise", "eval_noise")
+
+
+# ---------------------------------------------------------------------------------- seeding
+
+
+@dataclass(frozen=True)
+class Streams:
+    """Independent random streams of one run, so e.g. changing sigma leaves init unchanged.
+
+    init: initial weights. order: the shuffling of each epoch. noise: the training noise.
+    eval_noise: the one recorded noise draw on which the noisy training error is measured.
+    """
+
+    init: torch.Generator
+    order: torch.Generator
+    noise: torch.Generator
+    eval_noise: torch.Generator
+
+
+def seed_streams(spec: RunSpec) -> Streams:
+    """The one seeding entry point: call it first. Same spec => bit-identical run on one machine.
+
+    Child seeds come from numpy's SeedSequence(spec.seed).spawn, which makes the streams
+    statistically independent; torch's global RNG is seeded too, for anything else that
+    draws from it (nn.RNN's own initialisation, overwritten by `init_weights`).
+    """
+    torch.manual_seed(spec.seed)
+    children = np.random.SeedSequence(spec.seed).spawn(len(STREAM_NAMES))
+    device = torch.device(spec.device)
+    gens = {}
+    for name, child in zip(STREAM_NAMES, children, strict=True):
+        # Noise is drawn where the inputs live; init and order always on the CPU.
+        where = device if name in ("noise", "eval_noise") else torch.device("cpu")
+        gen = torch.Generator(device=where)
+        gen.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0]))
+        gens[name] = gen
+    return Streams(**gens)
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """x + eps with eps ~ N(0, sigma^2) iid on every coordinate; a fresh draw on every call.
+
+    Every coordinate means every step of the (B, L, d) input, padding included: the theory
+    perturbs the whole vector x in R^{Ld}, and the model cannot tell padding from text.
+    """
+    if sigma == 0.0:
+        return x
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + sigma * eps
+
+
+def embed(ids: np.ndarray, table: torch.Tensor) -> torch.Tensor:
+    """(B, L) GloVe ids -> (B, L, d) vectors, gathered on the table's device."""
+    return F.embedding(torch.from_numpy(ids).to(table.device, torch.long), table)
+
+
+def split_batches(split: SplitArrays, table: torch.Tensor, batch_size: int, sigma: float = 0.0,
+                  generator: torch.Generator | None = None
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) batches of a split in stored order, with noise from `generator` if sigma > 0.
+
+    This is THE definition of the recorded noisy training set: with batch_size =
+    spec.eval_batch_size and generator = seed_streams(spec).eval_noise it reproduces,
+    bit for bit, the inputs on which `train_error_noisy` and the margins were measured.
+    """
+    labels = torch.from_numpy(split.labels).to(table.device)
+    for start in range(0, len(split), batch_size):
+        x = embed(split.ids[start:start + batch_size], table)
+        if sigma > 0.0:
+            x = add_noise(x, sigma, generator)
+        yield x, labels[start:start + batch_size]
+
+
+def epoch_batches(split: SplitArrays, table: torch.Tensor, spec: RunSpec, streams: Streams
+                  ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled (indices, noisy x, y) batches; each use gets new noise.
+
+    The indices (rows of `split`) say which examples a batch holds, for instrumentation.
+    """
+    order = torch.randperm(len(split), generator=streams.order).numpy()
+    labels = torch.from_numpy(split.labels).to(table.device)
+    for start in range(0, len(order), spec.batch_size):
+        idx = order[start:start + spec.batch_size]
+        x = add_noise(embed(split.ids[idx], table), spec.sigma, streams.noise)
+        yield idx, x, labels[torch.from_numpy(idx).to(table.device)]
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """M = y_L[label] - max over other classes of y_L (for k = 2: y_true - y_other)."""
+    true = logits.gather(1, labels[:, None])[:, 0]
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return true - others.max(dim=1).values
+
+
+@dataclass
+class Evaluation:
+    """Per-example margins and the mean cross-entropy of one pass over a split."""
+
+    margins: np.ndarray
+    loss: float
+
+    @property
+    def error(self) -> float:
+        """0-1 error with the theory's convention: misclassified iff M <= 0 (NaN if undefined)."""
+        if not np.all(np.isfinite(self.margins)):
+            return math.nan
+        return float(np.mean(self.margins <= 0.0))
+
+
+@torch.no_grad()
+def evaluate(model: ReLURNN, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+             ) -> Evaluation:
+    """Margins and loss of `model` over the given batches (no gradients, eval mode)."""
+    model.eval()
+    parts, loss_sum, n = [], 0.0, 0
+    for x, y in batches:
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        parts.append(margins(logits, y).double().cpu().numpy())
+        n += len(y)
+    return Evaluation(np.concatenate(parts), loss_sum / max(n, 1))
+
+
+def margin_summary(values: np.ndarray) -> dict[str, float]:
+    """Mean and the 5/25/50/75/95 % quantiles of a margin vector."""
+    out = {"mean": float(np.mean(values))}
+    qs = np.quantile(values, QUANTILES)
+    out.update({f"q{round(100 * q):02d}": float(v) for q, v in zip(QUANTILES, qs, strict=True)})
+    return out
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def make_optimizer(spec: RunSpec, params: Any) -> torch.optim.Optimizer:
+    """The optimizer the spec names, with its lr, momentum and weight decay."""
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=spec.lr, momentum=spec.momentum,
+                                   weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
+                           weight_decay=spec.weight_decay)
+
+
+def train_epoch(model: ReLURNN, opt: torch.optim.Optimizer, spec: RunSpec,
+                batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """One pass of minibatch training; the mean training loss, or NaN once it is non-finite.
+
+    Stops at the first non-finite loss, before the step that would spread it into the
+    weights; a finite loss with non-finite gradients shows up as non-finite weights.
+    """
+    model.train()
+    loss_sum, n = 0.0, 0
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y)
+        if not torch.isfinite(loss):
+            return math.nan
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if spec.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad_norm)
+        opt.step()
+        loss_sum += loss.item() * len(y)
+        n += len(y)
+    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return loss_sum / max(n, 1) if finite else math.nan
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """What `on_epoch` receives after each epoch (for progress bars and logs)."""
+
+    epoch: int
+    train_loss: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """Outcome of one run. Errors are 0-1 errors (M <= 0); gen_error is STUDY.md's.
+
+    epochs_run counts completed epochs; a diverged run has NaN errors and losses, and
+    `diverged_epoch` (1-based) is the epoch in which the loss became non-finite.
+    train_margins are measured on the recorded noisy draw (see `split_batches`).
+    """
+
+    status: str  # "done" | "diverged"
+    diverged_epoch: int | None
+    epochs_run: int
+    train_error_noisy: float
+    train_error_clean: float
+    test_error_clean: float
+    gen_error: float  # test_error_clean - train_error_noisy
+    test_accuracy: float
+    final_train_loss: float  # cross-entropy on the recorded noisy draw of the training set
+    final_test_loss: float
+    margin_train: dict[str, float]  # mean, q05..q95 of the noisy training margins
+    margin_test: dict[str, float]
+    history: list[float]  # mean training loss of each completed epoch
+    seconds: float
+    samples_per_second: float
+    n_train: int
+    n_test: int
+    weights: dict[str, np.ndarray] = field(repr=False)
+    train_margins: np.ndarray = field(repr=False)
+    test_margins: np.ndarray = field(repr=False)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat scalars for one Parquet row (arrays and history stay out)."""
+        row = {name: getattr(self, name) for name in (
+            "status", "diverged_epoch", "epochs_run", "train_error_noisy", "train_error_clean",
+            "test_error_clean", "gen_error", "test_accuracy", "final_train_loss",
+            "final_test_loss", "seconds", "samples_per_second", "n_train", "n_test")}
+        row.update({f"margin_train_{k}": v for k, v in self.margin_train.items()})
+        row.update({f"margin_test_{k}": v for k, v in self.margin_test.items()})
+        return row
+
+
+def _fit(model: ReLURNN, spec: RunSpec, train: SplitArrays, table: torch.Tensor,
+         streams: Streams, on_epoch: Callable[[EpochLog], None] | None
+         ) -> tuple[list[float], int | None]:
+    """Run the epochs; the per-epoch losses and the epoch of divergence (None if none)."""
+    opt = make_optimizer(spec, model.parameters())
+    history: list[float] = []
+    for epoch in range(1, spec.epochs + 1):
+        start = time.perf_counter()
+        batches = ((x, y) for _, x, y in epoch_batches(train, table, spec, streams))
+        loss = train_epoch(model, opt, spec, batches)
+        if math.isnan(loss):
+            return history, epoch
+        history.append(loss)
+        if on_epoch is not None:
+            on_epoch(EpochLog(epoch, loss, time.perf_counter() - start))
+    return history, None
+
+
+def _measure(model: ReLURNN, spec: RunSpec, train: SplitArrays, test: SplitArrays,
+             table: torch.Tensor, streams: Streams) -> dict[str, Evaluation]:
+    """Clean test, clean train and (if sigma > 0) one recorded noisy pass over train."""
+    bs = spec.eval_batch_size
+    evals = {"test": evaluate(model, split_batches(test, table, bs)),
+             "train_clean": evaluate(model, split_batches(train, table, bs))}
+    evals["train_noisy"] = evals["train_clean"] if spec.sigma == 0.0 else evaluate(
+        model, split_batches(train, table, bs, spec.sigma, streams.eval_noise))
+    return evals
+
+
+def _nan_evaluation() -> Evaluation:
+    """What a diverged run reports: no margins, NaN error and loss."""
+    return Evaluation(np.array([math.nan]), math.nan)
+
+
+def _check_inputs(spec: RunSpec, train: SplitArrays, test: SplitArrays,
+                  embeddings: np.ndarray) -> None:
+    """Catch a split padded to another L, or an embedding table of the wrong shape."""
+    for name, split in (("train", train), ("test", test)):
+        if split.ids.ndim != 2 or split.ids.shape[1] != spec.L or len(split) == 0:
+            raise ParameterError(f"the {name} split has ids of shape {split.ids.shape}, but the "
+                                 f"spec asks for L = {spec.L}; build it with split_arrays(..., "
+                                 f"L={spec.L}, ...).")
+    if embeddings.ndim != 2:
+        raise ParameterError(f"embeddings must be a (vocabulary, d) table, got shape "
+                             f"{embeddings.shape}.")
+
+
+def train_model(spec: RunSpec, train: SplitArrays, test: SplitArrays, embeddings: np.ndarray,
+                *, on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
+    """Train eq. (1) as `spec` says on `train`, evaluate on `test` (clean) and on `train`.
+
+    `embeddings` is the (vocabulary, d) GloVe table whose last row is the zero padding
+    vector; inputs are gathered from it per batch, so the float dataset never exists.
+    """
+    streams = seed_streams(spec)
+    _check_inputs(spec, train, test, embeddings)
+    began = time.perf_counter()
+    table = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    table = table.to(spec.device)
+    k = max(2, int(max(train.labels.max(), test.labels.max())) + 1)
+    model = ReLURNN(table.shape[1], spec.hidden, k, init=spec.init, init_scale=spec.init_scale,
+                    generator=streams.init).to(spec.device)
+    start = time.perf_counter()
+    history, diverged_epoch = _fit(model, spec, train, table, streams, on_epoch)
+    train_seconds = time.perf_counter() - start  # the samples/s figure: fitting only
+    if diverged_epoch is None:
+        evals = _measure(model, spec, train, test, table, streams)
+    else:
+        evals = dict.fromkeys(("test", "train_clean", "train_noisy"), _nan_evaluation())
+    noisy, test_eval = evals["train_noisy"], evals["test"]
+    return TrainResult(
+        status="done" if diverged_epoch is None else "diverged",
+        diverged_epoch=diverged_epoch, epochs_run=len(history),
+        train_error_noisy=noisy.error, train_error_clean=evals["train_clean"].error,
+        test_error_clean=test_eval.error, gen_error=test_eval.error - noisy.error,
+        test_accuracy=1.0 - test_eval.error,
+        final_train_loss=noisy.loss, final_test_loss=test_eval.loss,
+        margin_train=margin_summary(noisy.margins), margin_test=margin_summary(test_eval.margins),
+        history=history, seconds=time.perf_counter() - began,
+        samples_per_second=len(train) * len(history) / max(train_seconds, 1e-9),
+        n_train=len(train), n_test=len(test), weights=model.weights_numpy(),
+        train_margins=noisy.margins, test_margins=test_eval.margins)

@@ -1,0 +1,71 @@
+"""The `train` flow on a tiny real grid, on local Ray, under prefect_test_harness."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.train import build_grid, train
+from rnngen.errors import ParameterError, UserError
+from rnngen.layout import Layout
+from rnngen.model import load_weights
+
+pytestmark = pytest.mark.integration
+
+TINY = {"hidden": 8, "epochs": 1, "n_train": 200, "n_test": 200, "eval_batch_size": 200}
+
+
+def test_tiny_grid_writes_rows_and_resumes(prefect_harness, ray_local, corpus_out):
+    out = str(corpus_out)
+    counts = train(out=out, lengths=[10, 20], sigmas=[0.0, 0.3], seeds=[0], overrides=TINY)
+    assert counts == {"total": 4, "skipped": 0, "done": 4, "diverged": 0, "failed": 0}
+    rows = pq.read_table(Layout.at(out).runs).to_pylist()
+    assert sorted((r["L"], r["sigma"]) for r in rows) == [(10, 0.0), (10, 0.3), (20, 0.0),
+                                                          (20, 0.3)]
+    specs = build_grid(out, lengths=[10, 20], sigmas=[0.0, 0.3], seeds=[0], overrides=TINY)
+    assert {r["run_id"] for r in rows} == {s.run_id for s in specs}
+    for r in rows:
+        assert r["status"] == "done" and 0 <= r["test_error_clean"] <= 1
+        assert r["gen_error"] == pytest.approx(r["test_error_clean"] - r["train_error_noisy"])
+        weights, spec_json = load_weights(Layout.at(out).models / f"{r['run_id']}.npz")
+        assert weights["W"].shape == (8, 8) and r["run_id"] in {s.run_id for s in specs}
+        assert spec_json == r["spec_json"]
+    # Second invocation: nothing trained, nothing duplicated.
+    again = train(out=out, lengths=[10, 20], sigmas=[0.0, 0.3], seeds=[0], overrides=TINY)
+    assert again["skipped"] == 4 and again["done"] == 0
+    assert pq.read_table(Layout.at(out).runs).num_rows == 4
+
+
+def test_a_raising_cell_is_retried_then_failed_while_others_finish(
+        prefect_harness, ray_local, corpus_out, monkeypatch, tmp_path):
+    out = str(corpus_out)
+    specs = build_grid(out, lengths=[10], sigmas=[0.0, 0.1, 0.2], seeds=[1], overrides=TINY)
+    bad = specs[1].run_id
+    log = tmp_path / "attempts.log"
+    monkeypatch.setenv("RNNGEN_FAIL_RUN_IDS", bad)
+    monkeypatch.setenv("RNNGEN_FAIL_LOG", str(log))
+    with pytest.raises(UserError, match="1 of 3 training cells failed"):
+        train(out=out, lengths=[10], sigmas=[0.0, 0.1, 0.2], seeds=[1], overrides=TINY,
+              max_retries=2)
+    rows = {r["run_id"]: r for r in pq.read_table(Layout.at(out).runs).to_pylist()}
+    assert len(rows) == 3 and rows[bad]["status"] == "failed"
+    assert "injected failure" in rows[bad]["error"]
+    assert log.read_text().split() == [bad] * 3  # one try + two retries
+    assert sum(r["status"] == "done" for r in rows.values()) == 2
+    # Fixed: the rerun trains only the failed cell and replaces its row.
+    monkeypatch.delenv("RNNGEN_FAIL_RUN_IDS")
+    counts = train(out=out, lengths=[10], sigmas=[0.0, 0.1, 0.2], seeds=[1], overrides=TINY)
+    assert counts["skipped"] == 2 and counts["done"] == 1
+    rows = pq.read_table(Layout.at(out).runs).to_pylist()
+    assert len(rows) == 3 and all(r["status"] == "done" for r in rows)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"sigmas": [-0.1]}, "sigma"),
+    ({"lengths": [0]}, "'L'"),
+    ({"seeds": []}, "seed"),
+    ({"sigmas": [0.1, 0.1]}, "twice"),
+    ({"overrides": {"optimizer": "adamw"}}, "optimizer"),
+])
+def test_bad_grids_are_refused_before_anything_runs(corpus_out, kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        build_grid(str(corpus_out), **kwargs)
+    assert not Layout.at(corpus_out).runs.exists()

@@ -1,0 +1,220 @@
+"""``rnngen.train`` on tiny synthetic data: noise, seeding, divergence, evaluation."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from rnngen.corpus import SplitArrays
+from rnngen.errors import ParameterError
+from rnngen.model import ReLURNN, reference_forward
+from rnngen.specs import RunSpec
+from rnngen.train import (
+    add_noise,
+    embed,
+    epoch_batches,
+    evaluate,
+    margins,
+    seed_streams,
+    split_batches,
+    train_model,
+)
+
+VOCAB, D, L = 20, 4, 6
+PAD = VOCAB  # the last embedding row is the zero padding vector, as in the real table
+
+
+def embeddings() -> np.ndarray:
+    """Words 0-9 carry +1 on coordinate 0 ('positive'), words 10-19 carry -1."""
+    rng = np.random.default_rng(0)
+    table = np.zeros((VOCAB + 1, D), dtype=np.float32)
+    table[:VOCAB, 1:] = rng.normal(scale=0.3, size=(VOCAB, D - 1))
+    table[:VOCAB, 0] = np.where(np.arange(VOCAB) < 10, 1.0, -1.0)
+    return table
+
+
+def synthetic_split(n: int, seed: int) -> SplitArrays:
+    """Pre-padded reviews of 2..L words; label 1 iff most words are 'positive'."""
+    rng = np.random.default_rng(seed)
+    ids = np.full((n, L), PAD, dtype=np.int32)
+    labels = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        length = int(rng.integers(2, L + 1)) | 1  # odd lengths: no ties (2 -> 3)
+        length = min(length, L - 1) if length > L else length
+        words = rng.integers(0, VOCAB, size=length)
+        ids[i, L - length:] = words
+        labels[i] = int(np.sum(words < 10) > length / 2)
+    return SplitArrays(ids, labels)
+
+
+TRAIN, TEST = synthetic_split(128, 1), synthetic_split(96, 2)
+
+
+def tiny_spec(**changes: Any) -> RunSpec:
+    base = {"L": L, "sigma": 0.0, "seed": 0, "data_key": "synthetic", "hidden": 8, "epochs": 2,
+            "batch_size": 16, "eval_batch_size": 40, "lr": 0.01}
+    return RunSpec(**{**base, **changes})
+
+
+def run(**changes: Any):  # noqa: ANN201 -- TrainResult
+    return train_model(tiny_spec(**changes), TRAIN, TEST, embeddings())
+
+
+# ------------------------------------------------------------------------------------- noise
+
+
+def test_add_noise_statistics_and_freshness() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(200, 50, 10)
+    sigma, n = 0.3, x.numel()
+    first, second = add_noise(x, sigma, gen), add_noise(x, sigma, gen)
+    for eps in (first, second):
+        assert abs(float(eps.mean())) < 5 * sigma / math.sqrt(n)
+        assert float(eps.var()) == pytest.approx(sigma**2, rel=0.02)
+    assert not torch.equal(first, second)  # a fresh draw each time
+
+
+def test_zero_sigma_returns_the_input_and_draws_nothing() -> None:
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    x = torch.ones(3, 4, 5)
+    assert add_noise(x, 0.0, gen) is x
+    assert torch.equal(gen.get_state(), state)
+
+
+def test_training_noise_is_fresh_per_use_and_covers_padding() -> None:
+    """Two epochs: every example appears once per epoch and never sees the same noise twice."""
+    spec = tiny_spec(sigma=0.5, batch_size=32)
+    streams = seed_streams(spec)
+    table = torch.from_numpy(embeddings())
+    clean = embed(TRAIN.ids, table)
+    labels = torch.from_numpy(TRAIN.labels)
+    noise_of: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(TRAIN))}
+    for _ in range(2):
+        for idx, x, y in epoch_batches(TRAIN, table, spec, streams):
+            assert torch.equal(y, labels[idx])  # labels travel with their inputs
+            for i, eps in zip(idx.tolist(), x - clean[idx], strict=True):
+                noise_of[i].append(eps)
+    for draws in noise_of.values():
+        assert len(draws) == 2 and not torch.equal(draws[0], draws[1])
+    first = torch.stack([draws[0] for draws in noise_of.values()])  # (n, L, D)
+    assert float(first.std()) == pytest.approx(0.5, rel=0.05)
+    padded = torch.from_numpy(TRAIN.ids == PAD)
+    assert padded.any() and float(first[padded].std()) == pytest.approx(0.5, rel=0.15)
+
+
+# ----------------------------------------------------------------------------------- seeding
+
+
+def test_same_spec_gives_bit_identical_runs() -> None:
+    a, b = run(sigma=0.2), run(sigma=0.2)
+    for name in ("U", "W", "V"):
+        np.testing.assert_array_equal(a.weights[name], b.weights[name])
+    assert a.history == b.history
+    np.testing.assert_array_equal(a.train_margins, b.train_margins)
+    np.testing.assert_array_equal(a.test_margins, b.test_margins)
+
+
+def test_another_seed_gives_another_run() -> None:
+    a, b = run(sigma=0.2, seed=0), run(sigma=0.2, seed=1)
+    assert not np.array_equal(a.weights["U"], b.weights["U"])
+    assert a.history != b.history
+
+
+def test_streams_are_independent_and_sigma_leaves_init_alone() -> None:
+    streams = seed_streams(tiny_spec())
+    draws = [torch.randn(8, generator=getattr(streams, name))
+             for name in ("init", "order", "noise", "eval_noise")]
+    assert all(not torch.equal(draws[i], draws[j]) for i in range(4) for j in range(i))
+    init0 = ReLURNN(D, 8, generator=seed_streams(tiny_spec(sigma=0.0)).init).weights_numpy()
+    init1 = ReLURNN(D, 8, generator=seed_streams(tiny_spec(sigma=0.3)).init).weights_numpy()
+    np.testing.assert_array_equal(init0["U"], init1["U"])
+
+
+# ------------------------------------------------------------------------------- divergence
+
+
+def test_non_finite_loss_stops_the_run_as_diverged() -> None:
+    # Inputs near float32's largest value: U x_t overflows to inf in the first batch.
+    huge = embeddings() * (np.finfo(np.float32).max / 2)
+    result = train_model(tiny_spec(epochs=3), TRAIN, TEST, huge)
+    assert result.status == "diverged" and result.diverged_epoch == 1
+    assert result.epochs_run == 0 and result.history == []
+    assert math.isnan(result.test_error_clean) and math.isnan(result.gen_error)
+    assert result.to_row()["status"] == "diverged"
+
+
+def test_divergence_records_the_epoch_it_happened_in() -> None:
+    result = run(optimizer="sgd", lr=1e6, clip_grad_norm=None, epochs=4, init_scale=3.0)
+    assert result.status == "diverged"
+    assert result.diverged_epoch is not None and 1 <= result.diverged_epoch <= 4
+    assert result.epochs_run == result.diverged_epoch - 1 == len(result.history)
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+def test_margins_are_true_minus_best_other() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
+    np.testing.assert_array_equal(margins(logits, torch.tensor([0, 1])).numpy(), [3.0, 0.0])
+    three = torch.tensor([[1.0, 3.0, 2.5], [4.0, 3.0, 2.5]])
+    np.testing.assert_array_equal(margins(three, torch.tensor([2, 0])).numpy(), [-0.5, 1.0])
+
+
+def test_test_inputs_are_clean_and_the_noisy_draw_is_reproducible() -> None:
+    spec = tiny_spec(sigma=0.4)
+    result = train_model(spec, TRAIN, TEST, embeddings())
+    w, table = result.weights, embeddings().astype(np.float64)
+    y = reference_forward(w["U"], w["W"], w["V"], table[TEST.ids])
+    expected = y[np.arange(len(TEST)), TEST.labels] - y[np.arange(len(TEST)), 1 - TEST.labels]
+    np.testing.assert_allclose(result.test_margins, expected, rtol=1e-4, atol=1e-5)
+    assert result.test_error_clean == np.mean(expected <= 0)
+    # The recorded noisy training draw: split_batches with the eval_noise stream.
+    model = ReLURNN(D, spec.hidden)
+    with torch.no_grad():
+        for name in ("U", "W", "V"):
+            getattr(model, name).copy_(torch.from_numpy(w[name]))
+    batches = split_batches(TRAIN, torch.from_numpy(embeddings()), spec.eval_batch_size,
+                            spec.sigma, seed_streams(spec).eval_noise)
+    np.testing.assert_array_equal(evaluate(model, batches).margins, result.train_margins)
+    clean = evaluate(model, split_batches(TRAIN, torch.from_numpy(embeddings()), 40)).margins
+    assert not np.allclose(clean, result.train_margins)
+    assert result.train_error_clean == np.mean(clean <= 0)
+
+
+def test_result_row_and_learning() -> None:
+    result = run(epochs=15)
+    assert result.status == "done" and result.epochs_run == 15 and len(result.history) == 15
+    assert result.test_accuracy > 0.85  # the synthetic task is easy: this checks training works
+    assert result.gen_error == result.test_error_clean - result.train_error_noisy
+    assert result.train_error_noisy == result.train_error_clean  # sigma = 0
+    row = result.to_row()
+    assert all(isinstance(v, int | float | str | type(None)) for v in row.values())
+    assert {"margin_train_q05", "margin_train_mean", "margin_test_q95", "gen_error",
+            "samples_per_second", "diverged_epoch"} <= set(row)
+    assert row["n_train"] == len(TRAIN) and row["n_test"] == len(TEST)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_each_optimizer_trains(optimizer: str) -> None:
+    result = run(optimizer=optimizer, lr=0.01, momentum=0.5 if optimizer != "adam" else 0.0,
+                 weight_decay=1e-4, clip_grad_norm=5.0)
+    assert result.status == "done" and all(np.isfinite(result.history))
+
+
+def test_split_of_another_length_is_refused() -> None:
+    with pytest.raises(ParameterError, match="L = 7"):
+        train_model(tiny_spec(L=7), TRAIN, TEST, embeddings())
+
+
+def test_pure_layer_imports_neither_prefect_nor_ray() -> None:
+    code = ("import sys, rnngen.model, rnngen.specs, rnngen.train; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('prefect', 'ray')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
