@@ -143,10 +143,38 @@ def train(
 
 
 @app.command()
+def bounds(
+    out: Out = Path("data"),
+    delta: Annotated[float, typer.Option(help="Confidence δ (before the union bound).")] = 0.05,
+    alpha: Annotated[list[float] | None, typer.Option(
+        help="Margins α to evaluate; default: quantiles of each model's training margins."
+    )] = None,
+    ray_address: RayAddress = None,
+) -> None:
+    """Every term of Theorems 2 and 3 for every trained model -> results/bounds.parquet."""
+    _prefect_defaults()
+    from flows.bounds import bounds as bounds_flow
+
+    _run(bounds_flow, out=str(out), delta=delta, alphas=alpha, ray_address=ray_address)
+    typer.echo(f"wrote {out / 'results' / 'bounds.parquet'}")
+
+
+@app.command()
+def figures(out: Out = Path("data")) -> None:
+    """Figures 1 and 2 of the paper and ours, from the Parquet results (PNG + PDF)."""
+    _prefect_defaults()
+    from flows.figures import figures as figures_flow
+
+    _run(figures_flow, out=str(out))
+    typer.echo(f"wrote figures to {out / 'figures'}")
+
+
+@app.command()
 def study(
     profile: Profile = "quick",
     out: Out = Path("data"),
     imdb: Annotated[Path | None, typer.Option("--imdb", help="See `rnngen embed --help`.")] = None,
+    ray_address: RayAddress = None,
 ) -> None:
     """The whole study for a profile: every stage, each skipping finished work."""
     _prefect_defaults()
@@ -155,7 +183,8 @@ def study(
     _run(get_profile, profile)
     from flows.study import study as study_flow
 
-    _run(study_flow, profile=profile, out=str(out), imdb_path=str(imdb) if imdb else None)
+    _run(study_flow, profile=profile, out=str(out), imdb_path=str(imdb) if imdb else None,
+         ray_address=ray_address)
     typer.echo(f"study ({profile}) finished; outputs under {out}")
 
 

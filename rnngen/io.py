@@ -57,6 +57,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def table_from_rows(rows: list[dict[str, Any]], required: tuple[str, ...] = ()) -> pa.Table:
+    """A table of row dicts whose keys may differ (a failed run has no metrics): columns are
+    `required` then the union of keys in first-seen order; missing values are null."""
+    columns: dict[str, None] = dict.fromkeys(required)
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+
+
 def with_metadata(table: pa.Table, meta: dict[str, Any]) -> pa.Table:
     """Attach our provenance (config, data_key, schema version) as Parquet metadata."""
     payload = {"schema_version": SCHEMA_VERSION, **meta}

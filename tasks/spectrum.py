@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from rnngen.corpus import check_length, embed_batch, select_split
 from rnngen.errors import UserError
 from rnngen.glove import GLOVE_DIM
-from rnngen.io import read_parquet, write_parquet
+from rnngen.io import read_parquet, table_from_rows, write_parquet
 from rnngen.layout import Layout
 from rnngen.spectrum import certified_spectrum, check_rank, dense_smallest
 from tasks import ray_pool
@@ -129,5 +129,5 @@ def record(out: str, row: dict[str, Any]) -> None:
     """Insert or replace the row for (L, data_key, n) and rewrite the file atomically."""
     rows = [r for r in existing_rows(out) if _row_key(r) != _row_key(row)] + [row]
     rows.sort(key=lambda r: (r["L"], r["n"]))
-    write_parquet(pa.Table.from_pylist(rows), Layout.at(out).spectrum,
+    write_parquet(table_from_rows(rows), Layout.at(out).spectrum,
                   {"stage": "spectrum", "method": METHOD})

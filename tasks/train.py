@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from rnngen.corpus import SplitArrays, split_arrays
 from rnngen.glove import load_glove
-from rnngen.io import atomic_path, read_parquet, write_parquet
+from rnngen.io import atomic_path, read_parquet, table_from_rows, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import save_weights
 from rnngen.specs import RunSpec
@@ -110,7 +110,7 @@ class RunsWriter:
 
     def record(self, spec: RunSpec, row: dict[str, Any]) -> None:
         self.rows[spec.run_id] = _spec_columns(spec) | row
-        write_parquet(pa.Table.from_pylist(sorted(self.rows.values(), key=_order)),
+        write_parquet(table_from_rows(sorted(self.rows.values(), key=_order), RUN_COLUMNS),
                       self.layout.runs, {"stage": "train"})
         self.running.pop(spec.run_id, None)
         self._write_state()
