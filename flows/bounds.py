@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from rnngen.errors import ParameterError
+from rnngen.io import output_lock
 from tasks import ray_pool
 from tasks.bounds import bounds_grid
 
@@ -13,12 +14,13 @@ from tasks.bounds import bounds_grid
 def bounds(out: str = "data", delta: float = 0.05, alphas: list[float] | None = None,
            ray_address: str | None = None) -> dict[str, int]:
     """Compute the bound rows of every finished model that has none yet."""
-    if not 0 < delta < 1:
-        raise ParameterError(f"--delta must be in (0, 1), got {delta}.")
-    if alphas is not None and (not alphas or any(a <= 0 for a in alphas)):
-        raise ParameterError(f"--alpha values must be positive margins, got {alphas}.")
-    ray_pool.connect(ray_address)
-    counts = bounds_grid(out, delta=delta, alphas=alphas)
-    print(f"bounds: {counts['models']} models: {counts['skipped']} already done, "
-          f"{counts['ok']} computed, {counts['not_computed']} not computed (reason in the row)")
-    return counts
+    with output_lock(out):
+        if not 0 < delta < 1:
+            raise ParameterError(f"--delta must be in (0, 1), got {delta}.")
+        if alphas is not None and (not alphas or any(a <= 0 for a in alphas)):
+            raise ParameterError(f"--alpha values must be positive margins, got {alphas}.")
+        ray_pool.connect(ray_address)
+        counts = bounds_grid(out, delta=delta, alphas=alphas)
+        print(f"bounds: {counts['models']} models: {counts['skipped']} already done, "
+              f"{counts['ok']} computed, {counts['not_computed']} not computed (reason in the row)")
+        return counts

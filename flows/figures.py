@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from rnngen import figures as F
 from rnngen.errors import DataError
-from rnngen.io import read_parquet, write_parquet
+from rnngen.io import output_lock, read_parquet, write_parquet
 from rnngen.layout import Layout
 
 
@@ -34,7 +34,8 @@ def draw_figures(out: str) -> list[str]:
 
 @flow(name="figures", log_prints=True)
 def figures(out: str = "data") -> list[str]:
-    paths = draw_figures(out)
-    for path in paths:
-        print(f"wrote {path}")
-    return paths
+    with output_lock(out):
+        paths = draw_figures(out)
+        for path in paths:
+            print(f"wrote {path}")
+        return paths

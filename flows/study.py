@@ -18,7 +18,7 @@ from flows.figures import figures
 from flows.spectrum import spectrum
 from flows.train import build_grid, train
 from rnngen.figures import aggregate_gen_error
-from rnngen.io import read_parquet
+from rnngen.io import output_lock, read_parquet
 from rnngen.layout import Layout
 from rnngen.profiles import get_profile
 from tasks import ray_pool
@@ -28,18 +28,19 @@ from tasks import ray_pool
 def study(profile: str = "quick", out: str = "data", imdb_path: str | None = None,
           ray_address: str | None = None, delta: float = 0.05) -> dict[str, Any]:
     """Run every stage for the profile; return the paths and headline numbers."""
-    prof = get_profile(profile)
-    key = embed(out=out, lengths=list(prof.lengths), imdb_path=imdb_path)
-    build_grid(out, profile)  # validate the whole grid before any Ray work starts
-    ray_pool.connect(ray_address)
-    spectrum(out=out, lengths=list(prof.lengths), n_train=prof.spectrum_n_train,
-             ray_address=ray_address)
-    train(out=out, profile=profile, ray_address=ray_address)
-    bounds(out=out, delta=delta, ray_address=ray_address)
-    paths = figures(out=out)
-    summary = publish_artifacts(out, profile)
-    print(f"study[{prof.name}] finished: corpus {key}; figures under {Layout.at(out).figures}")
-    return {"data_key": key, "figures": paths, **summary}
+    with output_lock(out):
+        prof = get_profile(profile)
+        key = embed(out=out, lengths=list(prof.lengths), imdb_path=imdb_path)
+        build_grid(out, profile)  # validate the whole grid before any Ray work starts
+        ray_pool.connect(ray_address)
+        spectrum(out=out, lengths=list(prof.lengths), n_train=prof.spectrum_n_train,
+                 ray_address=ray_address)
+        train(out=out, profile=profile, ray_address=ray_address)
+        bounds(out=out, delta=delta, ray_address=ray_address)
+        paths = figures(out=out)
+        summary = publish_artifacts(out, profile)
+        print(f"study[{prof.name}] finished: corpus {key}; figures under {Layout.at(out).figures}")
+        return {"data_key": key, "figures": paths, **summary}
 
 
 def publish_artifacts(out: str, profile: str) -> dict[str, Any]:

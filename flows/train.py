@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 
 from rnngen.errors import UserError
+from rnngen.io import output_lock
 from rnngen.profiles import get_profile
 from rnngen.specs import RunSpec, expand_grid
 from tasks import ray_pool
@@ -32,14 +33,16 @@ def train(out: str = "data", profile: str = "quick", lengths: list[int] | None =
           overrides: dict[str, Any] | None = None, ray_address: str | None = None,
           max_retries: int = 2) -> dict[str, int]:
     """Train every cell not yet finished; fail at the end (non-zero exit) if any cell failed."""
-    specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
-    ray_pool.connect(ray_address)
-    counts = train_grid(out, specs, resources=get_profile(profile).resources,
-                        max_retries=max_retries)
-    print(f"train: {counts['total']} cells: {counts['skipped']} already finished, "
-          f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed")
-    if counts["failed"]:
-        raise UserError(f"{counts['failed']} of {counts['total']} training cells failed (see the "
-                        "'error' column of results/runs.parquet and `rnngen status`); the "
-                        "others are saved. Run the same command again to retry the failed ones.")
-    return counts
+    with output_lock(out):
+        specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
+        ray_pool.connect(ray_address)
+        counts = train_grid(out, specs, resources=get_profile(profile).resources,
+                            max_retries=max_retries)
+        print(f"train: {counts['total']} cells: {counts['skipped']} already finished, "
+              f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed")
+        if counts["failed"]:
+            raise UserError(
+                f"{counts['failed']} of {counts['total']} training cells failed (see the "
+                "'error' column of results/runs.parquet and `rnngen status`); the others are "
+                "saved. Run the same command again to retry the failed ones.")
+        return counts

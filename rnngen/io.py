@@ -105,3 +105,47 @@ def read_parquet(path: str | Path, required: tuple[str, ...] = ()) -> pa.Table:
     if missing:
         raise DataError(f"{path} lacks columns {missing}. Move it away and rerun the stage.")
     return table
+
+
+_HELD: dict[Path, Any] = {}
+
+
+@contextmanager
+def output_lock(out: str | Path) -> Iterator[None]:
+    """Hold `<out>/.rnngen.lock` exclusively while a stage writes into `out`.
+
+    A second process using the same folder is refused at once (not queued), with the
+    holder's pid. The lock is an OS file lock, so it disappears with its process even on
+    SIGKILL: a killed run never leaves the folder locked. Re-entrant within one process,
+    so the study flow and the stage flows it calls share it.
+    """
+    import fcntl
+
+    folder = Path(out).expanduser().resolve()
+    if folder in _HELD:  # already ours: the outermost holder releases it
+        yield
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / ".rnngen.lock", "a+")  # noqa: SIM115 (held across the yield)
+    except OSError as err:
+        raise UserError(f"cannot use the output folder {folder}: {err.strerror}.") from err
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise UserError(f"the output folder {folder} is in use by {holder} (another rnngen "
+                        "run). Wait for it to finish or stop it, or choose another --out."
+                        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    _HELD[folder] = fh
+    try:
+        yield
+    finally:
+        del _HELD[folder]
+        fh.close()

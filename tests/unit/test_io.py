@@ -1,0 +1,72 @@
+"""Atomic writes, the schema check and the output-folder lock."""
+
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pytest
+
+from rnngen.errors import DataError, UserError
+from rnngen.io import (
+    atomic_path,
+    output_lock,
+    read_parquet,
+    table_from_rows,
+    with_metadata,
+    write_parquet,
+)
+
+
+def test_failed_write_leaves_the_previous_file_and_no_temporaries(tmp_path):
+    target = tmp_path / "r.parquet"
+    write_parquet(pa.table({"a": [1]}), target)
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("killed mid-write")
+    assert read_parquet(target).column("a").to_pylist() == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.parquet"]
+
+
+def test_schema_version_and_required_columns_are_checked(tmp_path):
+    old = tmp_path / "old.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(with_metadata(pa.table({"a": [1]}), {}).replace_schema_metadata(
+        {b"rnngen": b'{"schema_version": "0"}'}), old)
+    with pytest.raises(DataError, match="schema version '0'"):
+        read_parquet(old)
+    write_parquet(pa.table({"a": [1]}), tmp_path / "new.parquet")
+    with pytest.raises(DataError, match=r"lacks columns \['b'\]"):
+        read_parquet(tmp_path / "new.parquet", required=("a", "b"))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_parquet(tmp_path / "junk.parquet")
+
+
+def test_rows_with_different_keys_make_one_table():
+    table = table_from_rows([{"a": 1}, {"a": 2, "b": "x"}], required=("z",))
+    assert table.column_names == ["z", "a", "b"]
+    assert table.column("b").to_pylist() == [None, "x"]
+
+
+def test_second_process_is_refused_and_lock_dies_with_its_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from rnngen.io import output_lock\n"
+        f"with output_lock({str(tmp_path)!r}):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"in use by pid {holder.pid}"), output_lock(tmp_path):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup code runs in the holder
+        holder.wait()
+    deadline = time.time() + 5
+    while True:  # the OS releases the lock with the process
+        try:
+            with output_lock(tmp_path), output_lock(tmp_path):  # re-entrant in one process
+                break
+        except UserError:
+            assert time.time() < deadline
+            time.sleep(0.1)
