@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,10 +27,32 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a flow's exception with its traceback; for a predictable mistake the
+    one-paragraph message the CLI prints is the whole story, so drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from rnngen.errors import UserError
+
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    import prefect  # noqa: F401  (configures Prefect's logging handlers)
+
+    for name in ("prefect", ""):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
+                handler.addFilter(_NoTracebackForUserErrors())
+
+
 def _run(fn, *args, **kwargs):
     """Run a flow; a predictable error becomes one paragraph and a non-zero exit."""
     from rnngen.errors import UserError
 
+    _quiet_user_errors()
     try:
         return fn(*args, **kwargs)
     except UserError as err:
@@ -68,6 +91,11 @@ def embed(
                imdb_path=str(imdb) if imdb else None, glove_path=str(glove) if glove else None,
                tokenizer=cfg)
     typer.echo(f"wrote corpus {key} to {out / 'interim'} and {out / 'results' / 'embed.parquet'}")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def check_length_cli(L: int, check) -> int:
@@ -153,6 +181,10 @@ def bounds(
 ) -> None:
     """Every term of Theorems 2 and 3 for every trained model -> results/bounds.parquet."""
     _prefect_defaults()
+    if not 0 < delta < 1:
+        _fail(f"--delta must be in (0, 1), got {delta}.")
+    if alpha is not None and any(a <= 0 for a in alpha):
+        _fail(f"--alpha values must be positive margins, got {alpha}.")
     from flows.bounds import bounds as bounds_flow
 
     _run(bounds_flow, out=str(out), delta=delta, alphas=alpha, ray_address=ray_address)

@@ -59,7 +59,7 @@ def _running(layout: Layout) -> dict[str, dict]:
     return state.get("running", {})
 
 
-def grid_table(layout: Layout) -> Table | None:
+def grid_table(layout: Layout) -> tuple[str, Table] | None:
     """L × σ rows, one column per seed: done / running / failed / diverged."""
     running = _running(layout)
     rows = pq.read_table(layout.runs, columns=["run_id", "L", "sigma", "seed", "status"]
@@ -71,7 +71,7 @@ def grid_table(layout: Layout) -> Table | None:
     for r in rows + [dict(cell, status="running") for cell in running.values()]:
         cells[(r["L"], r["sigma"])][r["seed"]] = r["status"]
         seeds.add(r["seed"])
-    table = Table(title=f"training grid: {len(rows)} cells on disk, {len(running)} running")
+    table = Table(title="training grid (L × σ × seed)")
     table.add_column("L")
     table.add_column("σ")
     for seed in sorted(seeds):
@@ -84,7 +84,7 @@ def grid_table(layout: Layout) -> Table | None:
         for status in by_seed.values():
             counts[status] += 1
     table.caption = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    return table
+    return f"training grid: {len(rows)} cells on disk, {len(running)} running", table
 
 
 def render_status(out: Path, console: Console | None = None) -> None:
@@ -97,4 +97,9 @@ def render_status(out: Path, console: Console | None = None) -> None:
         table.add_row(item, state)
     console.print(table)
     grid = grid_table(layout)
-    console.print(grid if grid is not None else "training grid: no runs yet (`rnngen train`)")
+    if grid is None:
+        console.print("training grid: no runs yet (`rnngen train`)")
+    else:
+        headline, table = grid
+        console.print(headline)
+        console.print(table)

@@ -1,0 +1,62 @@
+"""The `rnngen` command line, run as a user would, in subprocesses."""
+
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from rnngen.layout import Layout
+
+pytestmark = pytest.mark.e2e
+
+
+def rnngen(*args, env_extra=None, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_every_stage_through_the_cli(corpus_out):
+    out = corpus_out
+    tiny = ["--L", 4, "--sigma", 0, "--sigma", 0.3, "--seeds", 0, "--n-train", 300,
+            "--n-test", 200, "--epochs", 1, "--hidden", 6]
+    steps = [("spectrum", "--L", 4, "--n-train", 1000), ("train", *tiny), ("bounds",),
+             ("figures",)]
+    for step in steps:
+        proc = rnngen(*step, "--out", out)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "wrote" in proc.stdout
+    layout = Layout.at(out)
+    assert pq.read_table(layout.runs).num_rows == 2
+    assert pq.read_table(layout.bounds).num_rows > 2
+    for name in ("fig1_gen_error_L100", "fig2_gen_error_L200_L300", "spectrum", "bound_terms",
+                 "bound_vs_gap"):
+        for ext in ("png", "pdf"):
+            assert (layout.figures / f"{name}.{ext}").stat().st_size > 1000
+    status = rnngen("status", "--out", out)
+    assert status.returncode == 0
+    assert "training grid: 2 cells on disk" in status.stdout and "done: 2" in status.stdout
+    assert "spectrum L=4" in status.stdout and "certified" in status.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("train", "--sigma", "-1"), "'sigma' must be the input-noise standard deviation"),
+    (("train", "--L", "0"), "'L' must be a positive sequence length"),
+    (("train", "--seeds", "0", "--seeds", "0"), "lists the value 0 twice"),
+    (("train", "--optimizer", "adamw"), "optimizer"),
+    (("study", "--profile", "nope"), "unknown --profile 'nope'"),
+    (("bounds", "--delta", "2"), "--delta must be in (0, 1)"),
+    (("spectrum", "--L", "-5"), "--L must be a positive integer"),
+])
+def test_bad_parameters_are_refused_in_one_paragraph(corpus_out, args, message):
+    proc = rnngen(*args, "--out", corpus_out, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (corpus_out / "results").exists()
+
+
+def test_missing_data_stage_names_the_command(tmp_path):
+    proc = rnngen("train", "--out", tmp_path, timeout=120)
+    assert proc.returncode != 0 and "rnngen embed" in proc.stderr
