@@ -25,6 +25,24 @@ def _prefect_defaults() -> None:
     """Quiet, local defaults for Prefect unless the user configured otherwise."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    _check_prefect_api()
+
+
+def _check_prefect_api() -> None:
+    """With PREFECT_API_URL set, say at once (and clearly) when nothing answers there."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+    from rich.markup import escape
+
+    url = get_current_settings().api.url
+    if not url:
+        return
+    with get_client(sync_client=True) as client:
+        err = client.api_healthcheck()
+    if err is not None:
+        _fail(f"cannot reach the Prefect API at {url} ({escape(str(err))}). Start the server "
+              "(infra/prefect-server-start.sh), fix PREFECT_API_URL, or unset it to run with a "
+              "temporary local API.")
 
 
 class _NoTracebackForUserErrors(logging.Filter):

@@ -7,6 +7,7 @@ do lives in `rnngen` (embedding, Gram accumulation); this module only places it.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,12 +35,21 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
                      include_dashboard=False, log_to_driver=True)
         else:
+            _check_reachable(address)
             ray.init(address=address, log_to_driver=True)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError) as err:
         raise UserError(f"cannot reach the Ray cluster at {address!r} ({err}). Check the "
                         "address (ray://host:10001 or host:6379) and that the head is up, "
                         "or leave --ray-address/RAY_ADDRESS unset to run on a local Ray."
                         ) from err
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after ray.init's ~13 minutes of retries, when nothing listens."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
 
 
 def cluster_cpus() -> int:
