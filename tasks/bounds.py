@@ -17,14 +17,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rnngen import bounds as B
-from rnngen.corpus import split_arrays
 from rnngen.errors import DataError
 from rnngen.glove import load_glove
 from rnngen.io import read_parquet, table_from_rows, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import load_weights
-from rnngen.model_stats import model_stats, noise_device
+from rnngen.model_stats import model_stats
 from rnngen.specs import RunSpec
+from rnngen.train import spec_splits
 from tasks import ray_pool
 from tasks.data import load_corpus
 from tasks.spectrum import existing_rows as spectrum_rows
@@ -53,7 +53,7 @@ def model_rows(payload: dict[str, Any], table: pa.Table) -> list[dict[str, Any]]
     if payload["lambda_min"] is None:
         return [base | {"status": "skipped", "reason": payload["reason"]}]
     embeddings = load_glove(payload["glove"]).table
-    train = split_arrays(table, "train", spec.L, embeddings.shape[0] - 1, limit=spec.n_train)
+    train, _ = spec_splits(table, embeddings.shape[0] - 1, spec)
     clean, noisy = model_stats(payload["weights"], spec, train, embeddings)
     margins = (noisy or clean).margins
     grid = payload["alphas"] or B.default_alpha_grid(margins)
@@ -72,7 +72,7 @@ def model_rows(payload: dict[str, Any], table: pa.Table) -> list[dict[str, Any]]
                                      payload["lambda_min"]),
                 B.rademacher_norm1_term(2, alpha, terms["beta_V"], terms["beta_U"],
                                         clean.norm1_XT, terms["Lambda"], clean.n)),
-            "noise_draw": f"recorded training draw on {noise_device(spec)}",
+            "noise_draw": "the recorded training draw (eval_noise stream)",
             "status": "ok", "reason": ""})
     best = int(np.argmin([r["bound_thm3"] for r in rows])) if rows else -1
     for i, row in enumerate(rows):

@@ -20,12 +20,13 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from rnngen.corpus import SplitArrays, split_arrays
+from rnngen.corpus import SplitArrays
 from rnngen.glove import load_glove
 from rnngen.io import atomic_path, read_parquet, table_from_rows, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import save_weights
 from rnngen.specs import RunSpec
+from rnngen.train import spec_splits
 from tasks import ray_pool
 from tasks.data import load_corpus
 
@@ -41,13 +42,12 @@ _SPLITS: dict[tuple, tuple[SplitArrays, SplitArrays]] = {}
 
 
 def _splits(spec: RunSpec, table: pa.Table, pad_id: int) -> tuple[SplitArrays, SplitArrays]:
-    """Padded id matrices of one (corpus, L, subset), cached per worker process."""
+    """The spec's padded id matrices, cached per worker process across cells."""
     key = (spec.data_key, spec.L, spec.n_train, spec.n_test)
     if key not in _SPLITS:
         if len(_SPLITS) >= 3:
             _SPLITS.clear()
-        _SPLITS[key] = (split_arrays(table, "train", spec.L, pad_id, limit=spec.n_train),
-                        split_arrays(table, "test", spec.L, pad_id, limit=spec.n_test))
+        _SPLITS[key] = spec_splits(table, pad_id, spec)
     return _SPLITS[key]
 
 

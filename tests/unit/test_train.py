@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -16,17 +18,32 @@ from rnngen.errors import ParameterError
 from rnngen.model import ReLURNN, reference_forward
 from rnngen.specs import RunSpec
 from rnngen.train import (
+    TrainResult,
     add_noise,
     embed,
     epoch_batches,
     evaluate,
     margins,
     seed_streams,
+    spec_splits,
     split_batches,
     train_model,
 )
 
 VOCAB, D, L = 20, 4, 6
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads; on a busy machine extra threads only wait.
+
+    (The first optimizer step of a process also imports torch._dynamo: a few seconds once.)
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 PAD = VOCAB  # the last embedding row is the zero padding vector, as in the real table
 
 
@@ -62,7 +79,7 @@ def tiny_spec(**changes: Any) -> RunSpec:
     return RunSpec(**{**base, **changes})
 
 
-def run(**changes: Any):  # noqa: ANN201 -- TrainResult
+def run(**changes: Any) -> TrainResult:
     return train_model(tiny_spec(**changes), TRAIN, TEST, embeddings())
 
 
@@ -141,9 +158,8 @@ def test_streams_are_independent_and_sigma_leaves_init_alone() -> None:
 
 
 def test_non_finite_loss_stops_the_run_as_diverged() -> None:
-    # Inputs near float32's largest value: U x_t overflows to inf in the first batch.
-    huge = embeddings() * (np.finfo(np.float32).max / 2)
-    result = train_model(tiny_spec(epochs=3), TRAIN, TEST, huge)
+    # W = 1e12 I: after a few steps h_t exceeds float32's range, in the very first batch.
+    result = train_model(tiny_spec(epochs=3, init_scale=1e12), TRAIN, TEST, embeddings())
     assert result.status == "diverged" and result.diverged_epoch == 1
     assert result.epochs_run == 0 and result.history == []
     assert math.isnan(result.test_error_clean) and math.isnan(result.gen_error)
@@ -206,6 +222,20 @@ def test_each_optimizer_trains(optimizer: str) -> None:
     result = run(optimizer=optimizer, lr=0.01, momentum=0.5 if optimizer != "adam" else 0.0,
                  weight_decay=1e-4, clip_grad_norm=5.0)
     assert result.status == "done" and all(np.isfinite(result.history))
+
+
+def test_spec_splits_take_balanced_subsets_of_length_L() -> None:
+    n = 12
+    table = pa.table({
+        "split": pa.array(["train", "test"] * n).dictionary_encode(),
+        "label": pa.array([0, 0, 1, 1] * (n // 2), pa.int8()),
+        "review_index": pa.array(range(2 * n), pa.int32()),
+        "token_ids": pa.array([list(range(i % 9)) for i in range(2 * n)],
+                              pa.large_list(pa.int32())),
+    })
+    train, test = spec_splits(table, PAD, tiny_spec(n_train=4))
+    assert train.ids.shape == (4, L) and sorted(train.labels.tolist()) == [0, 0, 1, 1]
+    assert test.ids.shape == (n, L)
 
 
 def test_split_of_another_length_is_refused() -> None:
