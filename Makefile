@@ -16,7 +16,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: study test test-fast data bench lint clean-venv
+.PHONY: study test test-fast test-faults data bench lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ study: $(STAMP)
 
 test: data
 	$(BIN)/python -m pytest tests
+
+# The fault-injection suite (~7 min: real processes killed and interrupted), run on purpose.
+test-faults: data
+	$(BIN)/python -m pytest tests/faults -m faults
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
