@@ -242,8 +242,12 @@ def study(
 def status(out: Out = Path("data")) -> None:
     """What is on disk: data, corpus, stages and grid cells."""
     from flows.status import render_status
+    from rnngen.errors import UserError
 
-    render_status(out)
+    try:
+        render_status(out)
+    except UserError as err:
+        _fail(str(err))
 
 
 def main() -> None:

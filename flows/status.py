@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from rnngen.io import read_parquet
 from rnngen.layout import Layout
 
 MARK = {"done": "[green]done[/]", "diverged": "[yellow]diverged[/]", "failed": "[red]failed[/]",
@@ -34,7 +35,7 @@ def _data_rows(layout: Layout) -> list[tuple[str, str]]:
     else:
         rows.append(("corpus", "absent (run `rnngen embed`)"))
     if layout.spectrum.is_file():
-        for r in pq.read_table(layout.spectrum).to_pylist():
+        for r in read_parquet(layout.spectrum).to_pylist():
             value = f"{r['lambda_min']:.4e}" if r["lambda_min"] is not None else "—"
             rows.append((f"spectrum L={r['L']}", f"{r['status']}: λ_min {value} "
                          f"(residual {r['lambda_min_residual']:.1e}, n={r['n']})"))
@@ -62,8 +63,9 @@ def _running(layout: Layout) -> dict[str, dict]:
 def grid_table(layout: Layout) -> tuple[str, Table] | None:
     """L × σ rows, one column per seed: done / running / failed / diverged."""
     running = _running(layout)
-    rows = pq.read_table(layout.runs, columns=["run_id", "L", "sigma", "seed", "status"]
-                         ).to_pylist() if layout.runs.is_file() else []
+    rows = read_parquet(layout.runs, required=("run_id", "L", "sigma", "seed", "status")
+                        ).select(["run_id", "L", "sigma", "seed", "status"]
+                                 ).to_pylist() if layout.runs.is_file() else []
     if not rows and not running:
         return None
     cells: dict[tuple, dict[int, str]] = defaultdict(dict)

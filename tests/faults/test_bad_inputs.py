@@ -261,9 +261,6 @@ def _placeholders(out: Path) -> None:
     write_parquet(pa.Table.from_pylist([{"run_id": "x", "status": "fixture"}]), layout.bounds)
 
 
-STATUS_GAP = ("`rnngen status` reads results with pyarrow directly, without rnngen.io's checks: "
-              "it shows the table of an old-schema file and exits 0, and a corrupt file gives "
-              "a traceback (see the report for the fix)")
 OLD = (_old_schema, 'rewritten with metadata rnngen = {"schema_version": "0"}',
        "schema version '0'")
 CUT = (_truncated, "cut to its first 1,000 bytes", "is not a readable Parquet file")
@@ -273,9 +270,7 @@ RESULTS = {"runs.parquet of schema 0 -> train": (*OLD, "train"),
            "truncated runs.parquet -> status": (*CUT, "status")}
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=STATUS_GAP))
-    if case.endswith("status") else case for case in RESULTS])
+@pytest.mark.parametrize("case", list(RESULTS))
 def test_unusable_results_file_is_named(case, trained_out, fault_env, tmp_path,
                                         record_property):
     spoil, how, expect, command = RESULTS[case]
