@@ -32,7 +32,6 @@ def _check_prefect_api() -> None:
     """With PREFECT_API_URL set, say at once (and clearly) when nothing answers there."""
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
-    from rich.markup import escape
 
     url = get_current_settings().api.url
     if not url:
@@ -40,7 +39,7 @@ def _check_prefect_api() -> None:
     with get_client(sync_client=True) as client:
         err = client.api_healthcheck()
     if err is not None:
-        _fail(f"cannot reach the Prefect API at {url} ({escape(str(err))}). Start the server "
+        _fail(f"cannot reach the Prefect API at {url} ({err}). Start the server "
               "(infra/prefect-server-start.sh), fix PREFECT_API_URL, or unset it to run with a "
               "temporary local API.")
 
@@ -74,8 +73,7 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except UserError as err:
-        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(str(err))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted.[/] Finished results are on disk; run the same "
                       "command again to resume where it stopped.")
@@ -112,7 +110,9 @@ def embed(
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
