@@ -9,21 +9,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ -z "${PREFECT_API_URL:-}" && -f "$RUN_DIR/prefect.env" ]]; then
-    source "$RUN_DIR/prefect.env"
-fi
-[[ -n "${PREFECT_API_URL:-}" ]] || die "PREFECT_API_URL is not set and no server was started" \
-    "here: run infra/prefect-server-start.sh first, or export PREFECT_API_URL."
-export PREFECT_API_URL
-export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
-POOL="${PREFECT_POOL:-rnngen-process}"
-
-http_ok "$PREFECT_API_URL/health" >/dev/null 2>&1 \
-    || die "no Prefect server answers at $PREFECT_API_URL."
-if ! "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then
-    "$BIN/prefect" work-pool create "$POOL" --type process >/dev/null
-    echo "created work pool $POOL (type process)"
-fi
+prefect_api_and_pool
 
 args=(--all)
 if (($#)); then

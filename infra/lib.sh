@@ -138,3 +138,24 @@ stop_session() {
     rm -f "$pidfile"
     echo "$name: stopped (session $pid)."
 }
+
+# Point at the Prefect API (PREFECT_API_URL, else infra/.run/prefect.env), check that it
+# answers, and make sure the process work pool $POOL exists (`prefect deploy` and workers
+# refuse a missing pool). Sets PREFECT_API_URL, PREFECT_HOME and POOL.
+prefect_api_and_pool() {
+    if [[ -z "${PREFECT_API_URL:-}" && -f "$RUN_DIR/prefect.env" ]]; then
+        source "$RUN_DIR/prefect.env"
+    fi
+    [[ -n "${PREFECT_API_URL:-}" ]] || die "PREFECT_API_URL is not set and no server was" \
+        "started here: run infra/prefect-server-start.sh first, or export PREFECT_API_URL."
+    export PREFECT_API_URL
+    export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
+    POOL="${PREFECT_POOL:-rnngen-process}"
+    http_ok "$PREFECT_API_URL/health" >/dev/null 2>&1 \
+        || die "no Prefect server answers at $PREFECT_API_URL; start one with" \
+            "infra/prefect-server-start.sh or fix PREFECT_API_URL."
+    if ! "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then
+        "$BIN/prefect" work-pool create "$POOL" --type process >/dev/null
+        echo "created work pool $POOL (type process)"
+    fi
+}

@@ -14,25 +14,11 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ -z "${PREFECT_API_URL:-}" && -f "$RUN_DIR/prefect.env" ]]; then
-    source "$RUN_DIR/prefect.env"
-fi
-[[ -n "${PREFECT_API_URL:-}" ]] || die "PREFECT_API_URL is not set and no server was started" \
-    "here: run infra/prefect-server-start.sh first, or export PREFECT_API_URL."
-export PREFECT_API_URL
-export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 export RNNGEN_ROOT="${RNNGEN_ROOT:-$ROOT}"
-POOL="${PREFECT_POOL:-rnngen-process}"
 NAME="${PREFECT_WORKER_NAME:-rnngen-$(hostname -s)}"
 
 refuse_if_running prefect-worker
-http_ok "$PREFECT_API_URL/health" >/dev/null 2>&1 \
-    || die "no Prefect server answers at $PREFECT_API_URL; start one with" \
-        "infra/prefect-server-start.sh or fix PREFECT_API_URL."
-if ! "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then
-    "$BIN/prefect" work-pool create "$POOL" --type process >/dev/null
-    echo "created work pool $POOL (type process)"
-fi
+prefect_api_and_pool
 
 since=$(date +%s)
 start_bg prefect-worker env PATH="$BIN:$PATH" \
