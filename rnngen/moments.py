@@ -7,17 +7,22 @@ arrive as row blocks (float32 is fine on the wire), are converted to float64 at 
 with BLAS ``dsyrk`` (half the flops of a GEMM). The scalars the bounds need from the same
 data -- ‖X‖_F, ‖Xᵀ‖₁ and B = max ‖x‖_∞ (STUDY.md §4) -- are accumulated in the same pass.
 
-Partial accumulators from several workers are reduced row block by row block
-(:meth:`MomentAccumulator.upper_rows` → :meth:`MomentAccumulator.add_upper_rows`), so the
-reducer never holds two dim × dim arrays. The strict lower triangle of the Gram is scratch
-until :meth:`MomentAccumulator.second_moment` mirrors the upper triangle into it.
+Partial accumulators from several workers are reduced column slab by column slab
+(:meth:`MomentAccumulator.drain_upper_columns` → :meth:`MomentAccumulator.add_upper_columns`):
+the Gram is Fortran-ordered, so a slab is one contiguous stretch of memory, and a worker hands
+each drained slab's pages back to the OS. The reducer's buffer fills as the workers' empty,
+so the whole reduction never holds much more than one dim × dim array per worker. The
+strict lower triangle of the Gram is scratch until :meth:`MomentAccumulator.second_moment`
+mirrors the upper triangle into it.
 """
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg.blas import dsyrk
 
@@ -105,7 +110,12 @@ class MomentAccumulator:
         if dim < 1 or block_rows < 1:
             raise ParameterError(f"need dim >= 1 and block_rows >= 1; got {dim}, {block_rows}")
         self.dim, self.block_rows = dim, block_rows
-        self._gram = np.zeros((dim, dim), order="F")
+        # An anonymous mapping rather than np.zeros, so drained column slabs can be returned
+        # to the OS (madvise) while the rest is still in use; untouched pages cost nothing.
+        self._buffer = mmap.mmap(-1, dim * dim * 8)
+        self._gram = np.frombuffer(self._buffer, dtype=np.float64).reshape((dim, dim),
+                                                                           order="F")
+        self._drained = 0  # columns [0, _drained) were drained and their memory released
         self._stats = DataStats.empty(dim)
         self._finalized = False
 
@@ -158,8 +168,9 @@ class MomentAccumulator:
         if out is not self._gram:  # f2py copied: accumulating into the copy would be lost
             raise RuntimeError("dsyrk did not update the Gram in place")
 
-    def add_trailing(self, block: ArrayLike, start: int, *, panel: int = 1024) -> None:
-        """Accumulate rows that are zero in every column before ``start``.
+    def add_trailing(self, tail: ArrayLike, start: int, *, panel: int = 256) -> None:
+        """Accumulate rows that are zero in every column before ``start``, given as their
+        ``tail``: columns ``start:`` only, shape (rows, dim − start).
 
         Pre-padded sequences have this shape: a review of k ≤ L tokens fills only its last
         k·d coordinates. Sorting rows by length and updating only the trailing
@@ -167,60 +178,74 @@ class MomentAccumulator:
         place) costs about E[k²]/L² of a full update: 0.47 of it at L = 300 on IMDB.
         BLAS has no in-place SYRK on a sub-block here (scipy's wrapper would copy a strided
         view), hence the panels of GEMM; the diagonal panels' waste is ~panel/(dim-start).
+        They run through torch's ``addmm_``, which updates a strided block in place with
+        beta = 1 and uses torch's BLAS (about 2x numpy's on this product, single-threaded).
         """
         self._check_open()
-        block = np.asarray(block)
-        if block.ndim != 2 or block.shape[1] != self.dim or not 0 <= start < self.dim:
-            raise ParameterError(f"expected a block of shape (rows, {self.dim}) and 0 <= start "
-                                 f"< {self.dim}; got {block.shape}, start={start}")
-        if np.any(block[:, :start]):
-            raise ParameterError(f"add_trailing: the block has non-zeros before column {start}")
-        for r0 in range(0, block.shape[0], self.block_rows):
-            chunk = np.asarray(block[r0:r0 + self.block_rows, start:], dtype=np.float64)
+        tail = np.asarray(tail)
+        if not 0 <= start < self.dim or tail.ndim != 2 or tail.shape[1] != self.dim - start:
+            raise ParameterError(f"expected 0 <= start < {self.dim} and a tail of shape (rows, "
+                                 f"{self.dim} - start); got start={start}, {tail.shape}")
+        for r0 in range(0, tail.shape[0], self.block_rows):
+            chunk = np.ascontiguousarray(tail[r0:r0 + self.block_rows], dtype=np.float64)
             part = _block_stats(chunk)
             if not np.isfinite(part.sq_sum):
                 raise ParameterError("the block holds NaN/inf (or values whose squares overflow)")
             colsum = np.zeros(self.dim)
             colsum[start:] = part.abs_colsum
+            gram, rows = torch.from_numpy(self._gram), torch.from_numpy(chunk)
             for j0 in range(start, self.dim, panel):
                 j1 = min(j0 + panel, self.dim)
-                self._gram[start:j1, j0:j1] += chunk[:, : j1 - start].T @ chunk[:, j0 - start:
-                                                                                 j1 - start]
+                # In place (beta = 1): the Fortran-ordered panel is a BLAS-ready
+                # column-major block with ldc = dim, so no product temporary is made.
+                gram[start:j1, j0:j1].addmm_(rows[:, : j1 - start].T,
+                                             rows[:, j0 - start: j1 - start])
             self._stats = self._stats.merge(
                 DataStats(part.n, self.dim, part.sq_sum, colsum, part.max_abs))
 
     def add_stats(self, stats: DataStats) -> None:
-        """Merge another worker's statistics (pair with :meth:`add_upper_rows`)."""
+        """Merge another worker's statistics (pair with :meth:`add_upper_columns`)."""
         self._check_open()
         self._stats = self._stats.merge(stats)
 
-    def upper_rows(self, r0: int, r1: int) -> Array:
-        """Rows r0:r1 of the Gram's upper triangle: G[r0:r1, r0:] with the part left of
-        the diagonal zeroed, shape (r1 - r0, dim - r0). Summed over r-blocks this ships
-        dim²/2 numbers, and the reducer holds only one block at a time.
+    def drain_upper_columns(self, c0: int, c1: int) -> Array:
+        """Columns c0:c1 of the Gram's upper triangle, G[:c1, c0:c1] with the entries below
+        the diagonal zeroed (Fortran order, shape (c1, c1 - c0)); then return their memory
+        to the OS. Slabs must be drained left to right, from column 0; once any is drained
+        the accumulator accepts no more data. Summed over slabs this ships dim²/2 numbers.
         """
-        self._check_rows(r0, r1)
-        return np.triu(self._gram[r0:r1, r0:])
+        self._check_columns(c0, c1)
+        if c0 != self._drained:
+            raise ParameterError(f"drain column slabs in order: next is column {self._drained}, "
+                                 f"got {c0}")
+        slab = np.triu(self._gram[:c1, c0:c1], k=-c0)  # keep rows i <= global column
+        self._drained = c1
+        page = mmap.PAGESIZE
+        begin = (c0 * self.dim * 8) // page * page
+        end = (c1 * self.dim * 8) // page * page  # whole pages of drained columns only
+        if end > begin:
+            self._buffer.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+        return slab
 
-    def add_upper_rows(self, r0: int, rows: ArrayLike) -> None:
-        """Add a block produced by another accumulator's ``upper_rows(r0, r0 + len(rows))``."""
+    def add_upper_columns(self, c0: int, cols: ArrayLike) -> None:
+        """Add a slab produced by another accumulator's ``drain_upper_columns(c0, c1)``."""
         self._check_open()
-        rows = np.asarray(rows, dtype=np.float64)
-        r1 = r0 + rows.shape[0]
-        self._check_rows(r0, r1)
-        if rows.shape != (r1 - r0, self.dim - r0):
-            raise ParameterError(f"expected upper rows of shape ({r1 - r0}, {self.dim - r0}) "
-                                 f"for r0={r0}; got {rows.shape}")
-        self._gram[r0:r1, r0:] += rows
+        cols = np.asarray(cols, dtype=np.float64)
+        c1 = c0 + (cols.shape[1] if cols.ndim == 2 else 0)
+        if cols.ndim != 2 or c1 <= c0 or cols.shape != (c1, c1 - c0):
+            raise ParameterError(f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
+                                 f"with c0 < c1 <= {self.dim}; got {cols.shape}")
+        self._check_columns(c0, c1)
+        self._gram[:c1, c0:c1] += cols
 
-    def merge(self, other: MomentAccumulator, *, rows_per_block: int = 512) -> None:
-        """Add ``other`` into self, row block by row block (the pattern a reducer follows)."""
+    def merge(self, other: MomentAccumulator, *, columns_per_slab: int = 512) -> None:
+        """Add ``other`` into self slab by slab, draining ``other`` (the reducer's pattern)."""
         if other.dim != self.dim:
             raise ParameterError(f"cannot merge accumulators of dim {self.dim} and {other.dim}")
         self.add_stats(other.stats())
-        for r0 in range(0, self.dim, rows_per_block):
-            r1 = min(r0 + rows_per_block, self.dim)
-            self.add_upper_rows(r0, other.upper_rows(r0, r1))
+        for c0 in range(0, self.dim, columns_per_slab):
+            c1 = min(c0 + columns_per_slab, self.dim)
+            self.add_upper_columns(c0, other.drain_upper_columns(c0, c1))
 
     def second_moment(self, *, symmetrize: bool = True) -> Array:
         """Σ = G / n, computed IN PLACE in the accumulator's buffer and returned (no copy).
@@ -245,13 +270,17 @@ class MomentAccumulator:
         return G
 
     def _check_open(self) -> None:
-        """Refuse to touch the buffer once it holds Σ instead of the Gram."""
+        """Refuse to touch the buffer once it holds Σ, or once it is being drained."""
+        if self._drained:
+            raise RuntimeError("this accumulator's Gram was drained into a reducer; it holds "
+                               "no data any more")
         if self._finalized:
             raise RuntimeError("second_moment() was called: the buffer now holds Σ, not the "
                                "Gram; create a new MomentAccumulator to accumulate more data")
 
-    def _check_rows(self, r0: int, r1: int) -> None:
-        """Validate a row range of the Gram."""
-        self._check_open()
-        if not 0 <= r0 < r1 <= self.dim:
-            raise ParameterError(f"need 0 <= r0 < r1 <= dim={self.dim}; got r0={r0}, r1={r1}")
+    def _check_columns(self, c0: int, c1: int) -> None:
+        """Validate a column range of the Gram (draining may go on once started)."""
+        if self._finalized:
+            self._check_open()
+        if not 0 <= c0 < c1 <= self.dim:
+            raise ParameterError(f"need 0 <= c0 < c1 <= dim={self.dim}; got c0={c0}, c1={c1}")

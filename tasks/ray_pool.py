@@ -15,33 +15,54 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from rnngen.corpus import embed_batch
+from rnngen.corpus import pad_ids
 from rnngen.errors import UserError
 from rnngen.glove import load_glove
 from rnngen.moments import DataStats, MomentAccumulator
 
+_chosen: dict | None = None  # what connect() chose; Ray starts or attaches on first use
+
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Attach to the Ray cluster at `address`, or start a private local one.
-
-    A bare `ray.init()` may attach to a stale head left on this machine, so the local case
-    asks explicitly for a new cluster (`address="local"`).
+    """Choose the Ray cluster at `address`, or a private local one, and fail at once when a
+    remote address does not answer. Ray itself starts (or attaches) on first use
+    (:func:`ensure_connected`), so a run that finds everything done never starts it.
     """
+    global _chosen
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "", "local"):
+        try:
+            _check_reachable(address)
+        except (OSError, ValueError) as err:
+            raise _unreachable(address, err) from err
+    _chosen = {"address": address, "num_cpus": num_cpus}
+
+
+def ensure_connected() -> None:
+    """Start or attach to the cluster :func:`connect` chose (by default: RAY_ADDRESS, else
+    a private local one). A bare `ray.init()` may attach to a stale head left on this
+    machine, so the local case asks explicitly for a new cluster (`address="local"`).
+    """
+    if ray.is_initialized():
+        return
+    chosen = _chosen or {"address": os.environ.get("RAY_ADDRESS") or None, "num_cpus": None}
+    address, num_cpus = chosen["address"], chosen["num_cpus"]
     try:
         if address in (None, "", "local"):
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
                      include_dashboard=False, log_to_driver=True)
         else:
-            _check_reachable(address)
             ray.init(address=address, log_to_driver=True)
     except (OSError, RuntimeError, ValueError) as err:
-        raise UserError(f"cannot reach the Ray cluster at {address!r} ({err}). Check the "
-                        "address (ray://host:10001 or host:6379) and that the head is up, "
-                        "or leave --ray-address/RAY_ADDRESS unset to run on a local Ray."
-                        ) from err
+        raise _unreachable(address, err) from err
+
+
+def _unreachable(address: str | None, err: Exception) -> UserError:
+    return UserError(f"cannot reach the Ray cluster at {address!r} ({err}). Check the "
+                     "address (ray://host:10001 or host:6379) and that the head is up, "
+                     "or leave --ray-address/RAY_ADDRESS unset to run on a local Ray.")
 
 
 def _check_reachable(address: str) -> None:
@@ -53,6 +74,7 @@ def _check_reachable(address: str) -> None:
 
 
 def cluster_cpus() -> int:
+    ensure_connected()
     return int(ray.cluster_resources().get("CPU", 1))
 
 
@@ -67,6 +89,7 @@ def fan_out(fn: Callable, items: list, *, shared: tuple = (), resources: dict[st
     `retry_exceptions`, one that raised: up to `max_retries` times in both cases. The error
     of the last attempt reaches `on_done`; the remaining items go on regardless.
     """
+    ensure_connected()
     remote = ray.remote(fn).options(max_retries=max_retries, retry_exceptions=True,
                                     **_ray_resources(resources))
     refs = [ray.put(value) for value in shared]
@@ -96,64 +119,72 @@ class CorpusShard:
     the driver receives only Gram row blocks and matrix-vector products.
     """
 
-    def __init__(self, tokens: pa.Array, glove_path: str | None = None) -> None:
+    def __init__(self, tokens: pa.Array, glove_path: str | None = None,
+                 block_rows: int = 1024) -> None:
+        self._block_rows = block_rows
         self._tokens = tokens
         self._table = load_glove(glove_path).table
         self._L: int | None = None
-        self._x: np.ndarray | None = None
+        self._cache: list[tuple[np.ndarray, int]] | None = None
         self._acc: MomentAccumulator | None = None
 
     def rows(self) -> int:
         return len(self._tokens)
 
-    def _embedded(self, L: int) -> np.ndarray:
-        """(n_shard, L*d) float32 sequences, longest first, cached for the latest L.
+    def _tails(self, L: int) -> list[tuple[np.ndarray, int]]:
+        """The shard embedded at length L as float64 row blocks, longest reviews first,
+        each kept from its first non-padding column on: [(tail, start)], cached for the
+        latest L.
 
-        float32 -> float64 is exact, so products computed from the cache in float64 are
-        exact float64 products. Sorting by kept length lets every block skip its leading
-        all-padding columns (see MomentAccumulator.add_trailing).
+        Pre-padding leaves a review of k tokens zero before column (L - k)·d, so sorting by
+        kept length lets every block drop its leading all-padding columns (see
+        MomentAccumulator.add_trailing): at L = 300 on IMDB the tails hold ~0.65 of the full
+        matrix. float32 -> float64 is exact; gathering from a float64 copy of the table
+        spares every later product a conversion pass over the data.
         """
         if self._L != L:
-            self._x = None  # free the previous L first
+            self._cache = None  # free the previous L first
+            table = self._table.astype(np.float64)
+            d = table.shape[1]
             kept = np.minimum(np.diff(self._tokens.offsets.to_numpy()), L)
-            self._order = np.argsort(-kept, kind="stable")
-            self._kept = kept[self._order]
-            x = embed_batch(self._tokens.take(pa.array(self._order)), L, self._table)
-            self._x, self._L = x.reshape(len(self._tokens), -1), L
-        return self._x
+            order = np.argsort(-kept, kind="stable")
+            tails = []
+            for r0 in range(0, len(order), self._block_rows):
+                rows = order[r0:r0 + self._block_rows]
+                ids = pad_ids(self._tokens.take(pa.array(rows)), L, pad_id=table.shape[0] - 1)
+                first = L - int(kept[rows[0]])
+                tails.append((table[ids[:, first:]].reshape(len(rows), -1), d * first))
+            self._cache, self._L = tails, L
+        return self._cache
 
-    def _blocks(self, L: int, rows: int):
-        """(block, first non-padding column) pairs over the cached, length-sorted shard."""
-        x = self._embedded(L)
-        d = x.shape[1] // L
-        for r0 in range(0, x.shape[0], rows):
-            yield x[r0:r0 + rows], x.shape[1] - d * int(self._kept[r0])
-
-    def accumulate(self, L: int, block_rows: int = 1024) -> DataStats:
+    def accumulate(self, L: int) -> DataStats:
         """Partial float64 Gram of this shard (upper triangle) and its data statistics."""
-        dim = self._embedded(L).shape[1]
-        self._acc = MomentAccumulator(dim, block_rows=block_rows)
-        for block, start in self._blocks(L, block_rows):
-            self._acc.add_trailing(block, min(start, dim - 1))
+        dim = L * self._table.shape[1]
+        self._acc = MomentAccumulator(dim, block_rows=self._block_rows)
+        for tail, start in self._tails(L):
+            if start < dim:  # a block of empty reviews adds only its count
+                self._acc.add_trailing(tail, start)
+            else:
+                self._acc.add_stats(DataStats(len(tail), dim, 0.0, np.zeros(dim), 0.0))
         return self._acc.stats()
 
-    def gram_rows(self, r0: int, r1: int) -> np.ndarray:
+    def drain_gram_columns(self, c0: int, c1: int) -> np.ndarray:
+        """Upper-triangle columns c0:c1 of the partial Gram, their memory then released."""
         assert self._acc is not None, "accumulate() first"
-        return self._acc.upper_rows(r0, r1)
+        return self._acc.drain_upper_columns(c0, c1)
 
     def release_gram(self) -> None:
         self._acc = None
 
-    def matmat(self, L: int, V: np.ndarray, block_rows: int = 2048) -> np.ndarray:
+    def matmat(self, L: int, V: np.ndarray) -> np.ndarray:
         """Xᵀ (X V) over this shard in float64, block by block; V is (D,) or (D, k)."""
         out = np.zeros(V.shape, dtype=np.float64)
-        for block, start in self._blocks(L, block_rows):
-            part = block[:, start:].astype(np.float64)
-            out[start:] += part.T @ (part @ V[start:])
+        for tail, start in self._tails(L):
+            out[start:] += tail.T @ (tail @ V[start:])
         return out
 
     def release(self) -> None:
-        self._x, self._L, self._acc = None, None, None
+        self._cache, self._L, self._acc = None, None, None
 
 
 @dataclass
@@ -164,28 +195,42 @@ class ShardPool:
     n: int
 
     @classmethod
-    def create(cls, tokens: pa.Array, workers: int, glove_path: str | None = None) -> ShardPool:
+    def create(cls, tokens: pa.Array, workers: int, glove_path: str | None = None,
+               block_rows: int = 1024) -> ShardPool:
+        ensure_connected()
         tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
         bounds = np.linspace(0, len(tokens), workers + 1).astype(int)
-        actors = [CorpusShard.remote(tokens.slice(a, b - a), glove_path)
+        actors = [CorpusShard.remote(tokens.slice(a, b - a), glove_path, block_rows)
                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return cls(actors, len(tokens))
 
-    def second_moment_gram(self, L: int, dim: int, rows_per_block: int = 1024
+    def second_moment_gram(self, L: int, dim: int, columns_per_slab: int = 1024
                            ) -> MomentAccumulator:
-        """Reduce the shards' partial Grams row block by row block into one accumulator.
+        """Reduce the shards' partial Grams column slab by column slab into one accumulator.
 
-        Only one row block per shard is in flight, so the driver holds a single D x D array
-        plus a few blocks, never one full copy per worker.
+        Two slabs per shard are in flight at most (the next is copied out while the driver
+        adds the current one), and each shard returns a slab's memory once it is sent, so
+        the driver's Gram fills as the shards' empty: the reduction holds about one D x D
+        array per shard, not one more on the driver on top of them.
         """
         stats = ray.get([a.accumulate.remote(L) for a in self.actors])
         total = MomentAccumulator(dim)
         for s in stats:
             total.add_stats(s)
-        for r0 in range(0, dim, rows_per_block):
-            r1 = min(r0 + rows_per_block, dim)
-            for block in ray.get([a.gram_rows.remote(r0, r1) for a in self.actors]):
-                total.add_upper_rows(r0, block)
+        starts = list(range(0, dim, columns_per_slab))
+
+        def request(c0: int) -> list:
+            c1 = min(c0 + columns_per_slab, dim)
+            return [a.drain_gram_columns.remote(c0, c1) for a in self.actors]
+
+        pending = request(starts[0])
+        for i, c0 in enumerate(starts):
+            slabs = ray.get(pending)
+            if i + 1 < len(starts):
+                pending = request(starts[i + 1])  # the shards copy the next while we add
+            for slab in slabs:
+                total.add_upper_columns(c0, slab)
+            del slabs
         ray.get([a.release_gram.remote() for a in self.actors])
         return total
 

@@ -64,14 +64,14 @@ def test_stats_match_numpy_definitions() -> None:
     assert acc.B == 40.0 == np.abs(X_paper).max(axis=0).max()
 
 
-def test_row_block_merge_equals_single_pass() -> None:
+def test_column_slab_merge_equals_single_pass() -> None:
     X = data(n=500, dim=29, seed=2)
     whole = accumulate(X, [0, 500], 64)
     left, right = accumulate(X, [0, 180], 64), accumulate(X, [180, 500], 50)
     target = MomentAccumulator(29)
-    target.merge(left, rows_per_block=8)  # 8 does not divide 29
-    for r0 in range(0, 29, 5):  # the reducer's pattern, spelled out
-        target.add_upper_rows(r0, right.upper_rows(r0, min(r0 + 5, 29)))
+    target.merge(left, columns_per_slab=8)  # 8 does not divide 29
+    for c0 in range(0, 29, 5):  # the reducer's pattern, spelled out
+        target.add_upper_columns(c0, right.drain_upper_columns(c0, min(c0 + 5, 29)))
     target.add_stats(right.stats())
     assert target.n == whole.n and target.B == whole.B
     assert target.frobenius == pytest.approx(whole.frobenius, rel=1e-14)
@@ -79,10 +79,38 @@ def test_row_block_merge_equals_single_pass() -> None:
     assert relerr(target.second_moment(), whole.second_moment()) < 1e-14
 
 
-def test_upper_rows_are_upper_triangular() -> None:
-    acc = accumulate(data(n=50, dim=9), [0, 50], 16)
-    rows = acc.upper_rows(3, 6)
-    assert rows.shape == (3, 6) and np.array_equal(rows, np.triu(rows))
+def test_drained_slabs_are_the_upper_triangle_and_drain_in_order() -> None:
+    X = data(n=50, dim=9)
+    acc = accumulate(X, [0, 50], 16)
+    gram = X.T @ X
+    first = acc.drain_upper_columns(0, 3)
+    assert first.shape == (3, 3)
+    np.testing.assert_allclose(first, np.triu(gram[:3, :3]), rtol=1e-13)
+    slab = acc.drain_upper_columns(3, 6)
+    assert slab.shape == (6, 3)
+    np.testing.assert_allclose(slab, np.triu(gram, 0)[:6, 3:6], rtol=1e-13)
+    with pytest.raises(ParameterError, match="in order"):
+        acc.drain_upper_columns(7, 9)
+    with pytest.raises(RuntimeError, match="drained"):
+        acc.add(X)  # a half-drained accumulator takes no more data
+    with pytest.raises(RuntimeError, match="drained"):
+        acc.second_moment()
+
+
+def test_draining_returns_memory_to_the_os() -> None:
+    dim = 2048  # a 32 MiB Gram
+    acc = MomentAccumulator(dim)
+    acc.add(np.ones((4, dim)))  # touches the pages of the upper triangle (16 MiB)
+    before = _rss_bytes()
+    for c0 in range(0, dim, 256):
+        acc.drain_upper_columns(c0, c0 + 256)
+    assert before - _rss_bytes() > 0.8 * dim * dim * 8 / 2
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    return kb * 1024
 
 
 def test_datastats_merge_is_exact_where_norms_are_not() -> None:
@@ -106,8 +134,8 @@ def test_errors_speak() -> None:
     bad[7, 2] = np.nan
     with pytest.raises(ParameterError, match="NaN"):
         acc.add(bad)
-    with pytest.raises(ParameterError, match="upper rows of shape"):
-        acc.add_upper_rows(1, np.zeros((2, 4)))
+    with pytest.raises(ParameterError, match="upper columns of shape"):
+        acc.add_upper_columns(1, np.zeros((2, 4)))
     acc.add(np.ones((2, 4)))
     acc.second_moment()
     with pytest.raises(RuntimeError, match="new MomentAccumulator"):
@@ -120,7 +148,7 @@ def test_add_trailing_equals_full_update_on_pre_padded_rows() -> None:
     x = rng.standard_normal((41, dim))
     x[:25, :start] = 0.0  # pre-padding: leading coordinates are zero for these rows
     staircase = MomentAccumulator(dim, block_rows=6)
-    staircase.add_trailing(x[:25], start, panel=16)
+    staircase.add_trailing(x[:25, start:], start, panel=16)
     staircase.add(x[25:])
     full = MomentAccumulator(dim)
     full.add(x)
@@ -132,7 +160,7 @@ def test_add_trailing_equals_full_update_on_pre_padded_rows() -> None:
     assert staircase.B == full.B
 
 
-def test_add_trailing_refuses_rows_with_leading_non_zeros() -> None:
+def test_add_trailing_refuses_a_tail_of_the_wrong_width() -> None:
     acc = MomentAccumulator(10)
-    with pytest.raises(ParameterError, match="non-zeros before column 4"):
+    with pytest.raises(ParameterError, match=r"tail of shape \(rows, 10 - start\)"):
         acc.add_trailing(np.ones((2, 10)), 4)
