@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,12 +30,16 @@ def _prefect_defaults() -> None:
 
 
 def _check_prefect_api() -> None:
-    """With PREFECT_API_URL set, say at once (and clearly) when nothing answers there."""
+    """With PREFECT_API_URL set, say at once (and clearly) when nothing answers there;
+    without it, start the temporary local API the way an interrupt cannot kill."""
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
-    url = get_current_settings().api.url
+    settings = get_current_settings()
+    url = settings.api.url
     if not url:
+        if settings.server.ephemeral.enabled:
+            _start_temporary_api()
         return
     with get_client(sync_client=True) as client:
         err = client.api_healthcheck()
@@ -42,6 +47,25 @@ def _check_prefect_api() -> None:
         _fail(f"cannot reach the Prefect API at {url} ({err}). Start the server "
               "(infra/prefect-server-start.sh), fix PREFECT_API_URL, or unset it to run with a "
               "temporary local API.")
+
+
+def _start_temporary_api() -> None:
+    """Start Prefect's temporary local API now, deaf to SIGINT.
+
+    Ctrl-C in a terminal signals the whole foreground process group. Left to itself,
+    Prefect starts its temporary API server lazily in that group: the server dies with
+    the first Ctrl-C and the CLI then retries its API calls for minutes instead of
+    stopping cleanly. A child inherits its parent's blocked-signal mask across exec, so
+    starting the (same, process-wide) server instance with SIGINT blocked keeps it alive
+    until this process stops it at exit; the CLI alone handles the interrupt.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        SubprocessASGIServer().start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
