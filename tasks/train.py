@@ -8,6 +8,7 @@ final name, so it is never read as done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -177,8 +178,13 @@ def train_grid(out: str, specs: list[RunSpec], resources: dict[str, float] | Non
         ray_pool.fan_out(run_cell, payloads, shared=(corpus.table,),
                          resources=resources or {"CPU": 1},
                          max_retries=max_retries, on_done=on_done)
-    finally:
-        writer.close()
+    except BaseException:
+        # The first error is the one to report: on a full or read-only disk, writing the
+        # state file fails again, and that second error must not hide the first.
+        with contextlib.suppress(OSError):
+            writer.close()
+        raise
+    writer.close()
     return counts
 
 
