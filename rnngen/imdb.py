@@ -9,7 +9,9 @@ train/neg, test/pos, train/pos), and Stanford's `aclImdb_v1.tar.gz` or its extra
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -160,5 +162,18 @@ def read_acl_archive(archive: str | Path, dest: str | Path,
     """Safely extract Stanford's `aclImdb_v1.tar.gz` into `dest`, then read it."""
     dest = Path(dest)
     if not (dest / "aclImdb").is_dir():
-        safe_extract(archive, dest)
+        # Extract beside the target and rename once complete: an interrupted extraction
+        # leaves only a hidden scratch folder, never a half-filled aclImdb/ to be reused.
+        dest.mkdir(parents=True, exist_ok=True)
+        for stale in dest.glob(".extract-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+        try:
+            safe_extract(archive, scratch)
+            if not (scratch / "aclImdb").is_dir():
+                raise DataError(f"{archive}: no aclImdb/ folder inside; this is not Stanford's "
+                                "aclImdb_v1.tar.gz.")
+            (scratch / "aclImdb").rename(dest / "aclImdb")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return read_acl_folder(dest, per_class)

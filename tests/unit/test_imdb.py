@@ -82,6 +82,27 @@ def test_acl_archive_and_folder_give_the_same_reviews(tmp_path):
     np.testing.assert_array_equal(from_folder.labels[train], [0, 0, 1, 1])
 
 
+def test_an_interrupted_extraction_is_not_reused(tmp_path):
+    good = _tar_with(tmp_path / "aclImdb_v1.tar.gz", _acl_files()).read_bytes()
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(good[: len(good) // 2])
+    dest = tmp_path / "x"
+    with pytest.raises(DataError, match="unreadable or truncated"):
+        read_acl_archive(truncated, dest, per_class=PER_CLASS)
+    assert sorted(p.name for p in dest.iterdir()) == []  # no half-filled aclImdb/, no scratch
+    (dest / ".extract-left-by-a-kill").mkdir()  # a scratch folder from a killed process
+    reviews = read_acl_archive(tmp_path / "aclImdb_v1.tar.gz", dest, per_class=PER_CLASS)
+    assert len(reviews) == 8
+    assert sorted(p.name for p in dest.iterdir()) == ["aclImdb"]
+
+
+def test_an_archive_without_acl_folder_is_refused(tmp_path):
+    archive = _tar_with(tmp_path / "other.tar.gz", _acl_files(prefix="reviews/"))
+    with pytest.raises(DataError, match="no aclImdb/ folder"):
+        read_acl_archive(archive, tmp_path / "x", per_class=PER_CLASS)
+    assert list((tmp_path / "x").iterdir()) == []
+
+
 @pytest.mark.parametrize("evil", ["../escape.txt", "/tmp/rnngen-abs-escape.txt",
                                   "aclImdb/../../escape.txt"])
 def test_extraction_refuses_escaping_members(tmp_path, evil):
