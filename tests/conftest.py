@@ -1,15 +1,23 @@
-"""Shared test setup: project-local Prefect home, no analytics, Ray auth off for local tests."""
+"""Shared test setup: project-local Prefect home, no analytics, Ray token auth on.
+
+Every Ray the tests start keeps token authentication on, as the CLI's local Ray does: its
+GCS listens on all interfaces. The session gets its own random token (in the environment,
+inherited by every subprocess and Ray worker) instead of writing ~/.ray/auth_token.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+if not any(os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pytest  # noqa: E402
@@ -40,6 +48,7 @@ def ray_local():
     from tasks import ray_pool
 
     ray_pool.connect(None, num_cpus=2)
+    ray_pool.ensure_connected()
     yield
     import ray
 

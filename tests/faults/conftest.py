@@ -24,8 +24,10 @@ def fault_env(tmp_path_factory) -> dict[str, str]:
            if not k.startswith(("PREFECT_", "RAY_", "RNNGEN_"))}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-               RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
+               RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
                COLUMNS="200")
+    env.update({k: os.environ[k] for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+                if k in os.environ})  # the session's token (tests/conftest.py)
     return env
 
 

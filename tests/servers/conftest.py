@@ -90,7 +90,8 @@ def service(name: str, env: dict[str, str], start_timeout: float = 240) -> Itera
 
 @pytest.fixture(scope="session")
 def servers_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for the scripts and CLIs: private state, 127.0.0.1, Ray auth off."""
+    """Environment for the scripts and CLIs: private state, 127.0.0.1, Ray token auth on
+    (the session's token, from tests/conftest.py)."""
     state = tmp_path_factory.mktemp("servers")
     env = {k: v for k, v in os.environ.items()
            if k not in ("PREFECT_API_URL", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
@@ -103,7 +104,7 @@ def servers_env(tmp_path_factory) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
         RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="disabled",
+        RAY_AUTH_MODE="token",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         COLUMNS="200",
     )
@@ -134,7 +135,7 @@ class RayHead:
 
 @pytest.fixture(scope="session")
 def ray_head(servers_env) -> Iterator[RayHead]:
-    """A Ray head (2 CPUs) on free ports, token auth off (127.0.0.1, throw-away)."""
+    """A Ray head (2 CPUs) on free ports, token auth on (127.0.0.1, throw-away)."""
     # Short, private temp dir: Ray's socket paths inside it must stay under 107 characters.
     temp_dir = tempfile.mkdtemp(prefix="rnngen-ray-", dir="/tmp")
     ports = {name: str(free_port()) for name in
