@@ -92,6 +92,7 @@ def main() -> None:
     t_seq = sequential(specs, corpus)
     t_start = time.perf_counter()
     ray_pool.connect(None, num_cpus=2)
+    ray_pool.ensure_connected()
     t_init = time.perf_counter() - t_start
     t_ray, busy = through_ray(specs, corpus)
     overhead = (t_ray * 2 - busy) / len(specs)

@@ -1,6 +1,7 @@
 """The `bounds` and `figures` flows on a tiny real grid, and their bad-input handling."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -60,7 +61,11 @@ def test_bounds_rows_terms_and_reasons(trained):
     again = bounds(out=out)
     assert again["skipped"] == 2 and again["ok"] == 0
     paths = figures(out=out)
-    assert any(p.endswith("fig1_gen_error_L100.png") for p in paths)
+    png = next(Path(p) for p in paths if p.endswith("fig1_gen_error_L100.png"))
+    drawn_at = png.stat().st_mtime_ns
+    assert figures(out=out) == paths and png.stat().st_mtime_ns == drawn_at  # not redrawn
+    png.unlink()
+    assert figures(out=out) == paths and png.is_file()  # an output went missing: redrawn
     tau = pq.read_table(Layout.at(out).results / "kendall_tau.parquet").to_pylist()
     assert {"bound_thm3", "bound_thm2"} <= {r["quantity"] for r in tau}
 
