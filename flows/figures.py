@@ -22,9 +22,10 @@ def _inputs_key(layout: Layout) -> str:
 
 
 @task(name="draw-figures", cache_policy=NO_CACHE)
-def draw_figures(out: str) -> list[str]:
-    """Draw every figure and the Kendall-τ table; skip the drawing when neither the
-    results nor the drawing code changed since the last time and every output is there."""
+def draw_figures(out: str) -> tuple[list[str], bool]:
+    """Draw every figure and the Kendall-τ table -> (paths, whether anything was drawn).
+    The drawing is skipped when neither the results nor the drawing code changed since the
+    last time and every output is there."""
     layout = Layout.at(out)
     for path, stage in ((layout.runs, "train"), (layout.spectrum, "spectrum"),
                         (layout.bounds, "bounds")):
@@ -34,8 +35,7 @@ def draw_figures(out: str) -> list[str]:
     if stamp.is_file():
         drawn = json.loads(stamp.read_text())
         if drawn.get("key") == key and all(Path(p).is_file() for p in drawn["paths"]):
-            print("figures: results unchanged since they were drawn")
-            return drawn["paths"]
+            return drawn["paths"], False
     runs, spectrum = read_parquet(layout.runs), read_parquet(layout.spectrum)
     bounds = read_parquet(layout.bounds)
     bounds = bounds.filter(bounds.column("status").to_numpy(zero_copy_only=False) == "ok")
@@ -50,13 +50,17 @@ def draw_figures(out: str) -> list[str]:
     drawn = [str(p) for p in paths] + [str(layout.results / "kendall_tau.parquet")]
     with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps({"key": key, "paths": drawn}))
-    return drawn
+    return drawn, True
 
 
 @flow(name="figures", log_prints=True)
 def figures(out: str = "data") -> list[str]:
     with output_lock(out):
-        paths = draw_figures(out)
-        for path in paths:
-            print(f"wrote {path}")
+        paths, drawn = draw_figures(out)
+        if drawn:
+            for path in paths:
+                print(f"wrote {path}")
+        else:
+            print(f"figures: results unchanged since the last drawing; {len(paths)} files "
+                  f"under {Layout.at(out).figures} are up to date")
         return paths
