@@ -116,7 +116,7 @@ class CorpusShard:
     """A slice of the training reviews (token ids) and the means to embed it on the spot.
 
     The dense (n, L*d) float matrix is built here, from ids, and never leaves the actor:
-    the driver receives only Gram row blocks and matrix-vector products.
+    the driver receives only Gram column slabs and matrix-vector products.
     """
 
     def __init__(self, tokens: pa.Array, glove_path: str | None = None,
