@@ -186,6 +186,7 @@ class MomentAccumulator:
         if not 0 <= start < self.dim or tail.ndim != 2 or tail.shape[1] != self.dim - start:
             raise ParameterError(f"expected 0 <= start < {self.dim} and a tail of shape (rows, "
                                  f"{self.dim} - start); got start={start}, {tail.shape}")
+        gram = torch.from_numpy(self._gram)  # shares the buffer: updates land in place
         for r0 in range(0, tail.shape[0], self.block_rows):
             chunk = np.ascontiguousarray(tail[r0:r0 + self.block_rows], dtype=np.float64)
             part = _block_stats(chunk)
@@ -193,7 +194,7 @@ class MomentAccumulator:
                 raise ParameterError("the block holds NaN/inf (or values whose squares overflow)")
             colsum = np.zeros(self.dim)
             colsum[start:] = part.abs_colsum
-            gram, rows = torch.from_numpy(self._gram), torch.from_numpy(chunk)
+            rows = torch.from_numpy(chunk)
             for j0 in range(start, self.dim, panel):
                 j1 = min(j0 + panel, self.dim)
                 # In place (beta = 1): the Fortran-ordered panel is a BLAS-ready
@@ -214,6 +215,8 @@ class MomentAccumulator:
         to the OS. Slabs must be drained left to right, from column 0; once any is drained
         the accumulator accepts no more data. Summed over slabs this ships dim²/2 numbers.
         """
+        if not self._drained:
+            self._check_open()  # the first slab needs a Gram; later ones continue the drain
         self._check_columns(c0, c1)
         if c0 != self._drained:
             raise ParameterError(f"drain column slabs in order: next is column {self._drained}, "
@@ -279,8 +282,6 @@ class MomentAccumulator:
                                "Gram; create a new MomentAccumulator to accumulate more data")
 
     def _check_columns(self, c0: int, c1: int) -> None:
-        """Validate a column range of the Gram (draining may go on once started)."""
-        if self._finalized:
-            self._check_open()
+        """Validate a column range of the Gram."""
         if not 0 <= c0 < c1 <= self.dim:
             raise ParameterError(f"need 0 <= c0 < c1 <= dim={self.dim}; got c0={c0}, c1={c1}")

@@ -47,8 +47,9 @@ def ensure_connected() -> None:
     """
     if ray.is_initialized():
         return
-    chosen = _chosen or {"address": os.environ.get("RAY_ADDRESS") or None, "num_cpus": None}
-    address, num_cpus = chosen["address"], chosen["num_cpus"]
+    if _chosen is None:
+        connect()
+    address, num_cpus = _chosen["address"], _chosen["num_cpus"]
     try:
         if address in (None, "", "local"):
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
