@@ -88,6 +88,11 @@ def _block_stats(chunk: Array) -> DataStats:
     return stats
 
 
+def _cache_columns(rows: int) -> int:
+    """Columns of a (rows, ·) float64 block that fill about 4 MB, for cache-sized passes."""
+    return max(1, (4 << 20) // (8 * max(rows, 1)))
+
+
 def _check_finite(block: np.ndarray) -> None:
     """Raise naming the first row with NaN/inf; one float64 per row of temporary memory."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -221,7 +226,10 @@ class MomentAccumulator:
         if c0 != self._drained:
             raise ParameterError(f"drain column slabs in order: next is column {self._drained}, "
                                  f"got {c0}")
-        slab = np.triu(self._gram[:c1, c0:c1], k=-c0)  # keep rows i <= global column
+        # Fortran order like the Gram, so the reducer adds it column by contiguous column.
+        slab = np.array(self._gram[:c1, c0:c1], order="F")
+        bottom = slab[c0:]  # the diagonal block: keep rows i <= global column
+        bottom[...] = np.triu(bottom)
         self._drained = c1
         page = mmap.PAGESIZE
         begin = (c0 * self.dim * 8) // page * page
@@ -230,16 +238,29 @@ class MomentAccumulator:
             self._buffer.madvise(mmap.MADV_DONTNEED, begin, end - begin)
         return slab
 
-    def add_upper_columns(self, c0: int, cols: ArrayLike) -> None:
-        """Add a slab produced by another accumulator's ``drain_upper_columns(c0, c1)``."""
+    def add_upper_columns(self, c0: int, *slabs: ArrayLike) -> None:
+        """Add slabs produced by other accumulators' ``drain_upper_columns(c0, c1)`` (all
+        for the same columns). Column chunk by column chunk, so each chunk of the Gram is
+        read and written once for all the slabs while it is in cache, not once per slab.
+        """
         self._check_open()
-        cols = np.asarray(cols, dtype=np.float64)
-        c1 = c0 + (cols.shape[1] if cols.ndim == 2 else 0)
-        if cols.ndim != 2 or c1 <= c0 or cols.shape != (c1, c1 - c0):
+        if not slabs:
+            raise ParameterError("add_upper_columns needs at least one slab")
+        slabs = tuple(np.asarray(cols, dtype=np.float64) for cols in slabs)
+        shape = slabs[0].shape
+        c1 = c0 + (shape[1] if len(shape) == 2 else 0)
+        if any(cols.shape != shape for cols in slabs) or len(shape) != 2 or c1 <= c0 or (
+                shape != (c1, c1 - c0)):
             raise ParameterError(f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
-                                 f"with c0 < c1 <= {self.dim}; got {cols.shape}")
+                                 f"with c0 < c1 <= {self.dim}; got "
+                                 f"{[cols.shape for cols in slabs]}")
         self._check_columns(c0, c1)
-        self._gram[:c1, c0:c1] += cols
+        step = _cache_columns(c1)
+        for j0 in range(0, c1 - c0, step):
+            j1 = min(j0 + step, c1 - c0)
+            target = self._gram[:c1, c0 + j0:c0 + j1]
+            for cols in slabs:
+                target += cols[:, j0:j1]
 
     def merge(self, other: MomentAccumulator, *, columns_per_slab: int = 512) -> None:
         """Add ``other`` into self slab by slab, draining ``other`` (the reducer's pattern)."""
@@ -262,7 +283,12 @@ class MomentAccumulator:
         if self.n == 0:
             raise ParameterError("no samples were added; the second moment is undefined")
         G = self._gram
-        G *= 1.0 / self.n
+        # Scale the upper triangle only: the strict lower one is scratch (never touched, so
+        # its pages were never allocated) unless it is mirrored below.
+        step = _cache_columns(self.dim)
+        for c0 in range(0, self.dim, step):
+            c1 = min(c0 + step, self.dim)
+            G[:c1, c0:c1] *= 1.0 / self.n
         if symmetrize:
             for r0 in range(0, self.dim, self.block_rows):
                 r1 = min(r0 + self.block_rows, self.dim)

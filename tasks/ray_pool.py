@@ -20,6 +20,8 @@ from rnngen.errors import UserError
 from rnngen.glove import load_glove
 from rnngen.moments import DataStats, MomentAccumulator
 
+# Bytes of data rows a matrix-free product keeps in cache between its two passes.
+_CACHE_BYTES = 2 << 20
 _chosen: dict | None = None  # what connect() chose; Ray starts or attaches on first use
 
 
@@ -181,7 +183,12 @@ class CorpusShard:
         """Xᵀ (X V) over this shard in float64, block by block; V is (D,) or (D, k)."""
         out = np.zeros(V.shape, dtype=np.float64)
         for tail, start in self._tails(L):
-            out[start:] += tail.T @ (tail @ V[start:])
+            # A few rows at a time, so the second product re-reads them from cache: with
+            # few vectors both products are bound by memory traffic, not arithmetic.
+            step = max(1, _CACHE_BYTES // (8 * tail.shape[1]))
+            for r0 in range(0, tail.shape[0], step):
+                rows = tail[r0:r0 + step]
+                out[start:] += rows.T @ (rows @ V[start:])
         return out
 
     def release(self) -> None:
@@ -229,8 +236,7 @@ class ShardPool:
             slabs = ray.get(pending)
             if i + 1 < len(starts):
                 pending = request(starts[i + 1])  # the shards copy the next while we add
-            for slab in slabs:
-                total.add_upper_columns(c0, slab)
+            total.add_upper_columns(c0, *slabs)
             del slabs
         ray.get([a.release_gram.remote() for a in self.actors])
         return total

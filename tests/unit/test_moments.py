@@ -67,12 +67,16 @@ def test_stats_match_numpy_definitions() -> None:
 def test_column_slab_merge_equals_single_pass() -> None:
     X = data(n=500, dim=29, seed=2)
     whole = accumulate(X, [0, 500], 64)
-    left, right = accumulate(X, [0, 180], 64), accumulate(X, [180, 500], 50)
+    left, mid, right = (accumulate(X, [a, b], 50) for a, b in [(0, 180), (180, 333),
+                                                                 (333, 500)])
     target = MomentAccumulator(29)
     target.merge(left, columns_per_slab=8)  # 8 does not divide 29
-    for c0 in range(0, 29, 5):  # the reducer's pattern, spelled out
-        target.add_upper_columns(c0, right.drain_upper_columns(c0, min(c0 + 5, 29)))
+    target.add_stats(mid.stats())
     target.add_stats(right.stats())
+    for c0 in range(0, 29, 5):  # the reducer's pattern, spelled out: both slabs at once
+        slabs = [acc.drain_upper_columns(c0, min(c0 + 5, 29)) for acc in (mid, right)]
+        assert all(slab.flags.f_contiguous for slab in slabs)  # columns add contiguously
+        target.add_upper_columns(c0, *slabs)
     assert target.n == whole.n and target.B == whole.B
     assert target.frobenius == pytest.approx(whole.frobenius, rel=1e-14)
     assert target.norm1_T == pytest.approx(whole.norm1_T, rel=1e-14)
@@ -136,6 +140,10 @@ def test_errors_speak() -> None:
         acc.add(bad)
     with pytest.raises(ParameterError, match="upper columns of shape"):
         acc.add_upper_columns(1, np.zeros((2, 4)))
+    with pytest.raises(ParameterError, match="upper columns of shape"):
+        acc.add_upper_columns(0, np.zeros((2, 2)), np.zeros((3, 3)))  # slabs disagree
+    with pytest.raises(ParameterError, match="at least one slab"):
+        acc.add_upper_columns(0)
     acc.add(np.ones((2, 4)))
     acc.second_moment()
     with pytest.raises(RuntimeError, match="new MomentAccumulator"):
