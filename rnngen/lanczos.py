@@ -561,7 +561,7 @@ def block_smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k:
 
 def _next_block(basis: Array, W: Array, rng: np.random.Generator) -> tuple[Array, Array]:
     """Orthonormal next block and its coupling R (W = Q_next R); random fill on breakdown."""
-    Qn, R = np.linalg.qr(W)
+    Qn, R = _tall_qr(W)
     scale = max(float(np.abs(R).max(initial=0.0)), 1.0)
     weak = np.abs(np.diag(R)) <= _BREAKDOWN * EPS * scale
     if np.any(weak):  # invariant subspace reached along some directions: extend at random
@@ -570,3 +570,22 @@ def _next_block(basis: Array, W: Array, rng: np.random.Generator) -> tuple[Array
         Qn[:, weak] = np.linalg.qr(fill)[0]
         R[weak, :] = 0.0
     return Qn, R
+
+
+def _tall_qr(W: Array) -> tuple[Array, Array]:
+    """Thin QR of a tall (dim, b) block by Cholesky QR, twice (CholQR2): two b × b Gram
+    matrices and GEMMs, several times faster than Householder at dim = 15,000, b = 48, and
+    orthogonal to working precision while cond(W) stays below ~1e6 (Yamamoto et al. 2015).
+    A block near breakdown is more ill-conditioned than that: Householder QR then.
+    """
+    try:
+        R1 = scipy.linalg.cholesky(W.T @ W, lower=False, check_finite=False)
+        d = np.abs(np.diag(R1))
+        if not d.min() > 1e-6 * d.max():
+            raise np.linalg.LinAlgError("ill-conditioned block")
+        Q1 = scipy.linalg.solve_triangular(R1, W.T, trans="T", check_finite=False).T
+        R2 = scipy.linalg.cholesky(Q1.T @ Q1, lower=False, check_finite=False)
+        Q = scipy.linalg.solve_triangular(R2, Q1.T, trans="T", check_finite=False).T
+        return Q, R2 @ R1
+    except np.linalg.LinAlgError:
+        return np.linalg.qr(W)

@@ -118,6 +118,8 @@ class MomentAccumulator:
         # An anonymous mapping rather than np.zeros, so drained column slabs can be returned
         # to the OS (madvise) while the rest is still in use; untouched pages cost nothing.
         self._buffer = mmap.mmap(-1, dim * dim * 8)
+        if hasattr(mmap, "MADV_HUGEPAGE"):  # 2 MB pages: fewer TLB misses in the in-place GEMMs
+            self._buffer.madvise(mmap.MADV_HUGEPAGE)
         self._gram = np.frombuffer(self._buffer, dtype=np.float64).reshape((dim, dim),
                                                                            order="F")
         self._drained = 0  # columns [0, _drained) were drained and their memory released
@@ -173,7 +175,7 @@ class MomentAccumulator:
         if out is not self._gram:  # f2py copied: accumulating into the copy would be lost
             raise RuntimeError("dsyrk did not update the Gram in place")
 
-    def add_trailing(self, tail: ArrayLike, start: int, *, panel: int = 256) -> None:
+    def add_trailing(self, tail: ArrayLike, start: int, *, panel: int = 512) -> None:
         """Accumulate rows that are zero in every column before ``start``, given as their
         ``tail``: columns ``start:`` only, shape (rows, dim − start).
 

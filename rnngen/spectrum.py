@@ -67,31 +67,49 @@ def default_block(k: int, dim: int) -> int:
     return max(k, min(48, dim // 8))
 
 
-def certified_spectrum(sigma: np.ndarray, apply_sigma: Operator, n: int, *, k_small: int = 20,
-                       k_large: int = 5, tol: float = 1e-8, seed: int = 0,
-                       max_blocks: int | None = None, block: int | None = None
-                       ) -> SpectrumResult:
-    """Smallest `k_small` and largest `k_large` eigenvalues of Σ (which is overwritten).
+@dataclass(frozen=True)
+class Factorization:
+    """Σ⁻¹ as an operator (a Cholesky factor's solve), and what was read off Σ before."""
 
-    `sigma` is Σ (upper triangle suffices, Fortran order to factor in place); `apply_sigma`
-    is Σ as an operator on (D,) or (D, k) arrays, independent of `sigma`'s memory.
+    solve: Operator
+    trace: float
+    seconds: float
+
+
+def factorize(sigma: np.ndarray, n: int) -> Factorization:
+    """Cholesky-factorize Σ IN PLACE (its memory becomes the factor; no second 1.8 GB copy).
+
+    `sigma` is Σ of n samples, its upper triangle in Fortran order. A Σ that is singular in
+    float64 raises SingularMatrixError naming n and D.
     """
     dim = sigma.shape[0]
     check_rank(n, dim)
-    times: dict[str, float] = {}
     trace = float(np.trace(sigma))
     t0 = time.perf_counter()
-    context = f"n={n} samples, D={dim}"
-    _, solve = cholesky_operator(sigma, overwrite=True, context=context)
-    times["factor"] = time.perf_counter() - t0
+    _, solve = cholesky_operator(sigma, overwrite=True, context=f"n={n} samples, D={dim}")
+    return Factorization(solve, trace, time.perf_counter() - t0)
+
+
+def certified_spectrum(factorization: Factorization, apply_sigma: Operator, n: int, dim: int,
+                       *, k_small: int = 20, k_large: int = 5, tol: float = 1e-8,
+                       seed: int = 0, max_blocks: int | None = None, block: int | None = None
+                       ) -> SpectrumResult:
+    """Smallest `k_small` and largest `k_large` eigenvalues of Σ (dimension `dim`, n samples).
+
+    `factorization` is Σ's (:func:`factorize`, wherever Σ lives: its solve may run in the
+    Ray actor that holds it); `apply_sigma` is Σ as an operator on (D,) or (D, k) arrays,
+    independent of the factor's memory: it iterates the top and certifies everything.
+    """
+    check_rank(n, dim)
+    times: dict[str, float] = {"factor": factorization.seconds}
     t0 = time.perf_counter()
     top = lanczos(apply_sigma, dim, k_large, which="largest", seed=seed, tol=tol)
     times["lanczos_top"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # Iterate with the factor's solve, certify with the independent matrix-free operator.
     low: EigenResult = block_smallest_eigenpairs(
-        apply_sigma, solve, dim, k_small, block=default_block(k_small, dim) if block is None
-        else block,
+        apply_sigma, factorization.solve, dim, k_small,
+        block=default_block(k_small, dim) if block is None else block,
         tol=tol, seed=seed, max_blocks=max_blocks, norm_estimate=float(top.eigenvalues[-1]))
     times["lanczos_bottom"] = time.perf_counter() - t0
     values, residuals = low.eigenvalues, low.residuals
@@ -100,7 +118,7 @@ def certified_spectrum(sigma: np.ndarray, apply_sigma: Operator, n: int, *, k_sm
         n=n, dim=dim, lambda_min=float(values[0]), lambda_min_residual=float(residuals[0]),
         lambda_min_error_bound=float(low.error_bounds[0]),
         lambda_max=float(top.eigenvalues[-1]), lambda_max_residual=float(top.residuals[-1]),
-        trace=trace, smallest=values.tolist(), smallest_residuals=residuals.tolist(),
+        trace=factorization.trace, smallest=values.tolist(), smallest_residuals=residuals.tolist(),
         largest=top.eigenvalues[::-1].tolist(), iterations=low.iterations,
         iterations_top=top.iterations, converged=ok,
         message="; ".join(m for m in (low.message, top.message) if m), seconds=times)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,8 @@ from rnngen.corpus import pad_ids
 from rnngen.errors import UserError
 from rnngen.glove import load_glove
 from rnngen.moments import DataStats, MomentAccumulator
+from rnngen.spectrum import Factorization, factorize
+from threadpoolctl import threadpool_limits
 
 # Bytes of data rows a matrix-free product keeps in cache between its two passes.
 _CACHE_BYTES = 2 << 20
@@ -130,6 +132,8 @@ class CorpusShard:
         self._L: int | None = None
         self._cache: list[tuple[np.ndarray, int]] | None = None
         self._acc: MomentAccumulator | None = None
+        self._factor: Factorization | None = None
+        self._threads = 1
 
     def rows(self) -> int:
         return len(self._tokens)
@@ -147,7 +151,7 @@ class CorpusShard:
         """
         if self._L != L:
             self._cache = None  # free the previous L first
-            table = self._table.astype(np.float64)
+            table = self._table
             d = table.shape[1]
             kept = np.minimum(np.diff(self._tokens.offsets.to_numpy()), L)
             order = np.argsort(-kept, kind="stable")
@@ -176,8 +180,36 @@ class CorpusShard:
         assert self._acc is not None, "accumulate() first"
         return self._acc.drain_upper_columns(c0, c1)
 
+    def add_gram_columns(self, c0: int, *slabs: np.ndarray) -> None:
+        """Add other shards' drained slabs of columns c0:… into this shard's Gram."""
+        assert self._acc is not None, "accumulate() first"
+        self._acc.add_upper_columns(c0, *slabs)
+
     def release_gram(self) -> None:
         self._acc = None
+
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def factorize(self, others: DataStats, threads: int) -> tuple[float, float]:
+        """Turn the reduced Gram into Σ and Cholesky-factorize it in place, on `threads`
+        BLAS threads; return (trace of Σ, seconds). `others` are the statistics of the
+        shards whose Gram slabs were added in here. Solves then run here (:meth:`solve`).
+        """
+        assert self._acc is not None, "accumulate() and the reduction first"
+        acc, self._acc = self._acc, None
+        acc.add_stats(others)
+        self._threads = threads
+        with threadpool_limits(limits=threads, user_api="blas"):
+            sigma = acc.second_moment(symmetrize=False)  # the factor keeps its buffer alive
+            self._factor = factorize(sigma, acc.n)
+        return self._factor.trace, self._factor.seconds
+
+    def solve(self, V: np.ndarray) -> np.ndarray:
+        """Σ⁻¹ V with the factor held here, on the factorization's BLAS threads."""
+        assert self._factor is not None, "factorize() first"
+        with threadpool_limits(limits=self._threads, user_api="blas"):
+            return self._factor.solve(V)
 
     def matmat(self, L: int, V: np.ndarray) -> np.ndarray:
         """Xᵀ (X V) over this shard in float64, block by block; V is (D,) or (D, k)."""
@@ -187,12 +219,30 @@ class CorpusShard:
             # few vectors both products are bound by memory traffic, not arithmetic.
             step = max(1, _CACHE_BYTES // (8 * tail.shape[1]))
             for r0 in range(0, tail.shape[0], step):
-                rows = tail[r0:r0 + step]
+                rows = tail[r0:r0 + step].astype(np.float64)
                 out[start:] += rows.T @ (rows @ V[start:])
         return out
 
     def release(self) -> None:
-        self._cache, self._L, self._acc = None, None, None
+        self._cache, self._L, self._acc, self._factor = None, None, None, None
+
+
+def _get(refs):
+    """`ray.get`, re-raising a UserError from an actor as itself, so its message reaches the
+    user as written (e.g. a singular Σ) instead of inside a Ray traceback."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, UserError):
+            raise err.cause from None
+        raise
+
+
+def _merged(stats: list[DataStats]) -> DataStats:
+    total = stats[0]
+    for s in stats[1:]:
+        total = total.merge(s)
+    return total
 
 
 @dataclass
@@ -201,6 +251,7 @@ class ShardPool:
 
     actors: list
     n: int
+    _stats: list[DataStats] = field(default_factory=list)  # per shard, after reduce_gram
 
     @classmethod
     def create(cls, tokens: pa.Array, workers: int, glove_path: str | None = None,
@@ -212,34 +263,61 @@ class ShardPool:
                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return cls(actors, len(tokens))
 
-    def second_moment_gram(self, L: int, dim: int, columns_per_slab: int = 1024
-                           ) -> MomentAccumulator:
-        """Reduce the shards' partial Grams column slab by column slab into one accumulator.
+    def reduce_gram(self, L: int, columns_per_slab: int = 1024) -> DataStats:
+        """Accumulate every shard's partial Gram, then add the other shards' into the first
+        shard's, column slab by column slab; return the statistics of all the data.
 
-        Two slabs per shard are in flight at most (the next is copied out while the driver
-        adds the current one), and each shard returns a slab's memory once it is sent, so
-        the driver's Gram fills as the shards' empty: the reduction holds about one D x D
-        array per shard, not one more on the driver on top of them.
+        The reduced Gram stays in the first actor, where :meth:`factorize` factors it: the
+        1.8 GB matrix never passes through the driver. Each other shard returns a slab's
+        memory once it is sent; its next slab is drained while the first shard adds the
+        current one, and at most two slabs per shard wait in the object store.
         """
         stats = ray.get([a.accumulate.remote(L) for a in self.actors])
-        total = MomentAccumulator(dim)
-        for s in stats:
-            total.add_stats(s)
-        starts = list(range(0, dim, columns_per_slab))
-
-        def request(c0: int) -> list:
+        dim = stats[0].dim
+        head, rest = self.actors[0], self.actors[1:]
+        adds: list = []
+        for c0 in range(0, dim, columns_per_slab) if rest else ():
             c1 = min(c0 + columns_per_slab, dim)
-            return [a.drain_gram_columns.remote(c0, c1) for a in self.actors]
+            slabs = [a.drain_gram_columns.remote(c0, c1) for a in rest]
+            adds.append(head.add_gram_columns.remote(c0, *slabs))
+            # Drains must run in order (each frees whole pages up to its last column), and
+            # the store should not fill up: wait for this slab (without fetching it here),
+            # and for the add before it.
+            ray.wait(slabs, num_returns=len(slabs), fetch_local=False)
+            if len(adds) > 1:
+                _get(adds[-2])
+        _get(adds + [a.release_gram.remote() for a in rest])
+        self._stats = stats
+        return _merged(stats)
 
-        pending = request(starts[0])
-        for i, c0 in enumerate(starts):
-            slabs = ray.get(pending)
-            if i + 1 < len(starts):
-                pending = request(starts[i + 1])  # the shards copy the next while we add
-            total.add_upper_columns(c0, *slabs)
-            del slabs
-        ray.get([a.release_gram.remote() for a in self.actors])
+    def gram(self) -> MomentAccumulator:
+        """The reduced Gram (after :meth:`reduce_gram`) copied into a driver-side accumulator,
+        draining the first shard's. For checks at small D; the spectrum stage never needs it.
+        """
+        dim = self._stats[0].dim
+        total = MomentAccumulator(dim)
+        for s in self._stats:
+            total.add_stats(s)
+        for c0 in range(0, dim, 1024):
+            c1 = min(c0 + 1024, dim)
+            total.add_upper_columns(c0, _get(self.actors[0].drain_gram_columns.remote(c0, c1)))
         return total
+
+    def factorize(self) -> Factorization:
+        """Factorize Σ in place in the first shard, which holds it after :meth:`reduce_gram`,
+        on as many BLAS threads as the pool has CPUs on that node; Σ⁻¹ comes back as an
+        operator whose solves run there (only (D, k) blocks cross the network).
+        """
+        head = self.actors[0]
+        others = _merged([DataStats.empty(self._stats[0].dim)] + self._stats[1:])
+        nodes = _get([a.node.remote() for a in self.actors])
+        threads = sum(node == nodes[0] for node in nodes)
+        trace, seconds = _get(head.factorize.remote(others, threads))
+
+        def solve(V: np.ndarray) -> np.ndarray:
+            return _get(head.solve.remote(np.ascontiguousarray(V, dtype=np.float64)))
+
+        return Factorization(solve, trace, seconds)
 
     def second_moment_operator(self, L: int) -> Callable[[np.ndarray], np.ndarray]:
         """v -> Σ v = (1/n) Σ_shards X_sᵀ (X_s v), matrix-free, exact float64."""

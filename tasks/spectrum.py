@@ -70,13 +70,10 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
     t0 = time.perf_counter()
     pool = ray_pool.ShardPool.create(tokens, workers, corpus.meta.get("glove"))
     try:
-        acc = pool.second_moment_gram(L, dim)
+        stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
-        stats = acc.stats()
-        sigma = acc.second_moment(symmetrize=False)
-        result = certified_spectrum(sigma, pool.second_moment_operator(L), n, tol=tol,
-                                    max_blocks=max_blocks)
-        del sigma, acc
+        result = certified_spectrum(pool.factorize(), pool.second_moment_operator(L), n, dim,
+                                    tol=tol, max_blocks=max_blocks)
     finally:
         pool.close()
     seconds = time.perf_counter() - t0

@@ -29,7 +29,8 @@ def test_distributed_gram_and_matvec_equal_dense_products(ray_local, real_data):
     assert 0.1 < np.mean(lengths < L) < 0.9
     pool = ray_pool.ShardPool.create(tokens, workers=2, block_rows=64)
     try:
-        acc = pool.second_moment_gram(L, x.shape[1], columns_per_slab=700)
+        pool.reduce_gram(L, columns_per_slab=700)
+        acc = pool.gram()
         assert acc.n == 600 and acc.n == x.shape[0]
         sigma = acc.second_moment(symmetrize=True)
         dense = x.T @ x / x.shape[0]
@@ -43,6 +44,38 @@ def test_distributed_gram_and_matvec_equal_dense_products(ray_local, real_data):
         np.testing.assert_allclose(acc.frobenius, np.linalg.norm(x), rtol=1e-12)
         np.testing.assert_allclose(acc.norm1_T, np.abs(x).sum(axis=0).max(), rtol=1e-12)
         assert acc.B == pytest.approx(np.abs(x).max())
+    finally:
+        pool.close()
+
+
+def test_factorization_in_the_first_shard_solves_like_dense(ray_local, real_data):
+    corpus = load_corpus(str(real_data))
+    tokens = train_tokens(corpus, 800)
+    L = 4  # D = 200 < n = 800: Σ is positive definite
+    x = embed_batch(tokens, L, corpus.embeddings).reshape(len(tokens), -1).astype(np.float64)
+    dense = x.T @ x / x.shape[0]
+    pool = ray_pool.ShardPool.create(tokens, workers=2, block_rows=64)
+    try:
+        stats = pool.reduce_gram(L, columns_per_slab=70)
+        assert stats.n == 800 and stats.frobenius == pytest.approx(np.linalg.norm(x), rel=1e-12)
+        fac = pool.factorize()
+        assert fac.trace == pytest.approx(np.trace(dense), rel=1e-12)
+        V = np.random.default_rng(1).standard_normal((x.shape[1], 3))
+        # Σ (Σ⁻¹ V) = V: the reduced Gram in the first shard is Σ of ALL shards' data.
+        np.testing.assert_allclose(dense @ fac.solve(V), V, atol=1e-8 * np.abs(V).max())
+    finally:
+        pool.close()
+
+
+def test_singular_sigma_in_an_actor_raises_the_users_error(ray_local):
+    # Every review is shorter than L, so the first position is padding in every sample: a
+    # zero coordinate. n = 600 >= D = 150 passes the rank check; the factor's pivots fail.
+    tokens = pa.array([[5, 6]] * 300 + [[7, 9]] * 300, type=pa.large_list(pa.int32()))
+    pool = ray_pool.ShardPool.create(tokens, workers=2, block_rows=64)
+    try:
+        pool.reduce_gram(3)
+        with pytest.raises(SingularMatrixError, match="n=600 samples, D=150"):
+            pool.factorize()
     finally:
         pool.close()
 
