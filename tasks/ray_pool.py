@@ -139,15 +139,16 @@ class CorpusShard:
         return len(self._tokens)
 
     def _tails(self, L: int) -> list[tuple[np.ndarray, int]]:
-        """The shard embedded at length L as float64 row blocks, longest reviews first,
+        """The shard embedded at length L as float32 row blocks, longest reviews first,
         each kept from its first non-padding column on: [(tail, start)], cached for the
         latest L.
 
         Pre-padding leaves a review of k tokens zero before column (L - k)·d, so sorting by
         kept length lets every block drop its leading all-padding columns (see
         MomentAccumulator.add_trailing): at L = 300 on IMDB the tails hold ~0.65 of the full
-        matrix. float32 -> float64 is exact; gathering from a float64 copy of the table
-        spares every later product a conversion pass over the data.
+        matrix. GloVe is float32, so keeping them in float32 loses nothing: every product
+        converts a few cache-sized rows at a time to float64 (exactly), which halves the
+        memory the shard holds and the traffic of each matrix-free product.
         """
         if self._L != L:
             self._cache = None  # free the previous L first
