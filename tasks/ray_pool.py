@@ -121,7 +121,9 @@ class CorpusShard:
     """A slice of the training reviews (token ids) and the means to embed it on the spot.
 
     The dense (n, L*d) float matrix is built here, from ids, and never leaves the actor:
-    the driver receives only Gram column slabs and matrix-vector products.
+    other shards send their Gram column slabs to the first shard, which holds the reduced
+    Gram and its Cholesky factor; the driver receives only statistics, matrix-vector
+    products and solves.
     """
 
     def __init__(self, tokens: pa.Array, glove_path: str | None = None,
