@@ -274,8 +274,36 @@ def status(out: Out = Path("data")) -> None:
         _fail(str(err))
 
 
+# Options that take several values. CONTRACT.md spells them `--L 100 200 300`; click takes
+# one value per occurrence (`--L 100 --L 200`), so the first spelling is rewritten into it.
+_LIST_OPTIONS = ("--L", "--sigma", "--seeds", "--alpha")
+
+
+def expand_list_options(argv: list[str]) -> list[str]:
+    """`--L 100 200 300` -> `--L 100 --L 200 --L 300`: numbers that follow a list option's
+    value are more values of it. Anything else (another option, a word) ends the list."""
+    out: list[str] = []
+    option, values = None, 0  # the list option being read, and how many values it got
+    for arg in argv:
+        if option is not None and _is_number(arg):
+            out += [option, arg] if values else [arg]
+            values += 1
+            continue
+        option, values = (arg if arg in _LIST_OPTIONS else None), 0
+        out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main() -> None:
-    app(prog_name="rnngen")
+    app(args=expand_list_options(sys.argv[1:]), prog_name="rnngen")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from flows.cli import expand_list_options
 from rnngen.layout import Layout
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +21,7 @@ def rnngen(*args, env_extra=None, timeout=600):
 
 def test_every_stage_through_the_cli(corpus_out):
     out = corpus_out
-    tiny = ["--L", 4, "--sigma", 0, "--sigma", 0.3, "--seeds", 0, "--n-train", 300,
+    tiny = ["--L", 4, "--sigma", 0, 0.3, "--seeds", 0, "--n-train", 300,  # CONTRACT spelling
             "--n-test", 200, "--epochs", 1, "--hidden", 6]
     steps = [("spectrum", "--L", 4, "--n-train", 1000), ("train", *tiny), ("bounds",),
              ("figures",)]
@@ -60,3 +61,13 @@ def test_bad_parameters_are_refused_in_one_paragraph(corpus_out, args, message):
 def test_missing_data_stage_names_the_command(tmp_path):
     proc = rnngen("train", "--out", tmp_path, timeout=120)
     assert proc.returncode != 0 and "rnngen embed" in proc.stderr
+
+
+def test_list_options_take_several_values_after_one_flag():
+    assert expand_list_options(["spectrum", "--L", "100", "200", "300", "--check-dense"]) == [
+        "spectrum", "--L", "100", "--L", "200", "--L", "300", "--check-dense"]
+    assert expand_list_options(["train", "--sigma", "-1", "0.3", "--seeds", "0", "--L", "4"]) == [
+        "train", "--sigma", "-1", "--sigma", "0.3", "--seeds", "0", "--L", "4"]
+    # Other options keep their single value; a repeated flag stays as it was.
+    argv = ["train", "--n-train", "300", "--L", "4", "--L", "5", "--out", "d"]
+    assert expand_list_options(argv) == argv
