@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import ray
+from threadpoolctl import threadpool_limits
 
 from rnngen.corpus import pad_ids
 from rnngen.errors import UserError
 from rnngen.glove import load_glove
 from rnngen.moments import DataStats, MomentAccumulator
 from rnngen.spectrum import Factorization, factorize
-from threadpoolctl import threadpool_limits
 
 # Bytes of data rows a matrix-free product keeps in cache between its two passes.
 _CACHE_BYTES = 2 << 20
