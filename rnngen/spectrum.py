@@ -62,7 +62,7 @@ def check_rank(n: int, dim: int) -> None:
 
 def default_block(k: int, dim: int) -> int:
     """Block size of the bottom Lanczos: 48 columns per triangular solve at full size (a
-    solve reads the whole factor, so wider blocks are nearly free per column: 12 block
+    solve reads the whole factor, so wider blocks are nearly free per column: 14 block
     steps at D = 15,000 vs 17 with 24), smaller for small D so the space holds ~8 blocks."""
     return max(k, min(48, dim // 8))
 

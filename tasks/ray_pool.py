@@ -6,6 +6,7 @@ do lives in `rnngen` (embedding, Gram accumulation); this module only places it.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Callable
@@ -241,13 +242,6 @@ def _get(refs):
         raise
 
 
-def _merged(stats: list[DataStats]) -> DataStats:
-    total = stats[0]
-    for s in stats[1:]:
-        total = total.merge(s)
-    return total
-
-
 @dataclass
 class ShardPool:
     """Actors holding the training split in `workers` shards, used as one data matrix X."""
@@ -291,7 +285,7 @@ class ShardPool:
                 _get(adds[-2])
         _get(adds + [a.release_gram.remote() for a in rest])
         self._stats = stats
-        return _merged(stats)
+        return functools.reduce(DataStats.merge, stats)
 
     def gram(self) -> MomentAccumulator:
         """The reduced Gram (after :meth:`reduce_gram`) copied into a driver-side accumulator,
@@ -312,7 +306,8 @@ class ShardPool:
         operator whose solves run there (only (D, k) blocks cross the network).
         """
         head = self.actors[0]
-        others = _merged([DataStats.empty(self._stats[0].dim)] + self._stats[1:])
+        others = functools.reduce(DataStats.merge, self._stats[1:],
+                                  DataStats.empty(self._stats[0].dim))
         nodes = _get([a.node.remote() for a in self.actors])
         threads = sum(node == nodes[0] for node in nodes)
         trace, seconds = _get(head.factorize.remote(others, threads))
