@@ -33,7 +33,7 @@ def ours(tokens, L: int, workers: int):
                                     len(tokens), dim)
     finally:
         pool.close()
-    return result, time.perf_counter() - t0, t_gram
+    return result, time.perf_counter() - t0, t_gram, pool.seconds
 
 
 def dense(tokens, L: int, embeddings):
@@ -71,13 +71,14 @@ def main() -> None:
           f"Ray took {time.perf_counter() - t0:.1f} s (once per run, not counted below)")
     for L in args.L:
         with PeakMemory() as mem:
-            result, t_ours, t_gram = ours(tokens, L, workers=2)
+            result, t_ours, t_gram, stages = ours(tokens, L, workers=2)
         gc.collect()
         with PeakMemory() as mem_dense:
             lam_dense, t_dense = dense(tokens, L, corpus.embeddings)
         gc.collect()
         rel = abs(result.lambda_min - lam_dense) / lam_dense
-        print(f"L={L} D={L * GLOVE_DIM}: ours {t_ours:7.1f} s (Gram {t_gram:.1f} s, factor "
+        gram = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+        print(f"L={L} D={L * GLOVE_DIM}: ours {t_ours:7.1f} s (Gram {t_gram:.1f} s: {gram}; factor "
               f"{result.seconds['factor']:.1f} s, Lanczos top {result.seconds['lanczos_top']:.1f}"
               f" s / {result.iterations_top} it, bottom {result.seconds['lanczos_bottom']:.1f} s"
               f" / {result.iterations} it) | dense {t_dense:7.1f} s | dense/ours "

@@ -22,10 +22,9 @@ import mmap
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
-from scipy.linalg.blas import dsyrk
 
+from rnngen.blas import gemm_update, syrk_update
 from rnngen.errors import ParameterError
 
 Array = NDArray[np.float64]
@@ -162,18 +161,8 @@ class MomentAccumulator:
         for r0 in range(0, block.shape[0], self.block_rows):
             chunk = np.asarray(block[r0:r0 + self.block_rows], dtype=np.float64)
             stats = _block_stats(chunk)
-            self._syrk(chunk)
+            syrk_update(self._gram, chunk)  # upper triangle, in place
             self._stats = self._stats.merge(stats)
-
-    def _syrk(self, chunk: Array) -> None:
-        """G_upper += chunkᵀ chunk in place; orient the chunk so f2py makes no copy of it."""
-        if chunk.flags.f_contiguous:  # (b, dim) Fortran: C = Aᵀ A with A = chunk
-            a, trans = chunk, 1
-        else:  # C-ordered (b, dim): its transpose is a Fortran (dim, b), C = A Aᵀ
-            a, trans = np.ascontiguousarray(chunk).T, 0
-        out = dsyrk(1.0, a, beta=1.0, c=self._gram, trans=trans, lower=0, overwrite_c=1)
-        if out is not self._gram:  # f2py copied: accumulating into the copy would be lost
-            raise RuntimeError("dsyrk did not update the Gram in place")
 
     def add_trailing(self, tail: ArrayLike, start: int, *, panel: int = 512) -> None:
         """Accumulate rows that are zero in every column before ``start``, given as their
@@ -183,31 +172,27 @@ class MomentAccumulator:
         k·d coordinates. Sorting rows by length and updating only the trailing
         (dim − start)² part of the Gram (upper triangle, column panel by column panel, in
         place) costs about E[k²]/L² of a full update: 0.47 of it at L = 300 on IMDB.
-        BLAS has no in-place SYRK on a sub-block here (scipy's wrapper would copy a strided
-        view), hence the panels of GEMM; the diagonal panels' waste is ~panel/(dim-start).
-        They run through torch's ``addmm_``, which updates a strided block in place with
-        beta = 1 and uses torch's BLAS (about 2x numpy's on this product, single-threaded).
+        Each panel is one GEMM for the rows above its diagonal block and one SYRK for the
+        block itself, straight into the Gram's memory (:mod:`rnngen.blas`).
         """
         self._check_open()
         tail = np.asarray(tail)
         if not 0 <= start < self.dim or tail.ndim != 2 or tail.shape[1] != self.dim - start:
             raise ParameterError(f"expected 0 <= start < {self.dim} and a tail of shape (rows, "
                                  f"{self.dim} - start); got start={start}, {tail.shape}")
-        gram = torch.from_numpy(self._gram)  # shares the buffer: updates land in place
+        gram = self._gram
         for r0 in range(0, tail.shape[0], self.block_rows):
-            chunk = np.ascontiguousarray(tail[r0:r0 + self.block_rows], dtype=np.float64)
-            part = _block_stats(chunk)
+            rows = np.ascontiguousarray(tail[r0:r0 + self.block_rows], dtype=np.float64)
+            part = _block_stats(rows)
             if not np.isfinite(part.sq_sum):
                 raise ParameterError("the block holds NaN/inf (or values whose squares overflow)")
             colsum = np.zeros(self.dim)
             colsum[start:] = part.abs_colsum
-            rows = torch.from_numpy(chunk)
             for j0 in range(start, self.dim, panel):
                 j1 = min(j0 + panel, self.dim)
-                # In place (beta = 1): the Fortran-ordered panel is a BLAS-ready
-                # column-major block with ldc = dim, so no product temporary is made.
-                gram[start:j1, j0:j1].addmm_(rows[:, : j1 - start].T,
-                                             rows[:, j0 - start: j1 - start])
+                cols = rows[:, j0 - start: j1 - start]
+                gemm_update(gram[start:j0, j0:j1], rows[:, : j0 - start].T, cols)
+                syrk_update(gram[j0:j1, j0:j1], cols)
             self._stats = self._stats.merge(
                 DataStats(part.n, self.dim, part.sq_sum, colsum, part.max_abs))
 

@@ -18,6 +18,7 @@ from rnngen.lanczos import (
     EPS,
     EigenResult,
     SingularMatrixError,
+    block_lanczos,
     block_smallest_eigenpairs,
     cholesky_operator,
     lanczos,
@@ -112,6 +113,49 @@ def test_largest_matches_eigvalsh(cond: float, k: int) -> None:
     assert res.converged, res.message
     assert np.all(np.abs(res.eigenvalues - ev[-k:]) <= 1e-6 * ev[-k:])
     check_certificate(A, res)
+
+
+@pytest.mark.parametrize("cond", CONDS)
+@pytest.mark.parametrize(("k", "block"), [(1, None), (5, 6), (5, 12)])
+def test_block_largest_matches_eigvalsh(cond: float, k: int, block: int | None) -> None:
+    A = spd(200, cond, seed=1)
+    ev = np.linalg.eigvalsh(A)
+    calls = []
+
+    def matmat(V: np.ndarray) -> np.ndarray:
+        calls.append(V.shape)
+        return A @ V
+
+    res = block_lanczos(matmat, 200, k, block=block)
+    assert res.converged, res.message
+    assert np.all(np.abs(res.eigenvalues - ev[-k:]) <= 1e-6 * ev[-k:])
+    check_certificate(A, res)
+    b = k + 1 if block is None else block
+    # One (dim, b) block per step and none for the certificate (the images are kept).
+    assert calls == [(200, b)] * res.iterations
+
+
+def test_block_lanczos_smallest_end_and_reports_non_convergence() -> None:
+    # A's sparse top (log-spaced) becomes the bottom: plain Lanczos resolves that end fast.
+    A = 1100.0 * np.eye(200) - spd(200, 1e2, seed=3)
+    ev = np.linalg.eigvalsh(A)
+    res = block_lanczos(lambda V: A @ V, 200, 3, which="smallest", block=8)
+    assert res.converged, res.message
+    assert np.all(np.abs(res.eigenvalues - ev[:3]) <= allowed_error(ev[:3], ev[-1]))
+    check_certificate(A, res)
+    stalled = block_lanczos(lambda V: A @ V, 200, 3, which="smallest", block=3, max_blocks=2)
+    assert not stalled.converged and stalled.iterations == 2
+    assert stalled.message.startswith("NOT converged after 2 iterations")
+    check_certificate(A, stalled)  # an unconverged answer still carries an honest certificate
+    with pytest.raises(ParameterError, match="block=2 must be >= k=3"):
+        block_lanczos(lambda V: A @ V, 200, 3, block=2)
+
+
+def test_block_lanczos_on_an_invariant_start_fills_in_at_random() -> None:
+    """A = I: the first block spans an invariant subspace at once (R = 0)."""
+    res = block_lanczos(lambda V: V.copy(), 50, 3)
+    assert res.converged and res.iterations == 1
+    np.testing.assert_allclose(res.eigenvalues, 1.0, rtol=1e-14)
 
 
 def test_purified_vectors_converge_at_once_for_loose_tolerance() -> None:
