@@ -22,10 +22,10 @@ from tasks.data import load_corpus
 from tasks.spectrum import train_tokens
 
 
-def ours(tokens, L: int, workers: int):
+def ours(tokens, table, L: int, workers: int):
     dim = L * GLOVE_DIM
     t0 = time.perf_counter()
-    pool = ray_pool.ShardPool.create(tokens, workers)
+    pool = ray_pool.ShardPool.create(tokens, table, workers)
     try:
         pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
@@ -44,9 +44,9 @@ def dense(tokens, L: int, embeddings):
     return lam_min, time.perf_counter() - t0
 
 
-def gram_only(tokens, L: int, workers: int) -> float:
+def gram_only(tokens, table, L: int, workers: int) -> float:
     t0 = time.perf_counter()
-    pool = ray_pool.ShardPool.create(tokens, workers)
+    pool = ray_pool.ShardPool.create(tokens, table, workers)
     try:
         pool.reduce_gram(L)
     finally:
@@ -71,7 +71,7 @@ def main() -> None:
           f"Ray took {time.perf_counter() - t0:.1f} s (once per run, not counted below)")
     for L in args.L:
         with PeakMemory() as mem:
-            result, t_ours, t_gram, stages = ours(tokens, L, workers=2)
+            result, t_ours, t_gram, stages = ours(tokens, corpus.embeddings, L, workers=2)
         gc.collect()
         with PeakMemory() as mem_dense:
             lam_dense, t_dense = dense(tokens, L, corpus.embeddings)
@@ -90,8 +90,8 @@ def main() -> None:
     L = args.scaling_L
     if not L:
         return
-    t1 = gram_only(tokens, L, 1)
-    t2 = gram_only(tokens, L, 2)
+    t1 = gram_only(tokens, corpus.embeddings, L, 1)
+    t2 = gram_only(tokens, corpus.embeddings, L, 2)
     print(f"Gram stage at L={L}: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s, speed-up "
           f"{t1 / t2:.2f}x")
 

@@ -21,7 +21,6 @@ from threadpoolctl import threadpool_limits
 from rnngen.blas import gemm_update
 from rnngen.corpus import pad_ids
 from rnngen.errors import UserError
-from rnngen.glove import load_glove
 from rnngen.moments import DataStats, MomentAccumulator
 from rnngen.spectrum import Factorization, factorize
 
@@ -135,11 +134,11 @@ class CorpusShard:
     products and solves.
     """
 
-    def __init__(self, tokens: pa.Array, glove_path: str | None = None,
+    def __init__(self, tokens: pa.Array, table: np.ndarray,
                  block_rows: int = BLOCK_ROWS) -> None:
         self._block_rows = block_rows
         self._tokens = tokens
-        self._table = load_glove(glove_path).table
+        self._table = table  # read-only, shared with the node's other shards (object store)
         self._L: int | None = None
         self._cache: list[tuple[np.ndarray, int]] | None = None
         self._acc: MomentAccumulator | None = None
@@ -265,12 +264,16 @@ class ShardPool:
     seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, tokens: pa.Array, workers: int, glove_path: str | None = None,
+    def create(cls, tokens: pa.Array, table: np.ndarray, workers: int,
                block_rows: int = BLOCK_ROWS) -> ShardPool:
+        """Shard the reviews' token ids over `workers` actors. `table` is the (vocabulary +
+        1, d) embedding table; it goes to the object store once, so the shards of a node
+        share one copy and workers need no GloVe files of their own."""
         ensure_connected()
         tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
         bounds = np.linspace(0, len(tokens), workers + 1).astype(int)
-        actors = [CorpusShard.remote(tokens.slice(a, b - a), glove_path, block_rows)
+        table_ref = ray.put(np.ascontiguousarray(table, dtype=np.float32))
+        actors = [CorpusShard.remote(tokens.slice(a, b - a), table_ref, block_rows)
                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return cls(actors, len(tokens))
 

@@ -68,7 +68,7 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
     check_rank(n, dim)
     workers = workers or ray_pool.cluster_cpus()
     t0 = time.perf_counter()
-    pool = ray_pool.ShardPool.create(tokens, workers, corpus.meta.get("glove"))
+    pool = ray_pool.ShardPool.create(tokens, corpus.embeddings, workers)
     try:
         stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
