@@ -26,6 +26,7 @@ from rnngen.lanczos import (
     shifted,
     smallest_eigenpairs,
 )
+from rnngen.lanczos import _lam_min_accurate as lam_min_accurate
 from rnngen.moments import MomentAccumulator
 
 CONDS = [1e2, 1e4, 1e6, 1e8, 1e10]
@@ -93,6 +94,34 @@ def test_block_smallest_matches_eigvalsh(cond: float, k: int, block: int) -> Non
     assert res.iterations * block < 300  # never needed the whole space
     assert np.all(np.abs(res.eigenvalues - ev[:k]) <= allowed_error(ev[:k], ev[-1]))
     check_certificate(A, res)
+
+
+@pytest.mark.parametrize("cond", [1e2, 1e4, 1e6])
+def test_block_lambda_min_reaches_the_relative_tolerance(cond: float) -> None:
+    """λ_min stops on its Kato-Temple bound, yet is accurate to tol (1e-8) relative, not
+    just to the residual floor, wherever float64 can resolve that (eps‖A‖ below it)."""
+    A = spd(300, cond, cluster=20, spread=1e-2)
+    ev = np.linalg.eigvalsh(A)
+    apply_A, solve_A = cholesky_operator(A)
+    res = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=24)
+    assert res.converged, res.message
+    assert abs(res.eigenvalues[0] - ev[0]) <= max(1e-8 * ev[0], 4 * EPS * ev[-1])
+    assert res.eigenvalues[0] >= ev[0] - 4 * EPS * ev[-1]  # a Rayleigh quotient: never below
+
+
+def test_lambda_min_rule_is_the_scaled_estimate_or_kato_temple() -> None:
+    """θ are Ritz values of A⁻¹: λ_min = 1/θ[-1] = 1e-4 and the next eigenvalue 2e-4. The
+    purified vector's residual on A's scale is r = est/θ², its eigenvalue error ≤ r²/gap."""
+    theta = np.array([1e2, 5e3, 1e4])
+    lam, gap, tol = 1e-4, 1e-4, 1e-8
+    r_ok = np.sqrt(tol * lam * gap) * 0.99  # r²/gap just below tol·λ
+    assert lam_min_accurate(r_ok * theta[-1] ** 2, theta, tol, 30)
+    assert not lam_min_accurate(r_ok * 1.03 * theta[-1] ** 2, theta, tol, 30)
+    # A double eigenvalue (gap 0) can only stop on the scaled estimate: est <= tol·θ.
+    double = np.array([1e2, 1e4, 1e4])
+    assert not lam_min_accurate(r_ok * theta[-1] ** 2, double, tol, 30)
+    assert lam_min_accurate(0.9 * tol * 1e4, double, tol, 30)
+    assert not lam_min_accurate(1.1 * tol * 1e4 + 1e-6, np.array([1e4]), tol, 30)
 
 
 def test_block_variant_reports_non_convergence() -> None:
