@@ -41,8 +41,12 @@ test-faults: data
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+# The three CPU benchmarks of the README, one after another, each printing ratios against a
+# baseline measured in the same run.
 bench: data
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.bench_embed
+	$(BIN)/python -m bench.bench_spectrum
+	$(BIN)/python -m bench.bench_train
 
 lint: $(STAMP)
 	$(BIN)/ruff check rnngen tasks flows tests bench

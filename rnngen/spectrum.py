@@ -62,8 +62,9 @@ def check_rank(n: int, dim: int) -> None:
 
 def default_block(k: int, dim: int) -> int:
     """Block size of the bottom Lanczos: 48 columns per triangular solve at full size (a
-    solve reads the whole factor, so wider blocks are nearly free per column: 14 block
-    steps at D = 15,000 vs 17 with 24), smaller for small D so the space holds ~8 blocks."""
+    solve reads the whole factor, so wider blocks are nearly free per column). At D =
+    15,000 on IMDB: 12 block steps, 8.5 s; 32 columns took 15 steps, 8.8 s; 64 took 11,
+    8.5 s. Smaller for small D, so the space holds ~8 blocks."""
     return max(k, min(48, dim // 8))
 
 
