@@ -16,7 +16,7 @@ from rnngen.errors import UserError
 from rnngen.glove import GLOVE_DIM
 from rnngen.io import read_parquet, table_from_rows, write_parquet
 from rnngen.layout import Layout
-from rnngen.spectrum import certified_spectrum, check_rank, dense_smallest
+from rnngen.spectrum import check_rank, dense_smallest
 from tasks import ray_pool
 from tasks.data import load_corpus
 
@@ -72,8 +72,7 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
     try:
         stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
-        result = certified_spectrum(pool.factorize(), pool.second_moment_operator(L), n, dim,
-                                    tol=tol, max_blocks=max_blocks)
+        result = pool.spectrum(L, tol=tol, max_blocks=max_blocks)
     finally:
         pool.close()
     seconds = time.perf_counter() - t0
