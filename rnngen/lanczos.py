@@ -641,7 +641,7 @@ def _lam_min_accurate(est: float, theta: Array, tol: float, dim: int) -> bool:
     scale: the residual of A⁻¹, relative to θ, is below tol. (2) Kato-Temple: the
     Rayleigh quotient of a vector with residual r on A's scale overshoots λ_min by at
     most r²/gap, gap = distance to the next eigenvalue (here the next Ritz value), and
-    the purified vector's residual is r = est/θ² exactly (see the caller). The error is
+    the purified vector's residual is at most r = est/θ² (see the caller). The error is
     quadratic in r, so (2) usually holds a few block steps before (1) -- two of fourteen
     on IMDB at L = 300 -- while (1) still ends a tight or multiple cluster whose gap is
     too small for (2). Like every gap-based bound, (2) assumes no eigenvalue between the
