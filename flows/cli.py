@@ -6,11 +6,14 @@ import logging
 import os
 import signal
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from rnngen.profiles import PROFILES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Generalization bounds of ReLU RNNs on IMDB (Tu, He & Tao, ICLR 2020).")
@@ -173,13 +176,27 @@ def spectrum(
     typer.echo(f"wrote {out / 'results' / 'spectrum.parquet'}")
 
 
-Profile = Annotated[str, typer.Option(help="quick (default) or paper.")]
+ProfileName = StrEnum("ProfileName", {name: name for name in PROFILES})
+Profile = Annotated[ProfileName, typer.Option(
+    help="The grid and settings: quick (minutes on a laptop), paper (the paper's grid), or "
+    "one of the three questions beyond it (paper-long, sigma-wide, constrained).")]
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOption = Annotated[Device | None, typer.Option(
+    help="Where training cells run: auto (the cluster's GPUs when it has any, else its "
+    "CPUs), cpu or cuda; default: the profile's (quick: cpu, the others: auto).")]
 
 
 @app.command()
 def train(
     out: Out = Path("data"),
-    profile: Profile = "quick",
+    profile: Profile = ProfileName.quick,
     lengths: Lengths = None,
     sigma: Annotated[list[float] | None, typer.Option(help="Input-noise levels σ.")] = None,
     seeds: Annotated[list[int] | None, typer.Option(help="Seeds.")] = None,
@@ -192,7 +209,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option()] = None,
     clip_grad_norm: Annotated[float | None, typer.Option()] = None,
     weight_decay: Annotated[float | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
+    device: DeviceOption = None,
     max_retries: Annotated[int, typer.Option(help="Retries of a failing cell.")] = 2,
     ray_address: RayAddress = None,
 ) -> None:
@@ -201,14 +218,15 @@ def train(
     overrides = {k: v for k, v in dict(
         hidden=hidden, epochs=epochs, n_train=n_train, n_test=n_test, optimizer=optimizer,
         lr=lr, batch_size=batch_size, clip_grad_norm=clip_grad_norm,
-        weight_decay=weight_decay, device=device).items() if v is not None}
-    from flows.train import build_grid
+        weight_decay=weight_decay, device=device.value if device else None).items()
+        if v is not None}
     from flows.train import train as train_flow
+    from tasks.train import build_grid
 
-    specs = _run(build_grid, str(out), profile, lengths, sigma, seeds, overrides)
+    specs = _run(build_grid, str(out), profile.value, lengths, sigma, seeds, overrides)
     typer.echo(f"train: {len(specs)} cells in the grid")
-    _run(train_flow, out=str(out), profile=profile, lengths=lengths, sigmas=sigma, seeds=seeds,
-         overrides=overrides, ray_address=ray_address, max_retries=max_retries)
+    _run(train_flow, out=str(out), profile=profile.value, lengths=lengths, sigmas=sigma,
+         seeds=seeds, overrides=overrides, ray_address=ray_address, max_retries=max_retries)
     typer.echo(f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}")
 
 
@@ -217,7 +235,8 @@ def bounds(
     out: Out = Path("data"),
     delta: Annotated[float, typer.Option(help="Confidence δ (before the union bound).")] = 0.05,
     alpha: Annotated[list[float] | None, typer.Option(
-        help="Margins α to evaluate; default: quantiles of each model's training margins."
+        help="Margins α to evaluate (a grid fixed in advance; δ is split over it); default: "
+        "α = 2^j, j = -10..10."
     )] = None,
     ray_address: RayAddress = None,
 ) -> None:
@@ -245,21 +264,21 @@ def figures(out: Out = Path("data")) -> None:
 
 @app.command()
 def study(
-    profile: Profile = "quick",
+    profile: Profile = ProfileName.quick,
     out: Out = Path("data"),
     imdb: Annotated[Path | None, typer.Option("--imdb", help="See `rnngen embed --help`.")] = None,
+    device: DeviceOption = None,
     ray_address: RayAddress = None,
 ) -> None:
-    """The whole study for a profile: every stage, each skipping finished work."""
+    """The whole study for a profile: every stage, each skipping finished work, then the
+    report (REPORT.md in --out)."""
     _prefect_defaults()
-    from rnngen.profiles import get_profile
-
-    _run(get_profile, profile)
     from flows.study import study as study_flow
 
-    _run(study_flow, profile=profile, out=str(out), imdb_path=str(imdb) if imdb else None,
-         ray_address=ray_address)
-    typer.echo(f"study ({profile}) finished; outputs under {out}")
+    _run(study_flow, profile=profile.value, out=str(out), imdb_path=str(imdb) if imdb else None,
+         ray_address=ray_address, device=device.value if device else None)
+    typer.echo(f"study ({profile.value}) finished; outputs under {out}, report in "
+               f"{out / 'REPORT.md'}")
 
 
 @app.command()

@@ -9,22 +9,8 @@ from prefect import flow
 from rnngen.errors import UserError
 from rnngen.io import output_lock
 from rnngen.profiles import get_profile
-from rnngen.specs import RunSpec, expand_grid
 from tasks import ray_pool
-from tasks.data import corpus_pointer
-from tasks.train import train_grid
-
-
-def build_grid(out: str, profile: str = "quick", lengths: list[int] | None = None,
-               sigmas: list[float] | None = None, seeds: list[int] | None = None,
-               overrides: dict[str, Any] | None = None) -> list[RunSpec]:
-    """The profile's grid with the caller's overrides; validated before anything runs."""
-    prof = get_profile(profile)
-    base = {**prof.train, **(overrides or {}), "data_key": corpus_pointer(out)["data_key"]}
-    sweep = {"L": list(prof.lengths if lengths is None else lengths),
-             "sigma": list(prof.sigmas if sigmas is None else sigmas),
-             "seed": list(prof.seeds if seeds is None else seeds)}
-    return expand_grid(base, sweep)
+from tasks.train import build_grid, train_grid
 
 
 @flow(name="train", log_prints=True)
@@ -32,12 +18,18 @@ def train(out: str = "data", profile: str = "quick", lengths: list[int] | None =
           sigmas: list[float] | None = None, seeds: list[int] | None = None,
           overrides: dict[str, Any] | None = None, ray_address: str | None = None,
           max_retries: int = 2) -> dict[str, int]:
-    """Train every cell not yet finished; fail at the end (non-zero exit) if any cell failed."""
+    """Train every cell not yet finished; fail at the end (non-zero exit) if any cell failed.
+
+    `overrides` may hold `device` ('auto', 'cpu' or 'cuda'); by default the profile's.
+    """
     with output_lock(out):
+        prof = get_profile(profile)
+        overrides = dict(overrides or {})
+        device = overrides.pop("device", prof.device)
         specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
         ray_pool.connect(ray_address)
-        counts = train_grid(out, specs, resources=get_profile(profile).resources,
-                            max_retries=max_retries)
+        counts = train_grid(out, specs, device=device, gpu_fraction=prof.gpu_fraction,
+                            max_retries=max_retries, profile=profile)
         print(f"train: {counts['total']} cells: {counts['skipped']} already finished, "
               f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed")
         if counts["failed"]:

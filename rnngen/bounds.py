@@ -16,7 +16,6 @@ that :func:`bound_row` fills, and those names are the Parquet column names.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -45,7 +44,17 @@ TERM_COLUMNS: tuple[str, ...] = (
     "zhang_order",
 )
 
-DEFAULT_ALPHA_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9)
+# The margins α at which every model's bounds are evaluated, fixed before any data is seen:
+# α = 2^j for j = -10..10 (about 0.001 to 1000, beyond the margins a trained model has on
+# either side). A bound holds for one fixed α; taking the best of |grid| values costs a
+# union bound, δ -> δ/|grid|. A grid read off the training margins would make that union
+# bound depend on the data, which is what it must not do.
+ALPHA_EXPONENTS: tuple[int, ...] = tuple(range(-10, 11))
+DEFAULT_ALPHA_GRID: tuple[float, ...] = tuple(2.0**j for j in ALPHA_EXPONENTS)
+DEFAULT_ALPHA_RULE = (
+    f"α ∈ {{2^j : j = {ALPHA_EXPONENTS[0]}, …, {ALPHA_EXPONENTS[-1]}}}, fixed before any data "
+    "was seen; δ split evenly over the grid (union bound); the best α minimizes Theorem 3"
+)
 
 # Below this value of L * |1 - beta| the closed forms of Lambda and of the geometric sum
 # lose digits to cancellation (relative error ~ eps / (L |1 - beta|)^2), so we sum the
@@ -400,19 +409,6 @@ def union_bound_delta(delta: float, grid_size: int) -> float:
     if grid_size < 1:
         raise ValueError(f"the alpha grid must have at least one value; got {grid_size}")
     return delta / grid_size
-
-
-def default_alpha_grid(
-    train_margins: ArrayLike, quantiles: Sequence[float] = DEFAULT_ALPHA_QUANTILES
-) -> Array:
-    """Candidate α values: the given quantiles of the training margins (n,).
-
-    At the q-quantile the indicator margin loss is about q. Non-positive values (α must
-    be > 0) are dropped and duplicates removed; the result is sorted and may be empty.
-    The grid depends on the data, so report bounds with :func:`union_bound_delta`.
-    """
-    values = np.quantile(_f64(train_margins), np.asarray(quantiles, dtype=np.float64))
-    return np.unique(values[values > 0.0])
 
 
 # --------------------------------------------------------------------------- streaming stats

@@ -138,3 +138,31 @@ def length_summary(table: pa.Table, L: int, pad_id: int) -> dict[str, Any]:
         "oov_rate": float(np.mean(ids == pad_id)),
         "empty_reviews": int(np.sum(lengths == 0)),
     }
+
+
+def _pooled_scale(counts: np.ndarray, table: np.ndarray) -> tuple[float, float]:
+    """(std, rms) of every coordinate of every counted row of `table`, pooled: the rows
+    appear counts[i] times each, and the d coordinates of all of them form one sample."""
+    weight = float(counts.sum()) * table.shape[1]
+    rows = table.astype(np.float64)
+    mean = float(counts @ rows.sum(axis=1)) / weight
+    mean_square = float(counts @ np.einsum("ij,ij->i", rows, rows)) / weight
+    return float(np.sqrt(max(mean_square - mean * mean, 0.0))), float(np.sqrt(mean_square))
+
+
+def input_scale(table: pa.Table, L: int, embeddings: np.ndarray) -> dict[str, float]:
+    """The scale of the training inputs, to put the noise σ in proportion to it.
+
+    coord_std_tokens / coord_rms_tokens: over the coordinates of the word vectors of every
+    token of the training split (out-of-vocabulary words count as the zero vector).
+    coord_std_window: over every coordinate of the pre-padded L-windows x ∈ R^{Ld} the
+    model reads (padding zeros included). Counted through word frequencies, so no float
+    copy of the corpus is made.
+    """
+    train = select_split(table, "train").column("token_ids").combine_chunks()
+    vocab = embeddings.shape[0]
+    tokens = np.bincount(train.values.to_numpy(zero_copy_only=False), minlength=vocab)
+    window = np.bincount(pad_ids(train, L, vocab - 1).ravel(), minlength=vocab)
+    std, rms = _pooled_scale(tokens, embeddings)
+    return {"coord_std_tokens": std, "coord_rms_tokens": rms,
+            "coord_std_window": _pooled_scale(window, embeddings)[0]}

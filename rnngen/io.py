@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rnngen.errors import DataError, UserError
+from rnngen.provenance import provenance
 
-SCHEMA_VERSION = "1"
+# 2: every column typed (rnngen/schemas.py), provenance in the metadata.
+SCHEMA_VERSION = "2"
 META_KEY = b"rnngen"
 
 
@@ -57,18 +59,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
-def table_from_rows(rows: list[dict[str, Any]], required: tuple[str, ...] = ()) -> pa.Table:
-    """A table of row dicts whose keys may differ (a failed run has no metrics): columns are
-    `required` then the union of keys in first-seen order; missing values are null."""
-    columns: dict[str, None] = dict.fromkeys(required)
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-
-
 def with_metadata(table: pa.Table, meta: dict[str, Any]) -> pa.Table:
-    """Attach our provenance (config, data_key, schema version) as Parquet metadata."""
-    payload = {"schema_version": SCHEMA_VERSION, **meta}
+    """Attach the schema version, the writer's provenance (rnngen.provenance: commit,
+    versions, hardware, time, flow run) and `meta` (stage, config, data_key) as metadata."""
+    payload = {"schema_version": SCHEMA_VERSION, "provenance": provenance(), **meta}
     existing = dict(table.schema.metadata or {})
     existing[META_KEY] = json.dumps(payload, sort_keys=True, default=str).encode()
     return table.replace_schema_metadata(existing)
@@ -83,20 +77,28 @@ def write_parquet(table: pa.Table, path: str | Path, meta: dict[str, Any] | None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    schema = pq.read_schema(path)
+    return table_metadata(pq.read_schema(path))
+
+
+def table_metadata(table: pa.Table | pa.Schema) -> dict[str, Any]:
+    """Our metadata (see :func:`with_metadata`) of a table read from Parquet."""
+    schema = table if isinstance(table, pa.Schema) else table.schema
     raw = (schema.metadata or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
 
 
-def read_parquet(path: str | Path, required: tuple[str, ...] = ()) -> pa.Table:
-    """Read one of our Parquet files, checking schema version and required columns."""
+def read_parquet(path: str | Path, required: tuple[str, ...] | pa.Schema = ()) -> pa.Table:
+    """Read one of our Parquet files, checking its schema version and that it has the
+    `required` columns (names, or every column of a declared schema)."""
     path = Path(path)
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:
         raise DataError(f"{path} is not a readable Parquet file ({err}). Delete it and rerun "
                         "the stage that writes it.") from err
-    version = read_metadata(path).get("schema_version")
+    if isinstance(required, pa.Schema):
+        required = tuple(required.names)
+    version = table_metadata(table).get("schema_version")
     if version != SCHEMA_VERSION:
         raise DataError(f"{path} has schema version {version!r}, this rnngen writes "
                         f"{SCHEMA_VERSION!r}. Move the file away (or use another --out) and "

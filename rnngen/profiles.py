@@ -1,8 +1,14 @@
-"""Profiles: the named sizes of the study (`quick` for a laptop, `paper` for GPU nodes).
+"""Profiles: the named sizes of the study.
 
-A profile fixes the grid (L × σ × seed) and the training settings that differ from the
-RunSpec defaults; command-line overrides go on top. The defaults themselves (optimizer,
-learning rate, clipping, ...) are RunSpec's, justified in rnngen/specs.py.
+A profile fixes the grid (L × σ × seed), the training settings that differ from the
+RunSpec defaults, and where cells run (`device`: 'auto' picks the cluster's GPUs when it
+has any, else its CPUs). Command-line overrides go on top. The defaults themselves
+(optimizer, learning rate, clipping, ...) are RunSpec's, justified in rnngen/specs.py.
+
+- `quick`: the whole pipeline on real data, reduced to run in minutes on a laptop.
+- `paper`: the grid of the paper (STUDY.md section 6) on all the data.
+- `paper-long`, `sigma-wide`, `constrained`: three questions the paper leaves open, each at
+  L = 100 with 3 seeds on all the data (see each profile's description).
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnngen.errors import ParameterError
+
+DEVICES = ("auto", "cpu", "cuda")
+PAPER_SIGMAS = (0.0, 0.1, 0.2, 0.3, 0.4)
 
 
 @dataclass(frozen=True)
@@ -21,14 +30,16 @@ class Profile:
     sigmas: tuple[float, ...]
     seeds: tuple[int, ...]
     train: dict[str, Any] = field(default_factory=dict)  # RunSpec fields beyond the defaults
-    resources: dict[str, float] = field(default_factory=lambda: {"CPU": 1})
+    device: str = "cpu"  # one of DEVICES
+    gpu_fraction: float = 0.25  # of one GPU per training cell, when cells run on cuda
     spectrum_n_train: int | None = None  # None: all 25,000 training reviews
+    out: str = "data"  # the folder its deployment writes to (the CLI's --out default is data)
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick",
-        "real IMDB and GloVe, reduced so every stage at every L runs in ~10 min on 2 cores: "
+        "real IMDB and GloVe, reduced so every stage at every L runs in minutes on 2 cores: "
         "3,000 train / 2,000 test reviews per run, hidden 32, 4 epochs at lr 1e-3 "
         "(the smaller model learns faster at the larger rate), 3 σ × 2 seeds",
         lengths=(100, 200, 300), sigmas=(0.0, 0.2, 0.4), seeds=(0, 1),
@@ -36,11 +47,36 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         "paper",
-        "the full grid of STUDY.md section 6 on all the data (25,000 / 25,000), for GPU nodes",
-        lengths=(100, 200, 300), sigmas=(0.0, 0.1, 0.2, 0.3, 0.4), seeds=(0, 1, 2, 3, 4),
-        train={"device": "cuda"}, resources={"CPU": 1, "GPU": 0.25},
+        "the full grid of the paper on all the data (25,000 / 25,000): L ∈ {100, 200, 300} × "
+        "σ ∈ {0, 0.1, 0.2, 0.3, 0.4} × 5 seeds, RunSpec defaults",
+        lengths=(100, 200, 300), sigmas=PAPER_SIGMAS, seeds=(0, 1, 2, 3, 4),
+        device="auto", out="data/paper",
+    ),
+    "paper-long": Profile(
+        "paper-long",
+        "trained to fit: the paper's σ grid at L = 100 for 40 epochs (4× the default), "
+        "3 seeds; does the U-shape appear once the models overfit?",
+        lengths=(100,), sigmas=PAPER_SIGMAS, seeds=(0, 1, 2), train={"epochs": 40},
+        device="auto", out="data/paper-long",
+    ),
+    "sigma-wide": Profile(
+        "sigma-wide",
+        "where does the rise begin: σ ∈ {0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5} at L = 100, "
+        "3 seeds, everything else as in the paper profile",
+        lengths=(100,), sigmas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5), seeds=(0, 1, 2),
+        device="auto", out="data/sigma-wide",
+    ),
+    "constrained": Profile(
+        "constrained",
+        "the bound's own regime: after every optimizer step each row of W is scaled down to "
+        "an absolute sum of at most 1 (β_W ≤ 1), the paper's σ grid at L = 100, 3 seeds",
+        lengths=(100,), sigmas=PAPER_SIGMAS, seeds=(0, 1, 2), train={"w_row_sum_max": 1.0},
+        device="auto", out="data/constrained",
     ),
 }
+
+# The sequence lengths every stage uses when none are given.
+DEFAULT_LENGTHS: tuple[int, ...] = (100, 200, 300)
 
 
 def get_profile(name: str) -> Profile:
@@ -49,3 +85,13 @@ def get_profile(name: str) -> Profile:
     except KeyError:
         raise ParameterError(f"unknown --profile {name!r}; choose one of "
                              f"{', '.join(PROFILES)}.") from None
+
+
+def check_device(device: str) -> str:
+    """'auto', 'cpu', 'cuda' or 'cuda:N', or a ParameterError naming --device."""
+    base = device.split(":", 1)[0]
+    if base not in DEVICES or (":" in device and (base != "cuda" or
+                                                  not device.split(":", 1)[1].isdigit())):
+        raise ParameterError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), "
+                             f"got {device!r}.")
+    return device

@@ -1,9 +1,10 @@
 """Prefect task of the bounds stage: every term of Theorems 2 and 3 for every model.
 
-One row per (model, α) in results/bounds.parquet. α comes from a grid (default: quantiles
-of the model's noisy training margins), and the union bound over that grid is applied:
-each row's `delta` is δ/|grid| (`delta_total` = δ, `alpha_rule` says how α was chosen).
-`alpha_best` flags the α with the tightest Theorem 3 bound of its model.
+One row per (model, α) in results/bounds.parquet. α ranges over a grid fixed before any
+data is seen (rnngen.bounds.DEFAULT_ALPHA_GRID, or the user's --alpha values), and the
+union bound over that grid is applied: each row's `delta` is δ/|grid| (`delta_total` = δ,
+`alpha_rule` states the rule). `alpha_best` flags the α with the tightest Theorem 3 bound
+of its model.
 """
 
 from __future__ import annotations
@@ -17,25 +18,24 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rnngen import bounds as B
+from rnngen import schemas
 from rnngen.errors import DataError
-from rnngen.glove import load_glove
-from rnngen.io import read_parquet, table_from_rows, write_parquet
+from rnngen.glove import GLOVE_DIM, load_glove
+from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import load_weights
 from rnngen.model_stats import model_stats
+from rnngen.resources import Request, bound_stats_bytes
 from rnngen.specs import RunSpec
 from rnngen.train import spec_splits
 from tasks import ray_pool
 from tasks.data import load_corpus
 from tasks.spectrum import existing_rows as spectrum_rows
-from tasks.train import read_runs
-
-ID_COLUMNS = ("run_id", "L", "sigma", "seed", "alpha", "delta", "n")
-EXTRA = ("indicator_loss_clean", "complexity_term_thm2", "r_fs_clean", "B")
+from tasks.train import error_text, read_runs, split_sizes
 
 
-def _lambda_min(out: str, L: int, data_key: str) -> tuple[float | None, str]:
-    for row in spectrum_rows(out):
+def _lambda_min(spectra: list[dict], L: int, data_key: str) -> tuple[float | None, str]:
+    for row in spectra:
         if row["L"] == L and row["data_key"] == data_key:
             if row["status"] != "certified" or row["lambda_min"] is None:
                 return None, f"λ_min at L={L} is uncertified ({row['message']})"
@@ -45,18 +45,24 @@ def _lambda_min(out: str, L: int, data_key: str) -> tuple[float | None, str]:
     return None, f"no spectrum row for L={L}; run `rnngen spectrum --L {L}` first"
 
 
+def _base(spec: RunSpec, gen_error: float | None) -> dict[str, Any]:
+    return {"run_id": spec.run_id, "group_id": spec.group_id,
+            "experiment_id": spec.experiment_id, "L": spec.L, "sigma": spec.sigma,
+            "seed": spec.seed, "hidden": spec.hidden, "gen_error": gen_error,
+            "data_key": spec.data_key}
+
+
 def model_rows(payload: dict[str, Any], table: pa.Table) -> list[dict[str, Any]]:
     """Worker side: the rows of one model (all α), or one row saying why there are none."""
-    spec = RunSpec.from_json(payload["spec"])
-    base = {"run_id": spec.run_id, "L": spec.L, "sigma": spec.sigma, "seed": spec.seed,
-            "hidden": spec.hidden, "gen_error": payload["gen_error"], "data_key": spec.data_key}
+    started = time.perf_counter()
+    spec: RunSpec = payload["spec"]
+    base = _base(spec, payload["gen_error"])
     if payload["lambda_min"] is None:
         return [base | {"status": "skipped", "reason": payload["reason"]}]
     embeddings = load_glove(payload["glove"]).table
     train, _ = spec_splits(table, embeddings.shape[0] - 1, spec)
     clean, noisy = model_stats(payload["weights"], spec, train, embeddings)
-    margins = (noisy or clean).margins
-    grid = payload["alphas"] or B.default_alpha_grid(margins)
+    grid = payload["alphas"]
     delta = B.union_bound_delta(payload["delta"], len(grid))
     rows = []
     for alpha in grid:
@@ -75,19 +81,23 @@ def model_rows(payload: dict[str, Any], table: pa.Table) -> list[dict[str, Any]]
             "noise_draw": "the recorded training draw (eval_noise stream)",
             "status": "ok", "reason": ""})
     best = int(np.argmin([r["bound_thm3"] for r in rows])) if rows else -1
+    seconds = time.perf_counter() - started
     for i, row in enumerate(rows):
         row["alpha_best"] = i == best
+        row["seconds"] = seconds
     return rows
 
 
-def _payload(out: str, run: dict, glove: str | None, delta: float,
+def _payload(out: str, run: dict, spectra: list[dict], glove: str | None, delta: float,
              alphas: list[float] | None) -> dict[str, Any]:
     spec = RunSpec.from_json(run["spec_json"])
-    lam, reason = _lambda_min(out, spec.L, spec.data_key)
-    payload = {"spec": run["spec_json"], "gen_error": run["gen_error"], "glove": glove,
-               "delta": delta, "alphas": alphas, "lambda_min": lam, "reason": reason,
-               "alpha_rule": ("given grid" if alphas else "quantiles 1,5,10,25,50,75,90 % of "
-                              "the noisy training margins") + "; union bound δ/|grid|"}
+    lam, reason = _lambda_min(spectra, spec.L, spec.data_key)
+    payload = {"spec": spec, "gen_error": run["gen_error"], "glove": glove, "delta": delta,
+               "alphas": list(alphas or B.DEFAULT_ALPHA_GRID), "lambda_min": lam,
+               "reason": reason,
+               "alpha_rule": (f"given grid of {len(alphas)} values; δ split evenly over it "
+                              "(union bound); the best α minimizes Theorem 3" if alphas
+                              else B.DEFAULT_ALPHA_RULE)}
     try:
         weights, stored = load_weights(Layout.at(out).models / f"{spec.run_id}.npz")
         if RunSpec.from_json(stored).run_id != spec.run_id:
@@ -102,7 +112,14 @@ def _payload(out: str, run: dict, glove: str | None, delta: float,
 
 def read_bounds(out: str) -> list[dict[str, Any]]:
     path = Layout.at(out).bounds
-    return read_parquet(path, required=ID_COLUMNS).to_pylist() if path.is_file() else []
+    return read_parquet(path, required=schemas.BOUNDS).to_pylist() if path.is_file() else []
+
+
+def model_request(spec: RunSpec, n_train: int) -> Request:
+    """What one model's bound statistics ask of Ray: a CPU and their memory."""
+    return Request(1, 0, bound_stats_bytes(n_train=min(spec.n_train or n_train, n_train),
+                                           L=spec.L, d=GLOVE_DIM, hidden=spec.hidden,
+                                           eval_batch_size=spec.eval_batch_size))
 
 
 @task(name="bounds-grid", cache_policy=NO_CACHE)
@@ -118,30 +135,39 @@ def bounds_grid(out: str, delta: float = 0.05, alphas: list[float] | None = None
     if not todo:
         return counts
     corpus = load_corpus(out)
-    payloads = [_payload(out, r, corpus.meta.get("glove"), delta, alphas) for r in todo]
+    spectra = spectrum_rows(out)
+    payloads = [_payload(out, r, spectra, corpus.meta.get("glove"), delta, alphas)
+                for r in todo]
+    n_train = split_sizes(out)[0]
+    worst = max((p["spec"] for p in payloads), key=lambda s: model_request(s, n_train).memory)
+    ray_pool.check_request(model_request(worst, n_train), "model's bound statistics",
+                           f"L={worst.L}, {worst.n_train or n_train} training reviews",
+                           "Use a node with more memory.")
     rows: dict[str, list[dict]] = {}
     for r in kept:
         rows.setdefault(r["run_id"], []).append(r)
     started = time.perf_counter()
 
     def on_done(payload: dict, result: list | None, error: BaseException | None) -> None:
-        spec = RunSpec.from_json(payload["spec"])
+        spec = payload["spec"]
         if error is not None:
-            result = [{"run_id": spec.run_id, "L": spec.L, "sigma": spec.sigma,
-                       "seed": spec.seed, "status": "failed", "reason": str(error)[-2000:]}]
+            result = [_base(spec, payload["gen_error"]) | {
+                "status": "failed", "reason": error_text(error)}]
         rows[spec.run_id] = result
         state = result[0]["status"]
         counts["ok" if state == "ok" else "not_computed"] += 1
-        write_parquet(table_from_rows([r for rs in rows.values() for r in rs],
-                                      ID_COLUMNS + B.TERM_COLUMNS),
-                      Layout.at(out).bounds, {"stage": "bounds", "delta": delta})
+        ordered = sorted((r for rs in rows.values() for r in rs), key=lambda r: (
+            r["L"], r["sigma"], r["seed"], r["run_id"], r.get("alpha") or 0.0))
+        write_parquet(schemas.to_table(ordered, schemas.BOUNDS), Layout.at(out).bounds,
+                      {"stage": "bounds", "delta": delta})
         best = next((r for r in result if r.get("alpha_best")), None)
         print(f"bounds [{sum(counts[k] for k in ('ok', 'not_computed'))}/{len(todo)}] "
-              f"L={spec.L} σ={spec.sigma} seed={spec.seed}: " + (
+              f"L={spec.L} σ={spec.sigma:g} seed={spec.seed}: " + (
                   f"bound_thm3 {best['bound_thm3']:.3g} at α={best['alpha']:.3g}" if best else
                   f"{state}: {result[0]['reason']}") +
               f" ({time.perf_counter() - started:.0f} s)")
 
-    ray_pool.fan_out(model_rows, payloads, shared=(corpus.table,), resources={"CPU": 1},
+    ray_pool.fan_out(model_rows, payloads, shared=(corpus.table,),
+                     resources=lambda p: model_request(p["spec"], n_train),
                      max_retries=max_retries, on_done=on_done)
     return counts

@@ -14,12 +14,12 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from rnngen import imdb
-from rnngen.corpus import CORPUS_COLUMNS, build_corpus, data_key, length_summary
+from rnngen import imdb, schemas
+from rnngen.corpus import CORPUS_COLUMNS, build_corpus, data_key, input_scale, length_summary
 from rnngen.errors import ChecksumError, DataError, FetchError
 from rnngen.glove import load_glove
 from rnngen.hashing import content_key, sha256_file
-from rnngen.io import atomic_path, read_parquet, write_parquet
+from rnngen.io import SCHEMA_VERSION, atomic_path, read_metadata, read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.text import TokenizerConfig
 
@@ -146,7 +146,8 @@ def build_corpus_task(out: str, source: ImdbSource, tokenizer: TokenizerConfig,
     glove = load_glove(glove_path)
     key = data_key(source.sha256, tokenizer, glove.source)
     target = layout.corpus(key)
-    if not target.is_file():
+    if not target.is_file() or read_metadata(target).get("schema_version") != SCHEMA_VERSION:
+        # absent, or written by an rnngen of another schema version: derived data, rebuilt
         table = build_corpus(read_reviews(source, layout), glove, tokenizer)
         write_parquet(table, target, {"data_key": key, "tokenizer": tokenizer.to_dict(),
                                       "glove": glove.source, "imdb": asdict(source)})
@@ -162,10 +163,21 @@ def build_corpus_task(out: str, source: ImdbSource, tokenizer: TokenizerConfig,
 def summarize_lengths(out: str, key: str, lengths: list[int]) -> str:
     """Per L: how much text the window keeps (padding, truncation, OOV) -> results/embed.parquet."""
     layout = Layout.at(out)
+    if layout.embed_summary.is_file():  # unchanged corpus and lengths: nothing to redo
+        try:
+            done = read_parquet(layout.embed_summary).to_pylist()
+        except DataError:  # an older summary: cheap to write anew
+            done = []
+        if done and sorted(lengths) == sorted(r["L"] for r in done) and all(
+                r["data_key"] == key and r.get("coord_std_window") is not None for r in done):
+            return str(layout.embed_summary)
     table = read_parquet(layout.corpus(key), required=("token_ids",))
     pad_id = corpus_pointer(out)["pad_id"]
-    rows = [length_summary(table, L, pad_id) | {"data_key": key} for L in lengths]
-    write_parquet(pa.Table.from_pylist(rows), layout.embed_summary, {"data_key": key})
+    embeddings = load_glove(corpus_pointer(out).get("glove")).table
+    rows = [length_summary(table, L, pad_id) | input_scale(table, L, embeddings) |
+            {"data_key": key} for L in lengths]
+    write_parquet(schemas.to_table(rows, schemas.EMBED), layout.embed_summary,
+                  {"data_key": key})
     return str(layout.embed_summary)
 
 

@@ -22,6 +22,7 @@ from rnngen.blas import gemm_update
 from rnngen.corpus import pad_ids
 from rnngen.errors import UserError
 from rnngen.moments import DataStats, MomentAccumulator
+from rnngen.resources import Request, gigabytes
 from rnngen.spectrum import Factorization, SpectrumResult, certified_spectrum, factorize
 
 # Bytes of data rows a matrix-free product keeps in cache between its two passes: one
@@ -91,22 +92,71 @@ def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
-def fan_out(fn: Callable, items: list, *, shared: tuple = (), resources: dict[str, float],
-            max_retries: int,
+def _nodes() -> list[dict[str, float]]:
+    """Total resources of each live node (what a single task can at most be given)."""
+    ensure_connected()
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def describe_cluster() -> str:
+    """'1 node; largest: 2 CPUs, 0 GPUs, 17.5 GB of memory for tasks'."""
+    nodes = _nodes()
+    if not nodes:
+        return "no live node"
+    big = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0), r.get("memory", 0)))
+    total = ray.cluster_resources()
+    return (f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} with {total.get('CPU', 0):g} "
+            f"CPUs and {total.get('GPU', 0):g} GPUs in all; the largest has "
+            f"{big.get('CPU', 0):g} CPUs, {big.get('GPU', 0):g} GPUs and "
+            f"{gigabytes(big.get('memory', 0))} of memory for tasks")
+
+
+def resolve_device(requested: str) -> str:
+    """The torch device cells run on: 'auto' is cuda when the cluster has GPUs, else cpu;
+    'cuda' on a cluster without GPUs is refused at once (it would wait forever)."""
+    if requested == "cpu":
+        return "cpu"
+    gpus = sum(node.get("GPU", 0) for node in _nodes())
+    if requested == "auto":
+        return "cuda" if gpus > 0 else "cpu"
+    if gpus == 0:
+        raise UserError(f"--device {requested}: the Ray cluster has no GPU "
+                        f"({describe_cluster()}). Use --device cpu (or auto), or add a GPU "
+                        "node to the cluster.")
+    return requested
+
+
+def check_request(request: Request, unit: str, detail: str, hint: str) -> None:
+    """Refuse, in one paragraph, a per-unit request that no live node can meet (Ray would
+    queue it forever). `unit` names one unit of work ("training cell"), `detail` what the
+    request was computed from, `hint` what the user can change."""
+    wanted = request.as_ray()
+    if any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in _nodes()):
+        return
+    raise UserError(f"each {unit} asks Ray for {request.describe()} ({detail}), but no node "
+                    f"of the cluster has that: {describe_cluster()}. Nothing was submitted. "
+                    f"{hint}")
+
+
+def fan_out(fn: Callable, items: list, *, shared: tuple = (),
+            resources: Request | Callable[[object], Request], max_retries: int,
             on_done: Callable[[object, object, BaseException | None], None]) -> None:
     """Run `fn(item, *shared)` for every item as Ray tasks (`shared` values are placed in the
     object store once and handed to every task); call `on_done(item, result, error)` as each
     finishes, in completion order, on the driver (which is where results are written).
+    `resources` is one request for every item, or a function giving each item's request.
 
     Ray retries a task whose worker died (node loss, OOM kill) and, with
     `retry_exceptions`, one that raised: up to `max_retries` times in both cases. The error
     of the last attempt reaches `on_done`; the remaining items go on regardless.
     """
     ensure_connected()
-    remote = ray.remote(fn).options(max_retries=max_retries, retry_exceptions=True,
-                                    **_ray_resources(resources))
+    remote = ray.remote(fn)
     refs = [ray.put(value) for value in shared]
-    pending = {remote.remote(item, *refs): item for item in items}
+    request = resources if callable(resources) else (lambda item: resources)
+    pending = {remote.options(max_retries=max_retries, retry_exceptions=True,
+                              **_ray_options(request(item))).remote(item, *refs): item
+               for item in items}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         item = pending.pop(ready[0])
@@ -117,10 +167,16 @@ def fan_out(fn: Callable, items: list, *, shared: tuple = (), resources: dict[st
         on_done(item, result, error)
 
 
-def _ray_resources(resources: dict[str, float]) -> dict:
-    out = {"num_cpus": resources.get("CPU", 1)}
-    if resources.get("GPU"):
-        out["num_gpus"] = resources["GPU"]
+def units_that_fit(request: Request) -> int:
+    """How many units of this request the live nodes can run at the same time."""
+    wanted = {k: v for k, v in request.as_ray().items() if v > 0}
+    return sum(int(min(node.get(k, 0.0) // v for k, v in wanted.items())) for node in _nodes())
+
+
+def _ray_options(request: Request) -> dict:
+    out = {"num_cpus": request.cpus, "memory": request.memory}
+    if request.gpus:
+        out["num_gpus"] = request.gpus
     return out
 
 
@@ -265,15 +321,17 @@ class ShardPool:
 
     @classmethod
     def create(cls, tokens: pa.Array, table: np.ndarray, workers: int,
-               block_rows: int = BLOCK_ROWS) -> ShardPool:
-        """Shard the reviews' token ids over `workers` actors. `table` is the (vocabulary +
-        1, d) embedding table; it goes to the object store once, so the shards of a node
-        share one copy and workers need no GloVe files of their own."""
+               block_rows: int = BLOCK_ROWS, memory: int | None = None) -> ShardPool:
+        """Shard the reviews' token ids over `workers` actors, each reserving `memory`
+        bytes of its node when given. `table` is the (vocabulary + 1, d) embedding table;
+        it goes to the object store once, so the shards of a node share one copy and
+        workers need no GloVe files of their own."""
         ensure_connected()
         tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
         bounds = np.linspace(0, len(tokens), workers + 1).astype(int)
         table_ref = ray.put(np.ascontiguousarray(table, dtype=np.float32))
-        actors = [CorpusShard.remote(tokens.slice(a, b - a), table_ref, block_rows)
+        shard = CorpusShard.options(memory=memory) if memory else CorpusShard
+        actors = [shard.remote(tokens.slice(a, b - a), table_ref, block_rows)
                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return cls(actors, len(tokens))
 

@@ -11,19 +11,19 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from rnngen import schemas
 from rnngen.corpus import check_length, embed_batch, select_split
 from rnngen.errors import UserError
 from rnngen.glove import GLOVE_DIM
-from rnngen.io import read_parquet, table_from_rows, write_parquet
+from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
+from rnngen.resources import Request, gigabytes, spectrum_shard_bytes
 from rnngen.spectrum import check_rank, dense_smallest
 from tasks import ray_pool
 from tasks.data import load_corpus
 
 METHOD = "float64 Gram (Ray shards) + in-place Cholesky; shift-invert Lanczos (bottom), " \
          "matrix-free distributed Lanczos (top); residuals by the matrix-free operator"
-SPECTRUM_COLUMNS = ("L", "n", "dim", "lambda_min", "lambda_min_residual", "lambda_max",
-                    "trace", "method", "iterations", "seconds", "data_key")
 
 
 class UncertifiedSpectrum(UserError):
@@ -44,7 +44,7 @@ def train_tokens(corpus, n_train: int | None) -> pa.Array:
 
 def existing_rows(out: str) -> list[dict[str, Any]]:
     path = Layout.at(out).spectrum
-    return read_parquet(path).to_pylist() if path.is_file() else []
+    return read_parquet(path, required=schemas.SPECTRUM).to_pylist() if path.is_file() else []
 
 
 def _row_key(row: dict) -> tuple:
@@ -60,15 +60,14 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
     corpus = load_corpus(out)
     tokens = train_tokens(corpus, n_train)
     n, dim = len(tokens), L * GLOVE_DIM
-    for row in existing_rows(out):
-        if max_blocks is None and _row_key(row) == (L, corpus.data_key, n) and row[
-                "status"] == "certified" and (
-                not check_dense or row.get("dense_lambda_min") is not None):
-            return row
+    row = _recorded(out, L, corpus.data_key, n)
+    if max_blocks is None and row is not None and (
+            not check_dense or row.get("dense_lambda_min") is not None):
+        return row
     check_rank(n, dim)
-    workers = workers or ray_pool.cluster_cpus()
+    workers, request = shard_plan(L, n, workers)
     t0 = time.perf_counter()
-    pool = ray_pool.ShardPool.create(tokens, corpus.embeddings, workers)
+    pool = ray_pool.ShardPool.create(tokens, corpus.embeddings, workers, memory=request.memory)
     try:
         stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
@@ -87,6 +86,51 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
             "The row is recorded with status 'uncertified' and no λ_min; bounds at this L "
             "are not computed.")
     return row
+
+
+def _recorded(out: str, L: int, data_key: str, n: int) -> dict[str, Any] | None:
+    """The certified row of (L, data_key, n) already on disk, if any."""
+    for row in existing_rows(out):
+        if _row_key(row) == (L, data_key, n) and row["status"] == "certified":
+            return row
+    return None
+
+
+def check_spectrum(out: str, lengths: list[int], n_train: int | None = None) -> None:
+    """Refuse at once the lengths whose spectrum no node could hold (before a long run
+    reaches them); lengths already on disk need nothing and are not checked."""
+    corpus = load_corpus(out)
+    n = len(train_tokens(corpus, n_train))
+    for L in lengths:
+        if _recorded(out, L, corpus.data_key, n) is None:
+            shard_plan(L, n)
+
+
+def _shard_request(L: int, n: int, workers: int) -> Request:
+    return Request(1, 0, spectrum_shard_bytes(n_shard=-(-n // workers), L=L, d=GLOVE_DIM))
+
+
+def shard_plan(L: int, n: int, workers: int | None = None) -> tuple[int, Request]:
+    """How many shards the spectrum at L uses, and what each asks of Ray.
+
+    By default one shard per CPU of the cluster, but no more than the nodes can hold in
+    memory at once (every shard keeps a (L·d)² Gram): Ray would otherwise wait forever for
+    the shards it cannot place, since the reduction needs all of them. A request that no
+    node can meet even with one shard is refused at once.
+    """
+    wanted = workers or ray_pool.cluster_cpus()
+    for count in range(wanted, 0, -1):
+        request = _shard_request(L, n, count)
+        if ray_pool.units_that_fit(request) >= count:
+            break
+    ray_pool.check_request(
+        request, "spectrum shard", f"L={L}: a {L * GLOVE_DIM}² float64 Gram and "
+        f"{-(-n // count)} reviews", "Use a smaller L (the Gram grows as L²) or a node with "
+        "more memory.")
+    if count < wanted:
+        print(f"spectrum L={L}: {count} shards instead of {wanted}, so that every shard's "
+              f"{gigabytes(request.memory)} fits in the cluster's memory at once")
+    return count, request
 
 
 def _row(L, key, result, stats, seconds, t_gram, workers) -> dict[str, Any]:
@@ -125,5 +169,5 @@ def record(out: str, row: dict[str, Any]) -> None:
     """Insert or replace the row for (L, data_key, n) and rewrite the file atomically."""
     rows = [r for r in existing_rows(out) if _row_key(r) != _row_key(row)] + [row]
     rows.sort(key=lambda r: (r["L"], r["n"]))
-    write_parquet(table_from_rows(rows), Layout.at(out).spectrum,
+    write_parquet(schemas.to_table(rows, schemas.SPECTRUM), Layout.at(out).spectrum,
                   {"stage": "spectrum", "method": METHOD})

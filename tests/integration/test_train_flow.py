@@ -3,8 +3,13 @@
 import pyarrow.parquet as pq
 import pytest
 
-from flows.train import build_grid, train
+import time
+
+from flows.train import train
+from rnngen import schemas
 from rnngen.errors import ParameterError, UserError
+from rnngen.io import read_metadata
+from tasks.train import build_grid
 from rnngen.layout import Layout
 from rnngen.model import load_weights
 
@@ -28,6 +33,14 @@ def test_tiny_grid_writes_rows_and_resumes(prefect_harness, ray_local, corpus_ou
         weights, spec_json = load_weights(Layout.at(out).models / f"{r['run_id']}.npz")
         assert weights["W"].shape == (8, 8) and r["run_id"] in {s.run_id for s in specs}
         assert spec_json == r["spec_json"]
+    history = pq.read_table(Layout.at(out).results / "history.parquet")
+    assert history.schema.equals(schemas.HISTORY, check_metadata=False)
+    assert sorted(history.column("run_id").to_pylist()) == sorted(r["run_id"] for r in rows)
+    runs_table = pq.read_table(Layout.at(out).runs)
+    assert not [f.name for f in runs_table.schema if str(f.type) == "null"]
+    prov = read_metadata(Layout.at(out).runs)["provenance"]
+    assert prov["flow_run_id"] and prov["git_commit"] and prov["versions"]["ray"]
+    assert all(r["device"] == "cpu" and r["hardware"] and r["finished_at"] for r in rows)
     # Second invocation: nothing trained, nothing duplicated.
     again = train(out=out, lengths=[10, 20], sigmas=[0.0, 0.3], seeds=[0], overrides=TINY)
     assert again["skipped"] == 4 and again["done"] == 0
@@ -69,3 +82,20 @@ def test_bad_grids_are_refused_before_anything_runs(corpus_out, kwargs, match):
     with pytest.raises(ParameterError, match=match):
         build_grid(str(corpus_out), **kwargs)
     assert not Layout.at(corpus_out).runs.exists()
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    # no GPU in the local cluster: refused, not queued forever
+    ({"lengths": [10], "overrides": {**TINY, "device": "cuda"}}, "has no GPU"),
+    # one cell's padded ids alone (50,000 × 100,000 int32) exceed every node's memory
+    ({"lengths": [100_000], "overrides": {"hidden": 8, "epochs": 1}},
+     r"asks Ray for 1 CPU, ~2\d\.\d GB of memory .*no node"),
+])
+def test_a_grid_no_node_can_run_is_refused_in_seconds(prefect_harness, ray_local, corpus_out,
+                                                       kwargs, match):
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=match):
+        train(out=str(corpus_out), sigmas=[0.0], seeds=[0], **kwargs)
+    assert time.perf_counter() - started < 30
+    assert not Layout.at(corpus_out).runs.exists()
+    assert not Layout.at(corpus_out).models.exists()

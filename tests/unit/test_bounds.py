@@ -221,8 +221,11 @@ def test_confidence_union_bound_and_alpha_grid() -> None:
     assert bd.union_bound_delta(0.05, 5) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="at least one"):
         bd.union_bound_delta(0.05, 0)
-    grid = bd.default_alpha_grid(np.arange(-5.0, 6.0), quantiles=(0.1, 0.5, 0.5, 0.9, 0.95))
-    np.testing.assert_allclose(grid, [4.0, 4.5])
+    # The fixed grid: powers of two, sorted, no duplicates, covering 1e-3 .. 1e3.
+    grid = np.asarray(bd.DEFAULT_ALPHA_GRID)
+    assert np.all(np.diff(grid) > 0) and grid[0] < 1e-3 and grid[-1] > 1e3
+    np.testing.assert_array_equal(np.log2(grid), np.round(np.log2(grid)))
+    assert "fixed before any data" in bd.DEFAULT_ALPHA_RULE
 
 
 def test_term_formulas_on_hand_made_values() -> None:

@@ -11,8 +11,8 @@ from rnngen.errors import DataError, UserError
 from rnngen.io import (
     atomic_path,
     output_lock,
+    read_metadata,
     read_parquet,
-    table_from_rows,
     with_metadata,
     write_parquet,
 )
@@ -44,10 +44,17 @@ def test_schema_version_and_required_columns_are_checked(tmp_path):
         read_parquet(tmp_path / "junk.parquet")
 
 
-def test_rows_with_different_keys_make_one_table():
-    table = table_from_rows([{"a": 1}, {"a": 2, "b": "x"}], required=("z",))
-    assert table.column_names == ["z", "a", "b"]
-    assert table.column("b").to_pylist() == [None, "x"]
+def test_every_file_records_its_provenance(tmp_path):
+    target = write_parquet(pa.table({"a": [1]}), tmp_path / "p.parquet", {"stage": "x"})
+    meta = read_metadata(target)
+    prov = meta["provenance"]
+    assert meta["stage"] == "x" and meta["schema_version"]
+    # this checkout is a git repository: a 40-hex commit and a boolean dirty flag
+    assert len(prov["git_commit"]) == 40 and isinstance(prov["git_dirty"], bool)
+    assert prov["written_at"].endswith("Z") and prov["python"].count(".") == 2
+    assert {"torch", "numpy", "ray", "prefect"} <= set(prov["versions"])
+    assert prov["versions"]["numpy"] and prov["cpu"] and prov["cpu_cores"] >= 1
+    assert prov["flow_run_id"] is None  # written outside any flow run
 
 
 def test_second_process_is_refused_and_lock_dies_with_its_holder(tmp_path):

@@ -18,7 +18,7 @@ ALTERNATIVES: dict[str, Any] = {
     "L": 200, "sigma": 0.2, "seed": 1, "data_key": "other", "hidden": 17, "init": "orthogonal",
     "init_scale": 0.5, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
     "clip_grad_norm": None, "batch_size": 3, "epochs": 9, "n_train": 100, "n_test": 50,
-    "eval_batch_size": 7, "device": "cuda:1",
+    "eval_batch_size": 7, "w_row_sum_max": 1.0, "device": "cuda:1",
 }
 
 
@@ -56,6 +56,19 @@ def test_group_id_ignores_only_the_seed() -> None:
     assert spec(seed=0).group_id == spec(seed=7).group_id
     assert spec(seed=0).group_id != spec(sigma=0.3).group_id
     assert spec().group_id != spec().run_id
+
+
+def test_experiment_id_ignores_the_grid_axes_only() -> None:
+    assert spec(seed=0, sigma=0.0, L=100).experiment_id == spec(seed=3, sigma=0.4,
+                                                                L=300).experiment_id
+    for name in ("hidden", "epochs", "w_row_sum_max", "lr"):
+        assert spec(**{name: ALTERNATIVES[name]}).experiment_id != spec().experiment_id
+
+
+@pytest.mark.parametrize("device", ["auto", "gpu", "cuda:x", ""])
+def test_device_must_be_a_concrete_torch_device(device: str) -> None:
+    with pytest.raises(ParameterError, match="device"):
+        spec(device=device)
 
 
 def test_json_round_trip() -> None:
