@@ -38,7 +38,8 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
     per_L = {}
     for L in args.L:
-        spec = RunSpec(L=L, sigma=args.sigma, seed=0, data_key="gpu-bench", **paper.train)
+        spec = RunSpec(L=L, sigma=args.sigma, seed=0, data_key="gpu-bench", device="cuda",
+                       **paper.train)
         train = split_arrays(table, "train", L, pad)
         test = split_arrays(table, "test", L, pad)
         torch.cuda.synchronize()
@@ -53,9 +54,10 @@ def main() -> None:
     cells = len(paper.sigmas) * len(paper.seeds)
     total = sum(per_L[L] * cells for L in per_L)
     print(f"projected paper grid ({cells} cells per L x {len(per_L)} L) on one GPU, one cell "
-          f"at a time: {total / 60:.1f} min; with {int(1 / paper.resources['GPU'])} cells "
-          f"sharing the GPU (0.25 GPU each) at most {total / 60 / 4:.1f} min if they overlap "
-          "perfectly (an upper bound on the gain, not a measurement)")
+          f"at a time: {total / 60:.1f} min; with {int(1 / paper.gpu_fraction)} cells "
+          f"sharing the GPU ({paper.gpu_fraction:g} GPU each) at most "
+          f"{total / 60 / 4:.1f} min if they overlap perfectly (an upper bound on the gain, "
+          "not a measurement)")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ from rnngen.glove import GLOVE_DIM
 from rnngen.spectrum import dense_smallest
 from tasks import ray_pool
 from tasks.data import load_corpus
+from tasks.ray_shards import ShardPool
 from tasks.spectrum import train_tokens
 
 
 def ours(tokens, table, L: int, workers: int):
     t0 = time.perf_counter()
-    pool = ray_pool.ShardPool.create(tokens, table, workers)
+    pool = ShardPool.create(tokens, table, workers)
     try:
         pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
@@ -44,7 +45,7 @@ def dense(tokens, L: int, embeddings):
 
 def gram_only(tokens, table, L: int, workers: int) -> float:
     t0 = time.perf_counter()
-    pool = ray_pool.ShardPool.create(tokens, table, workers)
+    pool = ShardPool.create(tokens, table, workers)
     try:
         pool.reduce_gram(L)
     finally:

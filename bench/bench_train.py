@@ -19,13 +19,13 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from flows.train import build_grid
 from rnngen.corpus import split_arrays
+from rnngen.resources import Request
 from rnngen.specs import RunSpec
 from rnngen.train import train_model
 from tasks import ray_pool
 from tasks.data import load_corpus
-from tasks.train import run_cell
+from tasks.train import build_grid, run_cell
 
 
 def sequential(specs: list[RunSpec], corpus) -> float:
@@ -42,14 +42,15 @@ def through_ray(specs: list[RunSpec], corpus) -> tuple[float, float]:
         assert error is None, error
         worker_seconds.append(result["seconds"])
 
-    def timed_cell(payload, table):
+    def timed_cell(payload, table, embeddings):
         start = time.perf_counter()
-        out = run_cell(payload, table)
+        out = run_cell(payload, table, embeddings)
         return {"seconds": time.perf_counter() - start, **out}
 
     t0 = time.perf_counter()
-    ray_pool.fan_out(timed_cell, [{"spec": s.to_json(), "glove": None} for s in specs],
-                     shared=(corpus.table,), resources={"CPU": 1}, max_retries=0,
+    ray_pool.fan_out(timed_cell, [{"spec": s.to_json()} for s in specs],
+                     shared=(corpus.table, corpus.embeddings), resources=Request(1, 0, 0),
+                     max_retries=0,
                      on_done=on_done)
     wall = time.perf_counter() - t0
     return wall, sum(worker_seconds)

@@ -121,11 +121,11 @@ def embed(
         help="Replace punctuation by a space (Keras) instead of deleting it.")] = False,
 ) -> None:
     """Fetch + verify IMDB and tokenize it into GloVe ids (data/interim)."""
-    _prefect_defaults()
-    from rnngen.corpus import check_length
+    from rnngen.corpus import check_lengths
     from rnngen.text import TokenizerConfig
 
-    lengths = [check_length_cli(L, check_length) for L in (lengths or [100, 200, 300])]
+    lengths = _run(check_lengths, lengths)
+    _prefect_defaults()
     cfg = TokenizerConfig(lowercase=not keep_case,
                           punctuation_replacement=" " if punct_as_space else "")
     from flows.embed import embed as embed_flow
@@ -143,16 +143,6 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def check_length_cli(L: int, check) -> int:
-    from rnngen.errors import UserError
-
-    try:
-        return check(L, "--L")
-    except UserError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(2) from None
-
-
 @app.command()
 def spectrum(
     out: Out = Path("data"),
@@ -165,10 +155,10 @@ def spectrum(
     ray_address: RayAddress = None,
 ) -> None:
     """Certified λ_min / λ_max of E(xxᵀ) per L -> results/spectrum.parquet."""
-    _prefect_defaults()
-    from rnngen.corpus import check_length
+    from rnngen.corpus import check_lengths
 
-    lengths = [check_length_cli(L, check_length) for L in (lengths or [100, 200, 300])]
+    lengths = _run(check_lengths, lengths)
+    _prefect_defaults()
     from flows.spectrum import spectrum as spectrum_flow
 
     _run(spectrum_flow, out=str(out), lengths=lengths, n_train=n_train, check_dense=check_dense,
@@ -214,17 +204,20 @@ def train(
     ray_address: RayAddress = None,
 ) -> None:
     """Train the (L, σ, seed) grid over Ray; finished cells are skipped."""
-    _prefect_defaults()
     overrides = {k: v for k, v in dict(
         hidden=hidden, epochs=epochs, n_train=n_train, n_test=n_test, optimizer=optimizer,
         lr=lr, batch_size=batch_size, clip_grad_norm=clip_grad_norm,
         weight_decay=weight_decay, device=device.value if device else None).items()
         if v is not None}
     from flows.train import train as train_flow
-    from tasks.train import build_grid
+    from tasks.train import build_grid, preflight
 
+    # The grid and the cluster are checked before Prefect's API starts: a grid that cannot
+    # run is refused in the seconds Ray takes to start.
     specs = _run(build_grid, str(out), profile.value, lengths, sigma, seeds, overrides)
     typer.echo(f"train: {len(specs)} cells in the grid")
+    _run(preflight, str(out), specs, overrides.get("device"), profile.value, ray_address)
+    _prefect_defaults()
     _run(train_flow, out=str(out), profile=profile.value, lengths=lengths, sigmas=sigma,
          seeds=seeds, overrides=overrides, ray_address=ray_address, max_retries=max_retries)
     typer.echo(f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}")
@@ -241,11 +234,11 @@ def bounds(
     ray_address: RayAddress = None,
 ) -> None:
     """Every term of Theorems 2 and 3 for every trained model -> results/bounds.parquet."""
-    _prefect_defaults()
     if not 0 < delta < 1:
         _fail(f"--delta must be in (0, 1), got {delta}.")
     if alpha is not None and any(a <= 0 for a in alpha):
         _fail(f"--alpha values must be positive margins, got {alpha}.")
+    _prefect_defaults()
     from flows.bounds import bounds as bounds_flow
 
     _run(bounds_flow, out=str(out), delta=delta, alphas=alpha, ray_address=ray_address)
@@ -260,6 +253,16 @@ def figures(out: Out = Path("data")) -> None:
 
     _run(figures_flow, out=str(out))
     typer.echo(f"wrote figures to {out / 'figures'}")
+
+
+@app.command()
+def report(out: Out = Path("data")) -> None:
+    """REPORT.md in --out, from its Parquet results: the paper's claims beside ours, the
+    U-shape verdicts, λ_min, the bound terms, Kendall τ and provenance."""
+    _prefect_defaults()
+    from flows.report import report as report_flow
+
+    _run(report_flow, out=str(out))
 
 
 @app.command()

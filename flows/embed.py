@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from rnngen.corpus import check_length
+from rnngen.corpus import check_lengths
 from rnngen.io import output_lock
 from rnngen.text import TokenizerConfig
 from tasks.data import build_corpus_task, fetch_imdb, summarize_lengths
@@ -16,7 +16,7 @@ def embed(out: str = "data", lengths: list[int] | None = None,
           tokenizer: TokenizerConfig | None = None) -> str:
     """Fetch and verify IMDB, tokenize it into GloVe ids, summarize each window length L."""
     with output_lock(out):
-        lengths = [check_length(L, "--L") for L in (lengths or [100, 200, 300])]
+        lengths = check_lengths(lengths)
         tokenizer = tokenizer or TokenizerConfig()
         source = fetch_imdb(out, imdb_path)
         key = build_corpus_task(out, source, tokenizer, glove_path)

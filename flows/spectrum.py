@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from rnngen.corpus import check_length
+from rnngen.corpus import check_lengths
 from rnngen.io import output_lock
 from tasks import ray_pool
 from tasks.spectrum import spectrum_for_length
@@ -16,7 +16,7 @@ def spectrum(out: str = "data", lengths: list[int] | None = None, n_train: int |
              workers: int | None = None) -> list[dict]:
     """One certified row per L in results/spectrum.parquet (rows already there are kept)."""
     with output_lock(out):
-        lengths = [check_length(L, "--L") for L in (lengths or [100, 200, 300])]
+        lengths = check_lengths(lengths)
         ray_pool.connect(ray_address)
         rows = []
         for L in lengths:

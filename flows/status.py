@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from rnngen.analysis import experiment_label, experiments
 from rnngen.io import read_parquet
 from rnngen.layout import Layout
+from rnngen.schemas import RUNS
 
 MARK = {"done": "[green]done[/]", "diverged": "[yellow]diverged[/]", "failed": "[red]failed[/]",
         "running": "[cyan]running[/]"}
@@ -60,20 +62,41 @@ def _running(layout: Layout) -> dict[str, dict]:
     return state.get("running", {})
 
 
-def grid_table(layout: Layout) -> tuple[str, Table] | None:
-    """L × σ rows, one column per seed: done / running / failed / diverged."""
+def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
+    """One table per experiment: L × σ rows, one column per seed (done / running / failed /
+    diverged). Runs that differ in anything but L, σ and seed are never counted together."""
     running = _running(layout)
-    rows = read_parquet(layout.runs, required=("run_id", "L", "sigma", "seed", "status")
-                        ).select(["run_id", "L", "sigma", "seed", "status"]
-                                 ).to_pylist() if layout.runs.is_file() else []
+    columns = ["run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json"]
+    runs = (read_parquet(layout.runs, required=RUNS).select(columns)
+            if layout.runs.is_file() else None)
+    rows = runs.to_pylist() if runs is not None else []
     if not rows and not running:
-        return None
+        return []
+    order = experiments(runs) if rows else []
+    tables = []
+    for eid in order:
+        mine = [r for r in rows if r["experiment_id"] == eid]
+        ids = {r["run_id"] for r in mine}
+        live = [dict(cell, status="running") for rid, cell in running.items()
+                if rid not in ids and cell.get("experiment_id") == eid]
+        label = experiment_label(runs, eid)
+        headline = (f"training grid ({label}): {len(mine)} cells on disk, "
+                    f"{sum(r['status'] == 'done' for r in mine)} done, {len(live)} running")
+        tables.append((headline, _grid(mine + live)))
+    others = [dict(cell, status="running") for cell in running.values()
+              if cell.get("experiment_id") not in order]
+    if others:
+        tables.append((f"training grid: {len(others)} cells running", _grid(others)))
+    return tables
+
+
+def _grid(cells_: list[dict]) -> Table:
     cells: dict[tuple, dict[int, str]] = defaultdict(dict)
     seeds: set[int] = set()
-    for r in rows + [dict(cell, status="running") for cell in running.values()]:
+    for r in cells_:
         cells[(r["L"], r["sigma"])][r["seed"]] = r["status"]
         seeds.add(r["seed"])
-    table = Table(title="training grid (L × σ × seed)")
+    table = Table(title="L × σ × seed")
     table.add_column("L")
     table.add_column("σ")
     for seed in sorted(seeds):
@@ -81,12 +104,12 @@ def grid_table(layout: Layout) -> tuple[str, Table] | None:
     for (L, sigma), by_seed in sorted(cells.items()):
         table.add_row(str(L), f"{sigma:g}", *(MARK.get(by_seed.get(s, ""), "·")
                                              for s in sorted(seeds)))
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for by_seed in cells.values():
         for status in by_seed.values():
             counts[status] += 1
     table.caption = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    return f"training grid: {len(rows)} cells on disk, {len(running)} running", table
+    return table
 
 
 def render_status(out: Path, console: Console | None = None) -> None:
@@ -98,10 +121,9 @@ def render_status(out: Path, console: Console | None = None) -> None:
     for item, state in _data_rows(layout):
         table.add_row(item, state)
     console.print(table)
-    grid = grid_table(layout)
-    if grid is None:
+    grids = grid_tables(layout)
+    if not grids:
         console.print("training grid: no runs yet (`rnngen train`)")
-    else:
-        headline, table = grid
+    for headline, table in grids:
         console.print(headline)
         console.print(table)

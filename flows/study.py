@@ -16,6 +16,7 @@ from prefect import flow
 from flows.bounds import bounds
 from flows.embed import embed
 from flows.figures import figures
+from flows.report import report
 from flows.spectrum import spectrum
 from flows.train import train
 from rnngen.io import output_lock
@@ -47,6 +48,8 @@ def study(profile: str = "quick", out: str = "data", imdb_path: str | None = Non
                  ray_address=ray_address)
         bounds(out=out, delta=delta, ray_address=ray_address)
         paths = figures(out=out)
+        report_path = report(out=out)
         summary = publish_artifacts(out, profile)
-        print(f"study[{prof.name}] finished: corpus {key}; figures under {Layout.at(out).figures}")
-        return {"data_key": key, "figures": paths, **summary}
+        print(f"study[{prof.name}] finished: corpus {key}; figures under "
+              f"{Layout.at(out).figures}; report {report_path}")
+        return {"data_key": key, "figures": paths, "report": report_path, **summary}

@@ -64,10 +64,19 @@ def build_corpus(reviews: Reviews, glove: Glove, tokenizer: TokenizerConfig) -> 
     })
 
 
+# The sequence lengths of the paper, which every stage uses when none are given.
+DEFAULT_LENGTHS: tuple[int, ...] = (100, 200, 300)
+
+
 def check_length(L: int, name: str = "L") -> int:
     if not isinstance(L, int | np.integer) or isinstance(L, bool) or L <= 0:
         raise ParameterError(f"{name} must be a positive integer sequence length, got {L!r}.")
     return int(L)
+
+
+def check_lengths(lengths: list[int] | tuple[int, ...] | None) -> list[int]:
+    """The --L values given (validated), or DEFAULT_LENGTHS."""
+    return [check_length(L, "--L") for L in (DEFAULT_LENGTHS if lengths is None else lengths)]
 
 
 def select_split(table: pa.Table, split: str) -> pa.Table:

@@ -9,19 +9,18 @@ evaluation batch size reproduces that draw bit for bit.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from rnngen.bounds import ModelDataStats
 from rnngen.corpus import SplitArrays
 from rnngen.specs import RunSpec
-from rnngen.train import seed_streams, split_batches
+from rnngen.train import embedding_tensor, seed_streams, split_batches
 
 
 def model_stats(weights: dict[str, np.ndarray], spec: RunSpec, train: SplitArrays,
                 embeddings: np.ndarray) -> tuple[ModelDataStats, ModelDataStats | None]:
     """(clean, noisy) statistics of the model on its training set; noisy is None at σ = 0."""
     U, W, V = weights["U"], weights["W"], weights["V"]
-    table = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    table = embedding_tensor(embeddings)
     bs = spec.eval_batch_size
     clean = ModelDataStats(U, W, V)
     for x, y in split_batches(train, table, bs):

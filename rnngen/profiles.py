@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnngen.corpus import DEFAULT_LENGTHS
 from rnngen.errors import ParameterError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,14 +43,14 @@ PROFILES: dict[str, Profile] = {
         "real IMDB and GloVe, reduced so every stage at every L runs in minutes on 2 cores: "
         "3,000 train / 2,000 test reviews per run, hidden 32, 4 epochs at lr 1e-3 "
         "(the smaller model learns faster at the larger rate), 3 σ × 2 seeds",
-        lengths=(100, 200, 300), sigmas=(0.0, 0.2, 0.4), seeds=(0, 1),
+        lengths=DEFAULT_LENGTHS, sigmas=(0.0, 0.2, 0.4), seeds=(0, 1),
         train={"hidden": 32, "epochs": 4, "lr": 1e-3, "n_train": 3000, "n_test": 2000},
     ),
     "paper": Profile(
         "paper",
         "the full grid of the paper on all the data (25,000 / 25,000): L ∈ {100, 200, 300} × "
         "σ ∈ {0, 0.1, 0.2, 0.3, 0.4} × 5 seeds, RunSpec defaults",
-        lengths=(100, 200, 300), sigmas=PAPER_SIGMAS, seeds=(0, 1, 2, 3, 4),
+        lengths=DEFAULT_LENGTHS, sigmas=PAPER_SIGMAS, seeds=(0, 1, 2, 3, 4),
         device="auto", out="data/paper",
     ),
     "paper-long": Profile(
@@ -74,9 +75,6 @@ PROFILES: dict[str, Profile] = {
         device="auto", out="data/constrained",
     ),
 }
-
-# The sequence lengths every stage uses when none are given.
-DEFAULT_LENGTHS: tuple[int, ...] = (100, 200, 300)
 
 
 def get_profile(name: str) -> Profile:

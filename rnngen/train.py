@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,18 @@ def spec_splits(table: pa.Table, pad_id: int, spec: RunSpec) -> tuple[SplitArray
     """
     return (split_arrays(table, "train", spec.L, pad_id, limit=spec.n_train),
             split_arrays(table, "test", spec.L, pad_id, limit=spec.n_test))
+
+
+def embedding_tensor(embeddings: np.ndarray) -> torch.Tensor:
+    """The (vocabulary, d) table as a float32 CPU tensor sharing its memory when it can.
+
+    In a Ray worker the table is a read-only view of the object store (one copy per node);
+    torch warns that it cannot guard such memory, but the table is only ever read here.
+    """
+    array = np.ascontiguousarray(embeddings, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def embed(ids: np.ndarray, table: torch.Tensor) -> torch.Tensor:
@@ -410,8 +423,7 @@ def train_model(spec: RunSpec, train: SplitArrays, test: SplitArrays, embeddings
     streams = seed_streams(spec)
     _check_inputs(spec, train, test, embeddings)
     began = time.perf_counter()
-    table = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-    table = table.to(spec.device)
+    table = embedding_tensor(embeddings).to(spec.device)
     k = max(2, int(max(train.labels.max(), test.labels.max())) + 1)
     model = ReLURNN(table.shape[1], spec.hidden, k, init=spec.init, init_scale=spec.init_scale,
                     generator=streams.init).to(spec.device)

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from rnngen import bounds as B
 from rnngen import schemas
 from rnngen.errors import DataError
-from rnngen.glove import GLOVE_DIM, load_glove
+from rnngen.glove import GLOVE_DIM
 from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import load_weights
@@ -52,14 +52,15 @@ def _base(spec: RunSpec, gen_error: float | None) -> dict[str, Any]:
             "data_key": spec.data_key}
 
 
-def model_rows(payload: dict[str, Any], table: pa.Table) -> list[dict[str, Any]]:
-    """Worker side: the rows of one model (all α), or one row saying why there are none."""
+def model_rows(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
+               ) -> list[dict[str, Any]]:
+    """Worker side: the rows of one model (all α), or one row saying why there are none.
+    The corpus and the embedding table come through Ray's object store."""
     started = time.perf_counter()
     spec: RunSpec = payload["spec"]
     base = _base(spec, payload["gen_error"])
     if payload["lambda_min"] is None:
         return [base | {"status": "skipped", "reason": payload["reason"]}]
-    embeddings = load_glove(payload["glove"]).table
     train, _ = spec_splits(table, embeddings.shape[0] - 1, spec)
     clean, noisy = model_stats(payload["weights"], spec, train, embeddings)
     grid = payload["alphas"]
@@ -88,11 +89,11 @@ def model_rows(payload: dict[str, Any], table: pa.Table) -> list[dict[str, Any]]
     return rows
 
 
-def _payload(out: str, run: dict, spectra: list[dict], glove: str | None, delta: float,
+def _payload(out: str, run: dict, spectra: list[dict], delta: float,
              alphas: list[float] | None) -> dict[str, Any]:
     spec = RunSpec.from_json(run["spec_json"])
     lam, reason = _lambda_min(spectra, spec.L, spec.data_key)
-    payload = {"spec": spec, "gen_error": run["gen_error"], "glove": glove, "delta": delta,
+    payload = {"spec": spec, "gen_error": run["gen_error"], "delta": delta,
                "alphas": list(alphas or B.DEFAULT_ALPHA_GRID), "lambda_min": lam,
                "reason": reason,
                "alpha_rule": (f"given grid of {len(alphas)} values; δ split evenly over it "
@@ -136,8 +137,7 @@ def bounds_grid(out: str, delta: float = 0.05, alphas: list[float] | None = None
         return counts
     corpus = load_corpus(out)
     spectra = spectrum_rows(out)
-    payloads = [_payload(out, r, spectra, corpus.meta.get("glove"), delta, alphas)
-                for r in todo]
+    payloads = [_payload(out, r, spectra, delta, alphas) for r in todo]
     n_train = split_sizes(out)[0]
     worst = max((p["spec"] for p in payloads), key=lambda s: model_request(s, n_train).memory)
     ray_pool.check_request(model_request(worst, n_train), "model's bound statistics",
@@ -167,7 +167,7 @@ def bounds_grid(out: str, delta: float = 0.05, alphas: list[float] | None = None
                   f"{state}: {result[0]['reason']}") +
               f" ({time.perf_counter() - started:.0f} s)")
 
-    ray_pool.fan_out(model_rows, payloads, shared=(corpus.table,),
+    ray_pool.fan_out(model_rows, payloads, shared=(corpus.table, corpus.embeddings),
                      resources=lambda p: model_request(p["spec"], n_train),
                      max_retries=max_retries, on_done=on_done)
     return counts

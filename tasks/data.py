@@ -204,9 +204,20 @@ class Corpus:
         return self.embeddings.shape[0] - 1
 
 
+_LOADED: dict[tuple, Corpus] = {}
+
+
 def load_corpus(out: str) -> Corpus:
-    """Read the current corpus and its embedding table (for the later stages)."""
+    """Read the current corpus and its embedding table (for the later stages). Loaded once
+    per process: a study's stages and the spectrum's lengths share one copy, reread only
+    when the corpus file or the pointer changes."""
     pointer = corpus_pointer(out)
-    table = read_parquet(Layout.at(out).interim / pointer["corpus"], required=CORPUS_COLUMNS)
-    glove = load_glove(pointer.get("glove"))
-    return Corpus(table, glove.table, pointer["data_key"], pointer)
+    path = Layout.at(out).interim / pointer["corpus"]
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None,
+           pointer.get("glove"))
+    if key not in _LOADED:
+        table = read_parquet(path, required=CORPUS_COLUMNS)
+        glove = load_glove(pointer.get("glove"))
+        _LOADED.clear()  # one corpus at a time: it is ~100 MB with its table
+        _LOADED[key] = Corpus(table, glove.table, pointer["data_key"], pointer)
+    return _LOADED[key]

@@ -1,38 +1,22 @@
-"""All Ray code of the project: connecting, sharded corpus actors, fan-out of cells.
+"""Ray plumbing: choosing and starting the cluster, what it can run, and fanning work out.
 
-Everything else calls these helpers and stays unaware of Ray. The pure work the actors
-do lives in `rnngen` (embedding, Gram accumulation); this module only places it.
+Everything else calls these helpers and stays unaware of Ray's API. Which work runs
+(training a cell, a model's bound statistics) is the callers' business; the spectrum's
+actors live in tasks/ray_shards.py. The per-unit resource check (:func:`check_request`)
+refuses, before anything is submitted, what no node of the cluster could ever run.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
-import pyarrow as pa
 import ray
-from threadpoolctl import threadpool_limits
 
-from rnngen.blas import gemm_update
-from rnngen.corpus import pad_ids
 from rnngen.errors import UserError
-from rnngen.moments import DataStats, MomentAccumulator
 from rnngen.resources import Request, gigabytes
-from rnngen.spectrum import Factorization, SpectrumResult, certified_spectrum, factorize
 
-# Bytes of data rows a matrix-free product keeps in cache between its two passes: one
-# core's L2 here (1 MB). With 2 MB a product with 6 vectors took twice as long.
-_CACHE_BYTES = 1 << 20
-# Reviews per row block of a shard. Each block is cut at its longest review, so smaller
-# blocks follow the lengths more closely (Gram work of one shard at L = 300: 1.415 TF
-# with 1024 rows, 1.336 with 256, 1.308 exactly), while 256-deep GEMMs still run at full
-# speed: one shard's Gram took 29.4 s with 1024 rows, 27.7 with 512, 27.3 with 256.
-BLOCK_ROWS = 256
 _chosen: dict | None = None  # what connect() chose; Ray starts or attaches on first use
 
 
@@ -174,130 +158,15 @@ def units_that_fit(request: Request) -> int:
 
 
 def _ray_options(request: Request) -> dict:
-    out = {"num_cpus": request.cpus, "memory": request.memory}
+    out: dict = {"num_cpus": request.cpus}
+    if request.memory:
+        out["memory"] = request.memory
     if request.gpus:
         out["num_gpus"] = request.gpus
     return out
 
 
-@ray.remote(num_cpus=1)
-class CorpusShard:
-    """A slice of the training reviews (token ids) and the means to embed it on the spot.
-
-    The dense (n, L*d) float matrix is built here, from ids, and never leaves the actor:
-    other shards send their Gram column slabs to the first shard, which holds the reduced
-    Gram and its Cholesky factor; the driver receives only statistics, matrix-vector
-    products and solves.
-    """
-
-    def __init__(self, tokens: pa.Array, table: np.ndarray,
-                 block_rows: int = BLOCK_ROWS) -> None:
-        self._block_rows = block_rows
-        self._tokens = tokens
-        self._table = table  # read-only, shared with the node's other shards (object store)
-        self._L: int | None = None
-        self._cache: list[tuple[np.ndarray, int]] | None = None
-        self._acc: MomentAccumulator | None = None
-        self._factor: Factorization | None = None
-        self._threads = 1
-
-    def rows(self) -> int:
-        return len(self._tokens)
-
-    def _tails(self, L: int) -> list[tuple[np.ndarray, int]]:
-        """The shard embedded at length L as float32 row blocks, longest reviews first,
-        each kept from its first non-padding column on: [(tail, start)], cached for the
-        latest L.
-
-        Pre-padding leaves a review of k tokens zero before column (L - k)·d, so sorting by
-        kept length lets every block drop its leading all-padding columns (see
-        MomentAccumulator.add_trailing): at L = 300 on IMDB the tails hold ~0.65 of the full
-        matrix. GloVe is float32, so keeping them in float32 loses nothing: every product
-        converts a few cache-sized rows at a time to float64 (exactly), which halves the
-        memory the shard holds and the traffic of each matrix-free product.
-        """
-        if self._L != L:
-            self._cache = None  # free the previous L first
-            table = self._table
-            d = table.shape[1]
-            kept = np.minimum(np.diff(self._tokens.offsets.to_numpy()), L)
-            order = np.argsort(-kept, kind="stable")
-            tails = []
-            for r0 in range(0, len(order), self._block_rows):
-                rows = order[r0:r0 + self._block_rows]
-                ids = pad_ids(self._tokens.take(pa.array(rows)), L, pad_id=table.shape[0] - 1)
-                first = L - int(kept[rows[0]])
-                tails.append((table[ids[:, first:]].reshape(len(rows), -1), d * first))
-            self._cache, self._L = tails, L
-        return self._cache
-
-    def accumulate(self, L: int) -> DataStats:
-        """Partial float64 Gram of this shard (upper triangle) and its data statistics."""
-        dim = L * self._table.shape[1]
-        self._acc = MomentAccumulator(dim, block_rows=self._block_rows)
-        for tail, start in self._tails(L):
-            if start < dim:  # a block of empty reviews adds only its count
-                self._acc.add_trailing(tail, start)
-            else:
-                self._acc.add_stats(DataStats(len(tail), dim, 0.0, np.zeros(dim), 0.0))
-        return self._acc.stats()
-
-    def drain_gram_columns(self, c0: int, c1: int) -> np.ndarray:
-        """Upper-triangle columns c0:c1 of the partial Gram, their memory then released."""
-        assert self._acc is not None, "accumulate() first"
-        return self._acc.drain_upper_columns(c0, c1)
-
-    def add_gram_columns(self, c0: int, *slabs: np.ndarray) -> None:
-        """Add other shards' drained slabs of columns c0:… into this shard's Gram."""
-        assert self._acc is not None, "accumulate() first"
-        self._acc.add_upper_columns(c0, *slabs)
-
-    def release_gram(self) -> None:
-        self._acc = None
-
-    def node(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
-    def factorize(self, others: DataStats, threads: int) -> tuple[float, float]:
-        """Turn the reduced Gram into Σ and Cholesky-factorize it in place, on `threads`
-        BLAS threads; return (trace of Σ, seconds). `others` are the statistics of the
-        shards whose Gram slabs were added in here. Solves then run here (:meth:`solve`).
-        """
-        assert self._acc is not None, "accumulate() and the reduction first"
-        acc, self._acc = self._acc, None
-        acc.add_stats(others)
-        self._threads = threads
-        with threadpool_limits(limits=threads, user_api="blas"):
-            sigma = acc.second_moment(symmetrize=False)  # the factor keeps its buffer alive
-            self._factor = factorize(sigma, acc.n)
-        return self._factor.trace, self._factor.seconds
-
-    def solve(self, V: np.ndarray) -> np.ndarray:
-        """Σ⁻¹ V with the factor held here, on the factorization's BLAS threads."""
-        assert self._factor is not None, "factorize() first"
-        with threadpool_limits(limits=self._threads, user_api="blas"):
-            return self._factor.solve(V)
-
-    def matmat(self, L: int, V: np.ndarray) -> np.ndarray:
-        """Xᵀ (X V) over this shard in float64, block by block; V is (D,) or (D, k)."""
-        V2 = V.reshape(V.shape[0], -1)
-        out = np.zeros(V2.shape, order="F")
-        for tail, start in self._tails(L):
-            # A few rows at a time, so the second product re-reads them from cache (with
-            # few vectors both products are bound by memory traffic, not arithmetic), and
-            # added into `out` in place: a temporary (D, k) product per chunk cost more.
-            step = max(1, _CACHE_BYTES // (8 * tail.shape[1]))
-            part, V_part = out[start:], V2[start:]
-            for r0 in range(0, tail.shape[0], step):
-                rows = tail[r0:r0 + step].astype(np.float64)
-                gemm_update(part, rows.T, rows @ V_part)
-        return out.reshape(V.shape)
-
-    def release(self) -> None:
-        self._cache, self._L, self._acc, self._factor = None, None, None, None
-
-
-def _get(refs):
+def get(refs):
     """`ray.get`, re-raising a UserError from an actor as itself, so its message reaches the
     user as written (e.g. a singular Σ) instead of inside a Ray traceback."""
     try:
@@ -308,120 +177,3 @@ def _get(refs):
         raise
 
 
-@dataclass
-class ShardPool:
-    """Actors holding the training split in `workers` shards, used as one data matrix X."""
-
-    actors: list
-    n: int
-    _stats: list[DataStats] = field(default_factory=list)  # per shard, after reduce_gram
-    # Wall-clock seconds of the stages run so far: "ready" (actors started, the corpus
-    # received), "accumulate" (embedding and partial Grams), "reduce" (slabs added up).
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def create(cls, tokens: pa.Array, table: np.ndarray, workers: int,
-               block_rows: int = BLOCK_ROWS, memory: int | None = None) -> ShardPool:
-        """Shard the reviews' token ids over `workers` actors, each reserving `memory`
-        bytes of its node when given. `table` is the (vocabulary + 1, d) embedding table;
-        it goes to the object store once, so the shards of a node share one copy and
-        workers need no GloVe files of their own."""
-        ensure_connected()
-        tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
-        bounds = np.linspace(0, len(tokens), workers + 1).astype(int)
-        table_ref = ray.put(np.ascontiguousarray(table, dtype=np.float32))
-        shard = CorpusShard.options(memory=memory) if memory else CorpusShard
-        actors = [shard.remote(tokens.slice(a, b - a), table_ref, block_rows)
-                  for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        return cls(actors, len(tokens))
-
-    def reduce_gram(self, L: int, columns_per_slab: int = 1024) -> DataStats:
-        """Accumulate every shard's partial Gram, then add the other shards' into the first
-        shard's, column slab by column slab; return the statistics of all the data.
-
-        The reduced Gram stays in the first actor, where :meth:`factorize` factors it: the
-        1.8 GB matrix never passes through the driver. Each other shard returns a slab's
-        memory once it is sent; its next slab is drained while the first shard adds the
-        current one, and at most two slabs per shard wait in the object store.
-        """
-        t0 = time.perf_counter()
-        _get([a.rows.remote() for a in self.actors])
-        t1 = time.perf_counter()
-        stats = _get([a.accumulate.remote(L) for a in self.actors])
-        t2 = time.perf_counter()
-        dim = stats[0].dim
-        head, rest = self.actors[0], self.actors[1:]
-        adds: list = []
-        for c0 in range(0, dim, columns_per_slab) if rest else ():
-            c1 = min(c0 + columns_per_slab, dim)
-            slabs = [a.drain_gram_columns.remote(c0, c1) for a in rest]
-            adds.append(head.add_gram_columns.remote(c0, *slabs))
-            # Drains must run in order (each frees whole pages up to its last column), and
-            # the store should not fill up: wait for this slab (without fetching it here),
-            # and for the add before it.
-            ray.wait(slabs, num_returns=len(slabs), fetch_local=False)
-            if len(adds) > 1:
-                _get(adds[-2])
-        _get(adds + [a.release_gram.remote() for a in rest])
-        self._stats = stats
-        self.seconds.update(ready=t1 - t0, accumulate=t2 - t1,
-                            reduce=time.perf_counter() - t2)
-        return functools.reduce(DataStats.merge, stats)
-
-    def gram(self) -> MomentAccumulator:
-        """The reduced Gram (after :meth:`reduce_gram`) copied into a driver-side accumulator,
-        draining the first shard's. For checks at small D; the spectrum stage never needs it.
-        """
-        dim = self._stats[0].dim
-        total = MomentAccumulator(dim)
-        for s in self._stats:
-            total.add_stats(s)
-        for c0 in range(0, dim, 1024):
-            c1 = min(c0 + 1024, dim)
-            total.add_upper_columns(c0, _get(self.actors[0].drain_gram_columns.remote(c0, c1)))
-        return total
-
-    def factorize(self) -> Factorization:
-        """Factorize Σ in place in the first shard, which holds it after :meth:`reduce_gram`,
-        on as many BLAS threads as the pool has CPUs on that node; Σ⁻¹ comes back as an
-        operator whose solves run there (only (D, k) blocks cross the network).
-        """
-        head = self.actors[0]
-        others = functools.reduce(DataStats.merge, self._stats[1:],
-                                  DataStats.empty(self._stats[0].dim))
-        nodes = _get([a.node.remote() for a in self.actors])
-        threads = sum(node == nodes[0] for node in nodes)
-        trace, seconds = _get(head.factorize.remote(others, threads))
-
-        def solve(V: np.ndarray) -> np.ndarray:
-            return _get(head.solve.remote(np.ascontiguousarray(V, dtype=np.float64)))
-
-        return Factorization(solve, trace, seconds)
-
-    def spectrum(self, L: int, **options) -> SpectrumResult:
-        """:func:`certified_spectrum` of Σ at L (after :meth:`reduce_gram`): Σ factorized in
-        the first shard, the Lanczos iterations driven from here; ``options`` go through.
-
-        The driver's own linear algebra between remote calls (orthogonalization, small
-        eigenproblems) runs on one BLAS thread: with more, OpenBLAS's idle threads keep
-        spinning after each call on the cores the actors then compute on (on 2 cores the
-        top Lanczos at L = 100 took 3.1 s with two driver threads, 1.7 s with one).
-        """
-        with threadpool_limits(limits=1, user_api="blas"):
-            return certified_spectrum(self.factorize(), self.second_moment_operator(L), self.n,
-                                      self._stats[0].dim, **options)
-
-    def second_moment_operator(self, L: int) -> Callable[[np.ndarray], np.ndarray]:
-        """v -> Σ v = (1/n) Σ_shards X_sᵀ (X_s v), matrix-free, exact float64."""
-
-        def apply(v: np.ndarray) -> np.ndarray:
-            ref = ray.put(np.ascontiguousarray(v, dtype=np.float64))
-            parts = ray.get([a.matmat.remote(L, ref) for a in self.actors])
-            return np.sum(parts, axis=0) / self.n
-
-        return apply
-
-    def close(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []

@@ -21,6 +21,7 @@ from rnngen.resources import Request, gigabytes, spectrum_shard_bytes
 from rnngen.spectrum import check_rank, dense_smallest
 from tasks import ray_pool
 from tasks.data import load_corpus
+from tasks.ray_shards import ShardPool
 
 METHOD = "float64 Gram (Ray shards) + in-place Cholesky; shift-invert Lanczos (bottom), " \
          "matrix-free distributed Lanczos (top); residuals by the matrix-free operator"
@@ -67,7 +68,7 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
     check_rank(n, dim)
     workers, request = shard_plan(L, n, workers)
     t0 = time.perf_counter()
-    pool = ray_pool.ShardPool.create(tokens, corpus.embeddings, workers, memory=request.memory)
+    pool = ShardPool.create(tokens, corpus.embeddings, workers, memory=request.memory)
     try:
         stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0

@@ -20,7 +20,6 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from rnngen import schemas
 from rnngen.corpus import SplitArrays
-from rnngen.glove import GLOVE_DIM, load_glove
+from rnngen.glove import GLOVE_DIM
 from rnngen.io import atomic_path, read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import save_weights
@@ -62,19 +61,16 @@ def _splits(spec: RunSpec, table: pa.Table, pad_id: int) -> tuple[SplitArrays, S
     return _SPLITS[key]
 
 
-@lru_cache(maxsize=1)
-def _embeddings(glove_path: str | None) -> np.ndarray:
-    return load_glove(glove_path).table
-
-
-def run_cell(payload: dict[str, Any], table: pa.Table) -> dict[str, Any]:
+def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
+             ) -> dict[str, Any]:
     """Train one cell inside a Ray worker; returns its row, history and weights (no file
-    I/O, so it works the same on a cluster whose nodes do not share the driver's disk)."""
+    I/O, so it works the same on a cluster whose nodes do not share the driver's disk).
+    The corpus' token ids and the embedding table come through Ray's object store, one
+    copy per node: workers need no data files of their own."""
     from rnngen.train import train_model
 
     spec = RunSpec.from_json(payload["spec"])
     _maybe_inject_failure(spec, payload.get("inject"))
-    embeddings = _embeddings(payload["glove"])
     train, test = _splits(spec, table, embeddings.shape[0] - 1)
     label = f"L={spec.L} σ={spec.sigma:g} seed={spec.seed}"
 
@@ -171,6 +167,18 @@ def place(out: str, specs: list[RunSpec], requested: str, gpu_fraction: float) -
     return placement
 
 
+def preflight(out: str, specs: list[RunSpec], device: str | None, profile: str,
+              ray_address: str | None = None) -> Placement | None:
+    """Check, before anything else starts, that the cluster can run the grid's unfinished
+    cells on `device` (default: the profile's); None when every cell is finished."""
+    todo = pending_specs(out, specs)
+    if not todo:
+        return None
+    prof = get_profile(profile)
+    ray_pool.connect(ray_address)
+    return place(out, todo, device or prof.device, prof.gpu_fraction)
+
+
 def on_device(spec: RunSpec, device: str) -> RunSpec:
     """The same run (same run_id) placed on `device`."""
     return RunSpec(**{**spec.model_dump(), "device": device})
@@ -202,7 +210,8 @@ class RunsWriter:
         self.history = (read_parquet(history, required=schemas.HISTORY).to_pylist()
                         if history.is_file() else [])
         self.running = {s.run_id: {"L": s.L, "sigma": s.sigma, "seed": s.seed,
-                                   "since": time.time()} for s in specs}
+                                   "experiment_id": s.experiment_id, "since": time.time()}
+                        for s in specs}
         self._write_state()
 
     def record(self, spec: RunSpec, row: dict[str, Any], history: list[dict]) -> None:
@@ -260,8 +269,7 @@ def train_grid(out: str, specs: list[RunSpec], device: str = "cpu", gpu_fraction
     corpus = load_corpus(out)
     writer = RunsWriter(out, todo, {"profile": profile, "device_requested": device,
                                     "device": placement.device})
-    payloads = [{"spec": s.to_json(), "glove": corpus.meta.get("glove"), "inject": _injection()}
-                for s in todo]
+    payloads = [{"spec": s.to_json(), "inject": _injection()} for s in todo]
     by_payload = {id(p): s for p, s in zip(payloads, todo, strict=True)}
     started = time.perf_counter()
 
@@ -289,7 +297,7 @@ def train_grid(out: str, specs: list[RunSpec], device: str = "cpu", gpu_fraction
               " s to go)")
 
     try:
-        ray_pool.fan_out(run_cell, payloads, shared=(corpus.table,),
+        ray_pool.fan_out(run_cell, payloads, shared=(corpus.table, corpus.embeddings),
                          resources=lambda p: placement.request(by_payload[id(p)]),
                          max_retries=max_retries, on_done=on_done)
     except BaseException:

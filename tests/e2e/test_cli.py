@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -47,7 +48,8 @@ def test_every_stage_through_the_cli(corpus_out):
     (("train", "--L", "0"), "'L' must be a positive sequence length"),
     (("train", "--seeds", "0", "--seeds", "0"), "lists the value 0 twice"),
     (("train", "--optimizer", "adamw"), "optimizer"),
-    (("study", "--profile", "nope"), "unknown --profile 'nope'"),
+    (("study", "--profile", "nope"), "Invalid value for '--profile'"),
+    (("train", "--device", "gpu"), "Invalid value for '--device'"),
     (("bounds", "--delta", "2"), "--delta must be in (0, 1)"),
     (("spectrum", "--L", "-5"), "--L must be a positive integer"),
 ])
@@ -56,6 +58,19 @@ def test_bad_parameters_are_refused_in_one_paragraph(corpus_out, args, message):
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (corpus_out / "results").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--device", "cuda"), "--device cuda: the Ray cluster has no GPU"),
+    (("--L", "100000"), "but no node of the cluster has that"),
+])
+def test_a_grid_the_cluster_cannot_run_fails_in_seconds(corpus_out, args, message):
+    started = time.perf_counter()
+    proc = rnngen("train", *args, "--out", corpus_out, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - started < 60  # Python, Ray's start and the check; no waiting
+    assert not (corpus_out / "results").exists() and not (corpus_out / "models").exists()
 
 
 def test_missing_data_stage_names_the_command(tmp_path):

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from rnngen.io import read_parquet
 from rnngen.layout import Layout
-from tasks.train import RUN_COLUMNS
+from rnngen.schemas import RUNS
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"hidden": 8, "epochs": 1, "n_train": 200, "n_test": 200}
@@ -47,7 +47,7 @@ def grid_args(seeds: list[int], overrides: dict[str, Any] | None = None) -> list
 
 def grid_ids(out: Path, seeds: list[int], overrides: dict[str, Any] | None = None) -> list[str]:
     """The run_ids of that grid, in seed order, as the CLI computes them."""
-    from flows.train import build_grid
+    from tasks.train import build_grid
 
     specs = build_grid(str(out), lengths=[10], sigmas=[0.0], seeds=seeds,
                        overrides=dict(overrides or TINY))
@@ -77,7 +77,7 @@ def copy_results(src: Path, out: Path) -> Path:
 
 def read_rows(out: Path) -> dict[str, dict]:
     """runs.parquet by run_id; fails if unreadable, of another schema, or with duplicates."""
-    table = read_parquet(Layout.at(out).runs, required=RUN_COLUMNS)
+    table = read_parquet(Layout.at(out).runs, required=RUNS)
     ids = table.column("run_id").to_pylist()
     assert len(ids) == len(set(ids)), f"duplicate run_ids in runs.parquet: {sorted(ids)}"
     return {r["run_id"]: r for r in table.to_pylist()}

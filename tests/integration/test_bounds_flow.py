@@ -9,6 +9,7 @@ import pytest
 
 from flows.bounds import bounds
 from flows.figures import figures
+from flows.report import report
 from flows.spectrum import spectrum
 from flows.train import train
 from rnngen import bounds as B
@@ -33,6 +34,8 @@ def test_bounds_rows_terms_and_reasons(trained):
     counts = bounds(out=out, delta=0.05)
     assert counts["models"] == 4 and counts["ok"] == 2 and counts["not_computed"] == 2
     rows = pq.read_table(Layout.at(out).bounds).to_pylist()
+    assert {r["alpha"] for r in rows if r["status"] == "ok"} == set(B.DEFAULT_ALPHA_GRID)
+    assert {r["alpha_rule"] for r in rows if r["status"] == "ok"} == {B.DEFAULT_ALPHA_RULE}
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert {r["L"] for r in skipped} == {5}
     assert all("no spectrum row for L=5" in r["reason"] for r in skipped)
@@ -61,13 +64,20 @@ def test_bounds_rows_terms_and_reasons(trained):
     again = bounds(out=out)
     assert again["skipped"] == 2 and again["ok"] == 0
     paths = figures(out=out)
-    png = next(Path(p) for p in paths if p.endswith("fig1_gen_error_L100.png"))
+    # L = 4, 5: not the paper's lengths, so one gen_error figure holds both
+    png = next(Path(p) for p in paths if p.endswith("figures/gen_error.png"))
     drawn_at = png.stat().st_mtime_ns
     assert figures(out=out) == paths and png.stat().st_mtime_ns == drawn_at  # not redrawn
     png.unlink()
     assert figures(out=out) == paths and png.is_file()  # an output went missing: redrawn
     tau = pq.read_table(Layout.at(out).results / "kendall_tau.parquet").to_pylist()
     assert {"bound_thm3", "bound_thm2"} <= {r["quantity"] for r in tau}
+    # The report: from the Parquet files, written once, then only checked.
+    path = Path(report(out=out))
+    text = path.read_text()
+    assert "## Did it reproduce?" in text and "| 4 | generalization error (paper) |" in text
+    written = path.stat().st_mtime_ns
+    assert report(out=out) == str(path) and path.stat().st_mtime_ns == written
 
 
 def test_foreign_model_file_is_reported_and_others_proceed(trained):

@@ -9,8 +9,8 @@ from flows.spectrum import spectrum
 from rnngen.corpus import embed_batch
 from rnngen.lanczos import SingularMatrixError
 from rnngen.layout import Layout
-from tasks import ray_pool
 from tasks.data import load_corpus
+from tasks.ray_shards import ShardPool
 from tasks.spectrum import UncertifiedSpectrum, spectrum_for_length, train_tokens
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def test_distributed_gram_and_matvec_equal_dense_products(ray_local, real_data):
     lengths = np.diff(tokens.combine_chunks().offsets.to_numpy()
                       if isinstance(tokens, pa.ChunkedArray) else tokens.offsets.to_numpy())
     assert 0.1 < np.mean(lengths < L) < 0.9
-    pool = ray_pool.ShardPool.create(tokens, corpus.embeddings, workers=2, block_rows=64)
+    pool = ShardPool.create(tokens, corpus.embeddings, workers=2, block_rows=64)
     try:
         pool.reduce_gram(L, columns_per_slab=700)
         acc = pool.gram()
@@ -54,7 +54,7 @@ def test_factorization_in_the_first_shard_solves_like_dense(ray_local, real_data
     L = 4  # D = 200 < n = 800: Σ is positive definite
     x = embed_batch(tokens, L, corpus.embeddings).reshape(len(tokens), -1).astype(np.float64)
     dense = x.T @ x / x.shape[0]
-    pool = ray_pool.ShardPool.create(tokens, corpus.embeddings, workers=2, block_rows=64)
+    pool = ShardPool.create(tokens, corpus.embeddings, workers=2, block_rows=64)
     try:
         stats = pool.reduce_gram(L, columns_per_slab=70)
         assert stats.n == 800 and stats.frobenius == pytest.approx(np.linalg.norm(x), rel=1e-12)
@@ -73,7 +73,7 @@ def test_singular_sigma_in_an_actor_raises_the_users_error(ray_local):
     tokens = pa.array([[5, 6]] * 300 + [[7, 9]] * 300, type=pa.large_list(pa.int32()))
     table = np.random.default_rng(0).standard_normal((11, 50)).astype(np.float32)
     table[-1] = 0.0  # the padding row
-    pool = ray_pool.ShardPool.create(tokens, table, workers=2, block_rows=64)
+    pool = ShardPool.create(tokens, table, workers=2, block_rows=64)
     try:
         pool.reduce_gram(3)
         with pytest.raises(SingularMatrixError, match="n=600 samples, D=150"):

@@ -1,17 +1,17 @@
 """The `train` flow on a tiny real grid, on local Ray, under prefect_test_harness."""
 
+import time
+
 import pyarrow.parquet as pq
 import pytest
-
-import time
 
 from flows.train import train
 from rnngen import schemas
 from rnngen.errors import ParameterError, UserError
 from rnngen.io import read_metadata
-from tasks.train import build_grid
 from rnngen.layout import Layout
 from rnngen.model import load_weights
+from tasks.train import build_grid
 
 pytestmark = pytest.mark.integration
 

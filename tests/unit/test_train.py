@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 import torch
 
+from rnngen.bounds import beta
 from rnngen.corpus import SplitArrays
 from rnngen.errors import ParameterError
 from rnngen.model import ReLURNN, reference_forward
 from rnngen.specs import RunSpec
-from rnngen.bounds import beta
 from rnngen.train import (
     TrainResult,
     add_noise,

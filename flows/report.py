@@ -1,0 +1,18 @@
+"""Flow `report`: REPORT.md in the output folder, drawn only from its Parquet results."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from rnngen.io import output_lock
+from tasks.report import write_report
+
+
+@flow(name="report", log_prints=True)
+def report(out: str = "data") -> str:
+    """Write the reproduction report of `out` (the paper's claims beside ours, verdicts,
+    λ_min, bound terms, Kendall τ, provenance); returns its path."""
+    with output_lock(out):
+        path, written = write_report(out)
+        print(f"wrote {path}" if written else f"{path} is up to date")
+        return str(path)

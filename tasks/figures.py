@@ -1,0 +1,87 @@
+"""Prefect task of the figures stage: every figure and the Kendall-τ table, drawn only
+from the Parquet results, and skipped when neither they nor the drawing code changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from rnngen import analysis, schemas
+from rnngen import figures as F
+from rnngen.errors import DataError
+from rnngen.hashing import content_key, sha256_file
+from rnngen.io import atomic_path, read_parquet, write_parquet
+from rnngen.layout import Layout
+
+
+def _history(layout: Layout) -> Path:
+    """Per-epoch history of the runs; folders trained before it existed lack it."""
+    return layout.results / "history.parquet"
+
+
+def _inputs_key(layout: Layout) -> str:
+    """What the figures are drawn from: the result files (history.parquet when there) and
+    the code that computes and draws them."""
+    files = [layout.runs, layout.spectrum, layout.bounds]
+    if _history(layout).is_file():
+        files.append(_history(layout))
+    files += [Path(F.__file__), Path(analysis.__file__)]
+    return content_key({p.name: sha256_file(p) for p in files})
+
+
+def _relative(path: Path, layout: Layout) -> str:
+    """`path` relative to the output folder, so a copy of the folder elsewhere still
+    recognises its stamp."""
+    return Path(path).relative_to(layout.out).as_posix()
+
+
+@task(name="draw-figures", cache_policy=NO_CACHE)
+def draw_figures(out: str) -> tuple[list[str], bool]:
+    """Draw every figure and the Kendall-τ table -> (paths, whether anything was drawn).
+    The drawing is skipped when neither the results nor the drawing code changed since the
+    last time and every output is there."""
+    layout = Layout.at(out)
+    for path, stage in ((layout.runs, "train"), (layout.spectrum, "spectrum"),
+                        (layout.bounds, "bounds")):
+        if not path.is_file():
+            raise DataError(f"{path} is missing: run `rnngen {stage} --out {out}` first.")
+    stamp, key = layout.figures / ".drawn.json", _inputs_key(layout)
+    if stamp.is_file():
+        drawn = json.loads(stamp.read_text())
+        paths = [layout.out / p for p in drawn.get("paths", [])]
+        if drawn.get("key") == key and paths and all(p.is_file() for p in paths):
+            return [str(p) for p in paths], False
+    runs = read_parquet(layout.runs, required=schemas.RUNS)
+    spectrum = read_parquet(layout.spectrum, required=schemas.SPECTRUM)
+    bounds = read_parquet(layout.bounds, required=schemas.BOUNDS)
+    lam = F.certified_lambda_min(spectrum)
+    fig = layout.figures
+    lengths = {int(L) for L in analysis.column(runs, "L")}
+    paths = []
+    # The paper's Figure 1 (L = 100) and Figure 2 (L = 200 and 300), where the grid has them.
+    if 100 in lengths:
+        paths += F.fig_gen_error(runs, [100], fig / "fig1_gen_error_L100", lambda_min=lam)
+    if lengths & {200, 300}:
+        paths += F.fig_gen_error(runs, [200, 300], fig / "fig2_gen_error_L200_L300",
+                                 lambda_min=lam)
+    if not lengths & {100, 200, 300}:  # a grid of other lengths: all of them in one figure
+        paths += F.fig_gen_error(runs, sorted(lengths), fig / "gen_error", lambda_min=lam)
+    paths += [*F.fig_clean_gap(runs, fig / "clean_gap", lambda_min=lam),
+             *F.fig_spectrum(spectrum, fig / "spectrum"),
+             *F.fig_bound_terms(bounds, fig / "bound_terms", runs=runs),
+             *F.fig_bound_vs_gap(bounds, runs, fig / "bound_vs_gap")]
+    if _history(layout).is_file():
+        history = read_parquet(_history(layout), required=schemas.HISTORY)
+        paths += F.fig_history(history, runs, fig / "history")
+    tau = schemas.to_table(analysis.kendall_rows(bounds, runs), schemas.KENDALL)
+    paths.append(write_parquet(tau, layout.results / "kendall_tau.parquet",
+                               {"stage": "figures", "method": analysis.KENDALL_METHOD}))
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps({"key": key,
+                                   "paths": [_relative(p, layout) for p in paths]}))
+    return [str(p) for p in paths], True
+
+

@@ -1,0 +1,50 @@
+"""Prefect task of the report stage: REPORT.md in the output folder, from its Parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from rnngen import schemas
+from rnngen.errors import DataError
+from rnngen.io import atomic_path, read_parquet
+from rnngen.layout import Layout
+from rnngen.report import Inputs, render
+
+
+def report_inputs(out: str) -> Inputs:
+    """The result tables of `out` (runs, spectrum and bounds must be there) and the names
+    of the figures drawn; a missing or foreign file is a one-paragraph error."""
+    layout = Layout.at(out)
+    for path, stage in ((layout.runs, "train"), (layout.spectrum, "spectrum"),
+                        (layout.bounds, "bounds")):
+        if not path.is_file():
+            raise DataError(f"{path} is missing: run `rnngen {stage} --out {out}` first (or "
+                            f"`rnngen study --out {out}`).")
+
+    def optional(path: Path, schema) -> object:
+        return read_parquet(path, required=schema) if path.is_file() else None
+
+    return Inputs(
+        runs=read_parquet(layout.runs, required=schemas.RUNS),
+        spectrum=read_parquet(layout.spectrum, required=schemas.SPECTRUM),
+        bounds=read_parquet(layout.bounds, required=schemas.BOUNDS),
+        history=optional(layout.results / "history.parquet", schemas.HISTORY),
+        embed=optional(layout.embed_summary, schemas.EMBED),
+        figures=tuple(sorted(p.name for p in layout.figures.glob("*.png"))),
+    )
+
+
+@task(name="write-report", cache_policy=NO_CACHE)
+def write_report(out: str) -> tuple[Path, bool]:
+    """Write `<out>/REPORT.md` (atomically, and only when its text changed) -> (path,
+    whether it was written)."""
+    text = render(report_inputs(out))
+    path = Layout.at(out).out / "REPORT.md"
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return path, False
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path, True

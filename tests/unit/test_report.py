@@ -1,0 +1,75 @@
+"""``rnngen.report``: REPORT.md from hand-made result tables."""
+
+from __future__ import annotations
+
+from rnngen import analysis as A
+from rnngen.report import Inputs, render
+from tests.fixtures import make_bounds, make_runs, make_spectrum, run_row, spec
+
+
+def fixture_report(**runs_kwargs) -> str:
+    runs = make_runs(**runs_kwargs)
+    return render(Inputs(runs=runs, spectrum=make_spectrum(), bounds=make_bounds(runs),
+                         figures=("fig1_gen_error_L100.png", "spectrum.png")))
+
+
+def test_the_rule_comes_before_the_numbers_and_each_L_gets_its_verdicts():
+    text = fixture_report()
+    rule = text.index("The rule, fixed before the numbers")
+    table = text.index("| L | quantity | σ* |")
+    assert rule < table
+    rows = [line for line in text.splitlines() if line.startswith("| 100 | generalization")
+            or line.startswith("| 200 | clean gap")]
+    assert "**reproduced**" in rows[0]  # the fixture's gen_error is a U
+    assert "**not reproduced**" in rows[1]  # its clean gap falls monotonically
+    assert "- U-shape in the paper's generalization error: L = 100: **reproduced**" in text
+
+
+def test_lambda_min_is_set_beside_the_papers_with_the_ratio():
+    text = fixture_report()
+    row = next(line for line in text.splitlines() if line.startswith("| 100 | 25000 |"))
+    assert "6.000e-04" in row and "4.0e-04" in row and "| 1.50 |" in row  # ours / paper
+
+
+def test_bounds_tables_name_the_dominant_term_and_kendall_scopes():
+    text = fixture_report()
+    assert "1-norm term (k = " in text
+    assert "τ, all" in text and "τ, L=100" in text and "τ, L=200" in text
+    assert "fixture grid" in text  # the α rule recorded with the bounds
+    assert "β_W^L" in text
+
+
+def test_figures_are_linked_by_relative_path_only_when_drawn():
+    text = fixture_report()
+    assert "](figures/fig1_gen_error_L100.png)" in text and "](figures/spectrum.png)" in text
+    assert "bound_terms.png" not in text
+
+
+def test_other_experiments_are_listed_not_averaged():
+    odd = run_row(spec(100, 0.2, 0, hidden=8, epochs=1), 0.9)
+    text = fixture_report(extra_rows=[odd])
+    assert "## Runs not included" in text and "hidden 8, 1 epochs" in text
+    cell = next(line for line in text.splitlines() if line.startswith("| 100 | 0.2 | 5 |"))
+    assert "0.9" not in cell
+
+
+def test_provenance_and_wall_times_come_from_the_tables():
+    text = fixture_report()
+    assert "Profile: `fixture`" in text
+    assert "Test CPU (2 cores)" in text
+    # 30 cells of 60-64 s, first start 08:09 (08:10 minus 60 s) to last finish 08:14
+    assert "| training | 31 min 00 s | 5 min 00 s |" in text
+    assert "| spectrum | 0 min 25 s | — |" in text
+
+
+def test_the_same_tables_give_the_same_text():
+    assert fixture_report() == fixture_report()
+
+
+def test_report_quantities_are_the_analysis_ones():
+    runs = make_runs()
+    (v,) = [v for v in A.verdicts(runs, A.experiments(runs)[0])
+            if v.quantity == "gen_error" and v.L == 200]
+    text = fixture_report()
+    row = next(line for line in text.splitlines() if line.startswith("| 200 | generalization"))
+    assert f"| {v.sigma_star:g} |" in row
