@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
 import sys
+import typing
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -183,32 +185,58 @@ DeviceOption = Annotated[Device | None, typer.Option(
     "CPUs), cpu or cuda; default: the profile's (quick: cpu, the others: auto).")]
 
 
+# RunSpec's own fields become `rnngen train` options: names, types, choices and help come
+# from rnngen/specs.py, declared once. The grid axes and the data have options of their own.
+_NOT_OPTIONS = {"L", "sigma", "seed", "data_key", "device"}
+
+
+def _spec_option(name: str, field) -> inspect.Parameter:
+    annotation = field.annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        kind = StrEnum(f"{name.title()}Choice", {v: v for v in typing.get_args(annotation)})
+    else:
+        kind = args[0] if args else annotation
+    flag = "--" + name.replace("_", "-")
+    text = (field.description or "").removeprefix("a ").removeprefix("an ")
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[kind | None, typer.Option(
+                                 flag, help=f"Run spec: {text}; default: the profile's.",
+                                 rich_help_panel="Run spec (rnngen/specs.py)")])
+
+
+def _with_spec_options(command):
+    """Give `command` (which takes **spec_fields) one option per RunSpec field."""
+    from rnngen.specs import RunSpec
+
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)  # annotations are strings
+    kept = [p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    extra = [_spec_option(name, field) for name, field in RunSpec.model_fields.items()
+             if name not in _NOT_OPTIONS]
+    command.__signature__ = signature.replace(parameters=kept + extra)
+    return command
+
+
 @app.command()
+@_with_spec_options
 def train(
     out: Out = Path("data"),
     profile: Profile = ProfileName.quick,
     lengths: Lengths = None,
     sigma: Annotated[list[float] | None, typer.Option(help="Input-noise levels σ.")] = None,
     seeds: Annotated[list[int] | None, typer.Option(help="Seeds.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden size m.")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    n_train: Annotated[int | None, typer.Option(help="Training reviews per run.")] = None,
-    n_test: Annotated[int | None, typer.Option(help="Test reviews per run.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adam, sgd or rmsprop.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    clip_grad_norm: Annotated[float | None, typer.Option()] = None,
-    weight_decay: Annotated[float | None, typer.Option()] = None,
     device: DeviceOption = None,
     max_retries: Annotated[int, typer.Option(help="Retries of a failing cell.")] = 2,
     ray_address: RayAddress = None,
+    **spec_fields,
 ) -> None:
     """Train the (L, σ, seed) grid over Ray; finished cells are skipped."""
-    overrides = {k: v for k, v in dict(
-        hidden=hidden, epochs=epochs, n_train=n_train, n_test=n_test, optimizer=optimizer,
-        lr=lr, batch_size=batch_size, clip_grad_norm=clip_grad_norm,
-        weight_decay=weight_decay, device=device.value if device else None).items()
-        if v is not None}
+    overrides = {k: v.value if isinstance(v, StrEnum) else v for k, v in spec_fields.items()
+                 if v is not None}
+    if device is not None:
+        overrides["device"] = device.value
     from flows.train import train as train_flow
     from tasks.train import build_grid, preflight
 
@@ -296,7 +324,7 @@ def status(out: Out = Path("data")) -> None:
         _fail(str(err))
 
 
-# Options that take several values. CONTRACT.md spells them `--L 100 200 300`; click takes
+# Options that take several values. The README spells them `--L 100 200 300`; click takes
 # one value per occurrence (`--L 100 --L 200`), so the first spelling is rewritten into it.
 _LIST_OPTIONS = ("--L", "--sigma", "--seeds", "--alpha")
 

@@ -9,7 +9,7 @@ with ``U`` of shape (m, d), ``W`` (m, m) and ``V`` (k, m) -- exactly torch's
 A data batch ``x`` has shape (B, L, d) (pre-padded, ``x[:, t - 1]`` is x_t); labels are
 ints in {0..k-1}. Everything is computed in numpy float64: the inputs are converted on entry.
 
-Symbols follow the paper and ``shared/STUDY.md`` §4-5; ``TERM_COLUMNS`` names the columns
+Symbols follow the paper (and the README's method section); ``TERM_COLUMNS`` names the columns
 that :func:`bound_row` fills, and those names are the Parquet column names.
 """
 
@@ -106,7 +106,7 @@ def _power(base: float, exponent: int) -> float:
 
 
 def beta(A: ArrayLike) -> float:
-    """β_A = ‖Aᵀ‖₁: the largest absolute row sum of A (STUDY.md §4).
+    """β_A = ‖Aᵀ‖₁: the largest absolute row sum of A (the paper's notation).
 
     Used for β_U (U of shape (m, d)), β_W (W (m, m)) and β_V (V (k, m)). It is the
     ∞→∞ operator norm, ‖A z‖_∞ ≤ β_A ‖z‖_∞, which is what Lemma 8 needs.
@@ -118,7 +118,7 @@ def beta(A: ArrayLike) -> float:
 
 
 def Lambda(beta_W: float, L: int) -> float:
-    """Λ of Theorems 2-3: Σ_{t=1}^{L} t β_W^{t-1}, the closed form of STUDY.md §5.
+    """Λ of Theorems 2-3: Σ_{t=1}^{L} t β_W^{t-1}, in closed form.
 
     β_W ≠ 1: Λ = (1/(1-β_W)) ((1-β_W^L)/(1-β_W) - L β_W^L); β_W = 1: Λ = (L + L²)/2.
     The β_W ≠ 1 form cancels catastrophically near β_W = 1 (relative error about
@@ -179,7 +179,7 @@ def forward_yL(U: ArrayLike, W: ArrayLike, V: ArrayLike, x: ArrayLike) -> Array:
 def tau_c(
     U: ArrayLike, W: ArrayLike, V: ArrayLike, x: ArrayLike, c: ArrayLike | None = None
 ) -> Array:
-    """Linear-path output τ(θ)c = Σ_t c_t V W^{L-t} U x_t (STUDY.md §4, eq. 2).
+    """Linear-path output τ(θ)c = Σ_t c_t V W^{L-t} U x_t (the paper's eq. 2).
 
     No ReLU masks. Computed by s_t = W s_{t-1} + c_t U x_t, s_0 = 0, then V s_L.
     x: (B, L, d); c: (L,), default :func:`c_vector`; returns (B, k).
@@ -228,7 +228,7 @@ def eta_c(
 
 
 def margins(outputs: ArrayLike, labels: ArrayLike) -> Array:
-    """M(x, y) = [y_L]_y - max_{y'≠y} [y_L]_{y'} (STUDY.md §1); outputs (B, k) -> (B,)."""
+    """M(x, y) = [y_L]_y - max_{y'≠y} [y_L]_{y'} ; outputs (B, k) -> (B,)."""
     out = _f64(outputs)
     if out.ndim != 2 or out.shape[1] < 2:
         raise ValueError(f"margins needs outputs of shape (B, k >= 2); got {out.shape}")

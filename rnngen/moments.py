@@ -1,11 +1,11 @@
 """Memory-bounded float64 accumulation of the uncentred second moment Σ = E[x xᵀ].
 
-Why this shape (STUDY.md §3): Σ has dimension D = L·d up to 15,000 (1.8 GB in float64), its
+Why this shape: Σ has dimension D = L·d up to 15,000 (1.8 GB in float64), its
 condition number is 10⁶-10⁸, and float32 accumulation loses λ_min entirely. So samples
 arrive as row blocks (float32 is fine on the wire), are converted to float64 at most
 ``block_rows`` rows at a time, and update only the upper triangle of the Gram G = Σ x xᵀ
 with BLAS ``dsyrk`` (half the flops of a GEMM). The scalars the bounds need from the same
-data -- ‖X‖_F, ‖Xᵀ‖₁ and B = max ‖x‖_∞ (STUDY.md §4) -- are accumulated in the same pass.
+data -- ‖X‖_F, ‖Xᵀ‖₁ and B = max ‖x‖_∞ -- are accumulated in the same pass.
 
 Partial accumulators from several workers are reduced column slab by column slab
 (:meth:`MomentAccumulator.drain_upper_columns` → :meth:`MomentAccumulator.add_upper_columns`):
@@ -35,7 +35,7 @@ _STAT_ROWS = 256
 
 @dataclass(frozen=True, eq=False)
 class DataStats:
-    """Mergeable summary of a data matrix X whose columns are the n samples (STUDY.md §4).
+    """Mergeable summary of a data matrix X whose columns are the n samples (the paper's X).
 
     Stored as sums (not as the norms themselves) because ‖Xᵀ‖₁ = max_j Σ_samples |x_j| is
     a max of sums: two partial maxima cannot be merged, two partial column sums can.

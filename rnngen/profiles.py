@@ -6,7 +6,7 @@ has any, else its CPUs). Command-line overrides go on top. The defaults themselv
 (optimizer, learning rate, clipping, ...) are RunSpec's, justified in rnngen/specs.py.
 
 - `quick`: the whole pipeline on real data, reduced to run in minutes on a laptop.
-- `paper`: the grid of the paper (STUDY.md section 6) on all the data.
+- `paper`: the grid of the paper (its section 6) on all the data.
 - `paper-long`, `sigma-wide`, `constrained`: three questions the paper leaves open, each at
   L = 100 with 3 seeds on all the data (see each profile's description).
 """

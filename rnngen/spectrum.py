@@ -1,4 +1,4 @@
-"""λ_min and λ_max of the input second moment Σ = E(x xᵀ), certified (STUDY.md section 3).
+"""λ_min and λ_max of the input second moment Σ = E(x xᵀ), certified.
 
 Composition of the pieces, for one L: Σ arrives as a float64 Gram/n (1.8 GB at D = 15,000);
 it is factorized in place (Cholesky, no second copy), Lanczos runs on Σ⁻¹ so the clustered

@@ -1,4 +1,4 @@
-"""Tokenizer of STUDY.md section 2, in two implementations checked against each other.
+"""The tokenizer (README: Data), in two implementations checked against each other.
 
 `tokenize` is the per-review reference (plain Python string methods); `tokenize_many`
 does the same on a whole corpus with Arrow compute kernels (C++), which is what the
@@ -25,7 +25,7 @@ class TokenizerConfig:
     lowercase: bool = True
     html_break: str = "<br />"
     punctuation: str = PUNCTUATION
-    # "" deletes punctuation (STUDY.md: "remove"); " " splits on it as Keras does.
+    # "" deletes punctuation (our default); " " splits on it as Keras does.
     punctuation_replacement: str = ""
 
     def to_dict(self) -> dict:

@@ -1,6 +1,6 @@
 """Train one ReLU RNN (eq. 1) on IMDB with Gaussian input noise, and measure it.
 
-One call of `train_model` is one run of the grid (STUDY.md section 6): seed the streams,
+One call of `train_model` is one run of the grid: seed the streams,
 train with fresh N(0, sigma^2) noise on every input coordinate each time an example is
 used, then evaluate clean test error, clean training error and the training error under
 ONE recorded noise draw -- the quantity Theorem 3 bounds against. Every epoch leaves a
@@ -320,7 +320,7 @@ class _Monitor:
 
 @dataclass
 class TrainResult:
-    """Outcome of one run. Errors are 0-1 errors (M <= 0); gen_error is STUDY.md's.
+    """Outcome of one run. Errors are 0-1 errors (M <= 0); gen_error is the paper's.
 
     epochs_run counts completed epochs; a diverged run has NaN errors and losses, and
     `diverged_epoch` (1-based) is the epoch in which the loss became non-finite.

@@ -22,7 +22,7 @@ def rnngen(*args, env_extra=None, timeout=600):
 
 def test_every_stage_through_the_cli(corpus_out):
     out = corpus_out
-    tiny = ["--L", 4, "--sigma", 0, 0.3, "--seeds", 0, "--n-train", 300,  # CONTRACT spelling
+    tiny = ["--L", 4, "--sigma", 0, 0.3, "--seeds", 0, "--n-train", 300,  # the README's spelling
             "--n-test", 200, "--epochs", 1, "--hidden", 6]
     steps = [("spectrum", "--L", 4, "--n-train", 1000), ("train", *tiny), ("bounds",),
              ("figures",)]
@@ -86,3 +86,23 @@ def test_list_options_take_several_values_after_one_flag():
     # Other options keep their single value; a repeated flag stays as it was.
     argv = ["train", "--n-train", "300", "--L", "4", "--L", "5", "--out", "d"]
     assert expand_list_options(argv) == argv
+
+
+def test_train_options_are_generated_from_the_run_spec():
+    import typer.main
+
+    from flows.cli import app
+    from rnngen.specs import RunSpec
+
+    command = typer.main.get_command(app).commands["train"]
+    options = {p.name: p for p in command.params}
+    for name, field in RunSpec.model_fields.items():
+        if name in ("L", "sigma", "seed", "data_key"):
+            continue
+        assert name in options, name
+        if name != "device":
+            assert field.description.removeprefix("a ").removeprefix("an ") in options[name].help
+    from typer.testing import CliRunner
+
+    shown = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "adam|sgd|rmsprop" in shown and "auto|cpu|cuda" in shown

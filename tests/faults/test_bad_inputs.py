@@ -176,8 +176,8 @@ CONFIGS = {
                              "0", *TINY_ARGS], ["the sweep over 'seed' lists the value 0 twice"]),
     "--optimizer adamw": (["train", "--L", "10", "--sigma", "0", "--seeds", "0", *TINY_ARGS,
                            "--optimizer", "adamw"],
-                          ["run parameter 'optimizer' must be one of", "got 'adamw'"]),
-    "--profile nope": (["train", "--profile", "nope"], ["unknown --profile 'nope'"]),
+                          ["Invalid value for '--optimizer'", "'adamw' is not one of"]),
+    "--profile nope": (["train", "--profile", "nope"], ["Invalid value for '--profile'"]),
     "--delta 2": (["bounds", "--delta", "2"], ["--delta must be in (0, 1), got 2.0"]),
 }
 

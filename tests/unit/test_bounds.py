@@ -1,4 +1,4 @@
-"""Exact identities and property tests for ``rnngen.bounds`` (STUDY.md §4-5)."""
+"""Exact identities and property tests for ``rnngen.bounds`` (Lemmas 1, 2, 8, 12; Thms 2, 3)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from rnngen.moments import DataStats, MomentAccumulator
 
 
 def data(n: int = 1000, dim: int = 37, seed: int = 0, dtype: type = np.float64) -> np.ndarray:
-    """Samples with a large common offset, like GloVe's mean word vector (STUDY.md §3)."""
+    """Samples with a large common offset, like GloVe's mean word vector."""
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n, dim)) * np.geomspace(1e-3, 3, dim) + 0.7).astype(dtype)
 
@@ -54,7 +54,7 @@ def test_fortran_ordered_input() -> None:
 
 
 def test_stats_match_numpy_definitions() -> None:
-    """X_paper = X.T has the samples as columns (STUDY.md §4)."""
+    """X_paper = X.T has the samples as columns."""
     X = data(n=300, dim=23, seed=1)
     X[17, 5] = -40.0  # B must see the absolute value
     acc = accumulate(X, [0, 100, 300], 33)

@@ -1,4 +1,4 @@
-"""Tokenizer of STUDY.md section 2 on literal strings, both implementations."""
+"""The tokenizer on literal strings, both implementations."""
 
 import pytest
 
