@@ -1,27 +1,54 @@
-"""Symmetric Lanczos eigensolver with full reorthogonalization and an honest certificate.
+"""Certified extreme eigenpairs of a large SPD matrix by block Lanczos (full reorthogonalization).
 
 Why our own solver: the bounds need λ_min(Σ) of an uncentred second moment whose condition
 number is 10⁶-10⁸ and whose bottom spectrum is clustered (relative gaps ~10⁻³, STUDY.md §3).
-Plain Lanczos on Σ (or ARPACK ``which='SA'``) stalls there, so :func:`smallest_eigenpairs`
-runs Lanczos on Σ⁻¹ (shift-invert at 0): the wanted eigenvalues become the dominant end and
-the 10⁸-wide rest of the spectrum collapses towards 0. (The cluster's relative gaps survive
-the inversion, so resolving it still takes tens to ~100 steps.) Every returned pair is then
-*certified* with the true operator: λ = vᵀAv and the residual ‖Av − λv‖₂. For symmetric A
-some eigenvalue lies within ‖Av − λv‖ of λ (Weyl-type bound), which is what makes the
+Plain Lanczos on Σ (or ARPACK ``which='SA'``) stalls there. Shift-invert at 0 fixes that,
+and we want it with two properties ARPACK's (scipy's ``eigsh``) lacks: the solve, a 1.8 GB
+Cholesky factor, is read once per block of vectors rather than once per vector, and every
+answer is certified with an operator independent of that factor.
+
+Two solvers share one certificate:
+
+* :func:`block_smallest_eigenpairs` (the bottom) runs block Lanczos on Σ⁻¹, each step one
+  solve with a (dim, b) block of right-hand sides (:func:`cholesky_operator`). The wanted
+  eigenvalues become the dominant end and the 10⁸-wide rest of the spectrum collapses
+  towards 0. (The cluster's relative gaps survive the inversion, so resolving it still
+  takes tens of block steps.) Each Ritz vector gets one free step of inverse iteration
+  (Ericsson & Ruhe 1980) before it is certified: it damps what the start block left along
+  Σ's top eigenvectors, which A would otherwise amplify by ‖A‖ in the residual.
+* :func:`block_lanczos` (the top) runs block Lanczos on Σ itself, each step one product
+  with a (dim, b) block: for the matrix-free Σ, one pass over the workers' data.
+
+Certificate: every returned pair is recomputed with the TRUE operator A (for the bottom,
+``apply_A``, not the factor's solve): λ = vᵀAv and the residual ‖Av − λv‖₂. For symmetric
+A some eigenvalue lies within ‖Av − λv‖ of λ (Weyl-type bound), which is what makes the
 number trustworthy; and vᵀAv ≥ λ_min always, so eigenvalues[0] never undershoots λ_min.
+An inaccurate solve can slow convergence but cannot produce a false certificate. The top
+solver keeps the images A Q, so its certificate costs no further operator call.
 
-The solver is operator-agnostic (STYLE.md §2): it takes callables and a dimension. The
-distributed layer supplies a matrix-free matvec; :func:`cholesky_operator` supplies a
-LAPACK factorization for the solve.
-
-Convergence rule, shared by both drivers (see :func:`residual_tolerance`)::
+Convergence rule, shared by both solvers (see :func:`residual_tolerance`)::
 
     ‖A v − λ v‖₂ ≤ tol · |λ| + FLOOR_FACTOR · sqrt(dim) · eps · ‖A‖_est
 
 The relative term is what a caller asks for. The floor exists because a float64 matvec
 (and a backward-stable solve) perturbs A by about sqrt(dim)·eps·‖A‖, so no method can push
 the residual of an eigenvalue below that: for cond(A) = 10¹⁰ the smallest eigenvalue is
-only resolvable to a relative ~10⁻⁶ and we say so rather than loop forever.
+only resolvable to a relative ~10⁻⁶ and we say so rather than loop forever. Cheap Krylov
+estimates of the residuals decide when to compute the certificate; the certificate alone
+decides ``converged``.
+
+λ_min stopping rule: at cond 10⁸ the ‖A‖-sized floor dwarfs tol·λ_min, so the rule above
+alone could stop with λ_min off by far more than ``tol``. The bottom solver therefore also
+waits until λ_min = 1/θ is accurate to ``tol`` relative (:func:`_lam_min_accurate`):
+either its Lanczos estimate meets ``tol`` on Σ⁻¹'s own scale, or the Kato–Temple bound
+r²/gap ≤ tol·λ_min holds, r being the purified vector's predicted residual and gap the
+distance to the next Ritz value.
+
+The solvers are operator-agnostic (STYLE.md §2): they take callables on (dim, b) arrays
+and a dimension. The distributed layer supplies a matrix-free product, and
+:func:`cholesky_operator` a LAPACK factorization for the solve. Step counts and timings on
+the real Σ: bench/bench_spectrum.py. A single-vector Lanczos, kept as an independent test
+oracle, lives in tests/lanczos_reference.py.
 """
 
 from __future__ import annotations
@@ -42,13 +69,10 @@ Which = Literal["largest", "smallest"]
 
 EPS = float(np.finfo(np.float64).eps)
 DEFAULT_TOL = 1e-8
-# Multiplies sqrt(dim)·eps·‖A‖ in the residual floor. Measured on dense SPD matrices (dims
-# 50-2000, cond up to 1e10): numpy.linalg.eigh's own eigenvectors have residuals of
-# 0.02-0.3 of that unit, and ours reach 0.02-0.05 when iterated on. 4 leaves room for
-# noisier (e.g. distributed, summed-over-workers) operators without accepting pairs whose
-# residual is still visibly shrinking.
+# Multiplies sqrt(dim)·eps·‖A‖ in the residual floor: eigh's own eigenvectors sit below 0.3
+# of that unit, and 4 leaves room for noisier (summed-over-workers) operators.
 FLOOR_FACTOR = 4.0
-# β_j below this multiple of eps·‖T‖ means the Krylov space is numerically invariant.
+# A coupling below this multiple of eps·‖T‖ means the Krylov space is numerically invariant.
 _BREAKDOWN = 1e3
 
 
@@ -66,10 +90,11 @@ class EigenResult:
         eigenvalue of A lies within this distance of λ: the rigorous (Weyl-type) bound.
     error_bounds: (k,) min(‖r‖, ‖r‖²/gap), gap = distance to the nearest other Ritz value.
         The standard a-posteriori estimate (Kato-Temple style); it is only as good as the
-        gap estimate. It is optimistic when an eigenvalue not yet resolved by any Ritz value
-        lies closer -- an unresolved cluster at a loose ``tol`` (measured 100× too small at
-        tol=1e-3 on a cluster of relative width 1e-3). ``residuals`` are the guarantee.
-    iterations: Lanczos steps taken (= applications of the iterated operator).
+        gap estimate. It is optimistic, by orders of magnitude, when an eigenvalue not yet
+        resolved by any Ritz value lies closer -- an unresolved cluster at a loose ``tol``.
+        ``residuals`` are the guarantee.
+    iterations: Lanczos steps taken, each one application of the iterated operator (to a
+        (dim, b) block in the block solvers).
     converged: every returned pair meets :func:`residual_tolerance`. That certifies each
         pair; it cannot prove that no eigenvalue beyond them was missed (no Krylov method
         can without an inertia count). A loose ``tol`` on a tight cluster can return the
@@ -97,19 +122,6 @@ def residual_tolerance(eigenvalues: Array, tol: float, norm_estimate: float, dim
     return tol * np.abs(np.asarray(eigenvalues, dtype=np.float64)) + floor
 
 
-def shifted(apply: Operator, s: float) -> Operator:
-    """Return v ↦ apply(v) + s·v, the operator of A + sI.
-
-    Used to model input noise: N(0, σ²) noise on every coordinate adds σ²I to the second
-    moment, so λ_min(Σ + σ²I) = λ_min(Σ) + σ² (STUDY.md §3).
-    """
-
-    def apply_shifted(v: Array) -> Array:
-        return apply(v) + s * v
-
-    return apply_shifted
-
-
 # --------------------------------------------------------------------------- Krylov process
 
 
@@ -117,83 +129,13 @@ def _cgs2(basis: Array, w: Array) -> tuple[Array, Array]:
     """Orthogonalize ``w`` against the columns of ``basis`` by classical Gram-Schmidt, twice.
 
     One CGS pass loses orthogonality in proportion to the condition of the basis; the second
-    pass restores it to working precision ("twice is enough", Giraud et al. 2005). Two GEMVs
-    per pass, which is far cheaper than the matvecs this solver is designed around.
+    pass restores it to working precision ("twice is enough", Giraud et al. 2005). Two matrix
+    products per pass, far cheaper than the operator applications this solver is built around.
     """
     c1 = basis.T @ w
     w = w - basis @ c1
     c2 = basis.T @ w
     return w - basis @ c2, c1 + c2
-
-
-class _Krylov:
-    """Lanczos basis Q (dim × m), tridiagonal T_m and, optionally, the images op(Q).
-
-    Storing the images lets :func:`lanczos` evaluate A v = (A Q) s exactly for any Ritz
-    vector v = Q s, so its certificate costs no extra (possibly distributed) matvec.
-    """
-
-    def __init__(self, op: Operator, dim: int, max_iter: int, v0: Array, seed: int,
-                 keep_images: bool) -> None:
-        self.op, self.dim = op, dim
-        self.rng = np.random.default_rng(seed)
-        self.Q = np.zeros((dim, max_iter + 1), order="F")
-        self.images = np.zeros((dim, max_iter), order="F") if keep_images else None
-        self.alpha = np.zeros(max_iter)
-        self.beta = np.zeros(max_iter)
-        self.m = 0
-        self.norm_est = 0.0  # max |entry| of T so far: a lower bound on ‖op‖
-        self.exhausted = False  # the whole space is spanned; no further step is possible
-        self.Q[:, 0] = v0 / np.linalg.norm(v0)
-
-    def step(self) -> None:
-        """One Lanczos step with full reorthogonalization; restarts after an exact breakdown."""
-        j = self.m
-        w = _checked_image(self.op(self.Q[:, j].copy()), self.dim)
-        if self.images is not None:
-            self.images[:, j] = w
-        w, coef = _cgs2(self.Q[:, : j + 1], w)
-        self.alpha[j] = coef[j]
-        b = float(np.linalg.norm(w))
-        self.norm_est = max(self.norm_est, abs(self.alpha[j]), b)
-        self.m = j + 1
-        if b > _BREAKDOWN * EPS * self.norm_est:
-            self.beta[j] = b
-            self.Q[:, j + 1] = w / b
-        elif self.m == self.dim:
-            self.exhausted = True
-        else:
-            # span(Q) is invariant: T decouples (β_j = 0) and the next block starts afresh.
-            self.beta[j] = 0.0
-            self.Q[:, j + 1] = self._fresh_direction()
-
-    def _fresh_direction(self) -> Array:
-        """A random unit vector orthogonal to the current basis (after a breakdown)."""
-        for _ in range(5):
-            w, _ = _cgs2(self.Q[:, : self.m], self.rng.standard_normal(self.dim))
-            nrm = np.linalg.norm(w)
-            if nrm > 1e-8 * np.sqrt(self.dim):
-                return w / nrm
-        raise RuntimeError("could not extend the Krylov basis after a breakdown")
-
-    def ritz(self) -> tuple[Array, Array]:
-        """Eigen-decomposition of T_m: Ritz values ascending and T's eigenvectors (m × m)."""
-        m = self.m
-        return scipy.linalg.eigh_tridiagonal(self.alpha[:m], self.beta[: m - 1])
-
-    def estimates(self, S: Array) -> Array:
-        """Ritz residual estimates β_m·|last component of s| (exact in exact arithmetic)."""
-        return np.abs(self.beta[self.m - 1] * S[-1, :])
-
-
-def _checked_image(w: object, dim: int) -> Array:
-    """The operator's output as a float64 vector, or a readable error naming the problem."""
-    w = np.asarray(w, dtype=np.float64).reshape(-1)
-    if w.shape != (dim,):
-        raise ParameterError(f"the operator returned shape {w.shape}; expected ({dim},)")
-    if not np.all(np.isfinite(w)):
-        raise ParameterError("the operator returned NaN or inf; check the matrix and solver")
-    return w
 
 
 def _checked_images(W: object, dim: int, k: int) -> Array:
@@ -207,26 +149,12 @@ def _checked_images(W: object, dim: int, k: int) -> Array:
     return np.asarray(W)
 
 
-def _start_vector(dim: int, seed: int, v0: Array | None) -> Array:
-    """The given start vector (validated) or a seeded Gaussian one."""
-    if v0 is None:
-        return np.random.default_rng(seed).standard_normal(dim)
-    v = np.asarray(v0, dtype=np.float64).reshape(-1)
-    if v.shape != (dim,) or not np.all(np.isfinite(v)) or not np.any(v):
-        raise ParameterError(f"v0 must be a finite, nonzero vector of length {dim}")
-    return v
-
-
-def _check_args(dim: int, k: int, max_iter: int | None, tol: float) -> int:
-    """Validate the common arguments and return the effective max_iter."""
+def _check_args(dim: int, k: int, tol: float) -> None:
+    """Validate the arguments every solver takes."""
     if dim < 1 or not 1 <= k <= dim:
         raise ParameterError(f"need 1 <= k <= dim; got k={k}, dim={dim}")
     if not tol > 0:
         raise ParameterError(f"tol must be positive; got {tol}")
-    steps = min(dim, max(300, 20 * k)) if max_iter is None else min(int(max_iter), dim)
-    if steps < k:
-        raise ParameterError(f"max_iter={max_iter} < k={k}: cannot form {k} Ritz pairs")
-    return steps
 
 
 # --------------------------------------------------------------------------- certificate
@@ -268,9 +196,9 @@ def _certify(V: Array, AV: Array, others: Array, own: Array, tol: float, norm_es
 def _rayleigh_ritz(V: Array, AV: Array) -> tuple[Array, Array, Array]:
     """Ascending eigenpairs of A projected on span(V), using only the images AV.
 
-    Makes the returned vectors orthonormal even when the candidates are not quite (the
-    purified vectors of :func:`smallest_eigenpairs` overlap by O(residual²)), and gives the
-    best values in that span. A(V R⁻¹) = (AV) R⁻¹ by linearity: no extra operator call.
+    Makes the returned vectors orthonormal even when the candidates are not quite (purified
+    vectors, as :func:`block_smallest_eigenpairs` forms them, overlap by O(residual²)), and
+    gives the best values in that span. A(V R⁻¹) = (AV) R⁻¹ by linearity: no extra operator call.
     """
     Qv, R = np.linalg.qr(V)
     AQ = scipy.linalg.solve_triangular(R, AV.T, trans="T").T
@@ -303,110 +231,6 @@ def _result(pairs: _Pairs, steps: int, stop: str) -> EigenResult:
         msg = f"NOT converged after {steps} iterations ({stop}); " + "; ".join(bad)
     return EigenResult(pairs.values, pairs.vectors, pairs.residuals, pairs.bounds, steps,
                        pairs.ok, msg)
-
-
-# --------------------------------------------------------------------------- drivers
-
-Certifier = Callable[[Array, Array, Array], _Pairs]
-
-
-def _drive(kry: _Krylov, k: int, max_iter: int, which: Which, tol: float,
-           certify: Certifier) -> EigenResult:
-    """Step until the certified pairs pass, max_iter is reached, or the space is exhausted.
-
-    The cheap Ritz estimates gate the (possibly costly) certificate; the certificate alone
-    decides ``converged``, so a recurrence that merely *looks* converged is never accepted.
-    """
-    while True:
-        kry.step()
-        done = kry.m >= max_iter or kry.exhausted
-        if kry.m < k:
-            continue
-        theta, S = kry.ritz()
-        idx = _wanted(theta, k, which)
-        norm = max(kry.norm_est, float(np.max(np.abs(theta))))
-        limit = residual_tolerance(theta[idx], tol, norm, kry.dim)
-        if done or np.all(kry.estimates(S[:, idx]) <= limit):
-            pairs = certify(theta, S, idx)
-            if pairs.ok or done:
-                stop = (f"Krylov space exhausted at dim={kry.dim}" if kry.exhausted
-                        else f"max_iter={max_iter} reached")
-                return _result(pairs, kry.m, stop)
-
-
-def lanczos(matvec: Operator, dim: int, k: int = 1, *, which: Which = "largest",
-            max_iter: int | None = None, tol: float = DEFAULT_TOL, seed: int = 0,
-            v0: Array | None = None) -> EigenResult:
-    """k extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
-
-    Built for the top of Σ's spectrum through an expensive (distributed) ``matvec``: exactly
-    one matvec per iteration, and none for the certificate, because the images A q_j are
-    kept and A v = (A Q) s. Memory: two dim × max_iter float64 arrays. ``max_iter`` defaults
-    to min(dim, max(300, 20k)). A single start vector sees each multiple eigenvalue once;
-    after an exact breakdown (invariant subspace) the basis is extended by a random vector.
-    """
-    which = _check_which(which)
-    steps = _check_args(dim, k, max_iter, tol)
-    kry = _Krylov(matvec, dim, steps, _start_vector(dim, seed, v0), seed, keep_images=True)
-
-    def certify(theta: Array, S: Array, idx: Array) -> _Pairs:
-        m, Si = kry.m, S[:, idx]
-        assert kry.images is not None
-        norm = max(kry.norm_est, float(np.max(np.abs(theta))))
-        return _certify(kry.Q[:, :m] @ Si, kry.images[:, :m] @ Si, theta, idx, tol, norm)
-
-    return _drive(kry, k, steps, which, tol, certify)
-
-
-def smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int = 1, *,
-                        tol: float = DEFAULT_TOL, max_iter: int | None = None, seed: int = 0,
-                        norm_estimate: float | None = None) -> EigenResult:
-    """k smallest eigenpairs of a symmetric positive definite A by shift-invert Lanczos.
-
-    Lanczos runs on A⁻¹ (``solve_A``), where λ_min becomes the dominant eigenvalue 1/λ_min;
-    Ritz values θ map back as λ ≈ 1/θ. Each pair is then certified with ``apply_A`` alone
-    (λ = vᵀAv, residual ‖Av − λv‖), so an inaccurate solve can slow convergence but cannot
-    produce a false certificate. ``apply_A`` may be a different, e.g. matrix-free, operator
-    than the one factorized. ``norm_estimate`` (a lower bound on ‖A‖, for the residual
-    floor) is found by a 30-step Lanczos on ``apply_A`` when not given.
-    """
-    if not callable(apply_A) or not callable(solve_A):
-        raise ParameterError(
-            "apply_A and solve_A must both be callables; cholesky_operator(overwrite=True) "
-            "returns apply_A=None, so pass an operator of A (e.g. the matrix-free Gram).")
-    steps = _check_args(dim, k, max_iter, tol)
-    norm_A = _norm_lower_bound(apply_A, dim, seed) if norm_estimate is None else norm_estimate
-    kry = _Krylov(solve_A, dim, steps, _start_vector(dim, seed, None), seed, keep_images=False)
-
-    def certify(theta: Array, S: Array, idx: Array) -> _Pairs:
-        if np.any(theta[idx] <= 0):
-            raise ParameterError("solve_A has non-positive Ritz values: it is not the inverse "
-                                 "of a positive definite matrix")
-        V = _purified(kry, theta[idx], S[:, idx])
-        AV = _checked_images(apply_A(V.copy()), dim, idx.size)
-        with np.errstate(divide="ignore"):
-            mapped = np.where(theta > 0, 1.0 / theta, np.inf)
-        return _certify(V, AV, mapped, idx, tol, norm_A)
-
-    return _drive(kry, k, steps, "largest", tol, certify)
-
-
-def _purified(kry: _Krylov, theta: Array, S: Array) -> Array:
-    """Ritz vectors of A⁻¹ with one free step of inverse iteration (Ericsson & Ruhe 1980).
-
-    A Ritz vector y = Q s = p(A⁻¹) v0 keeps p(0)·v0's components along A's TOP
-    eigenvectors, where A⁻¹ is ~0 so Lanczos never damps them; in A's residual they are
-    amplified by ‖A‖ and dominate it for 100+ steps. A⁻¹y/θ = y + (β_m s_m/θ) q_{m+1}, by
-    the Lanczos relation, damps them by 1/(λ_j θ) at no cost.
-    """
-    m = kry.m
-    return kry.Q[:, :m] @ S + np.outer(kry.Q[:, m], kry.beta[m - 1] * S[-1, :] / theta)
-
-
-def _norm_lower_bound(apply_A: Operator, dim: int, seed: int) -> float:
-    """A lower bound on ‖A‖ (a Rayleigh quotient near λ_max) from a short Lanczos run."""
-    top = lanczos(apply_A, dim, 1, max_iter=min(dim, 30), tol=1e-3, seed=seed + 1)
-    return float(np.max(np.abs(top.eigenvalues)))
 
 
 def _check_which(which: str) -> Which:
@@ -499,7 +323,7 @@ def _singular_message(detail: str, context: str) -> str:
             "(σ² I) or more samples, or reduce the dimension.")
 
 
-# --------------------------------------------------------------------------- block variant
+# --------------------------------------------------------------------------- solvers
 
 
 class _BlockKrylov:
@@ -550,19 +374,20 @@ def _block_count(dim: int, b: int, max_blocks: int | None) -> int:
 def block_lanczos(matvec: Operator, dim: int, k: int = 1, *, block: int | None = None,
                   which: Which = "largest", tol: float = DEFAULT_TOL,
                   max_blocks: int | None = None, seed: int = 0) -> EigenResult:
-    """k extreme eigenpairs of a symmetric operator by BLOCK Lanczos (full
-    reorthogonalization), certified like :func:`lanczos` from the kept images.
+    """k extreme eigenpairs of a symmetric operator by block Lanczos (full
+    reorthogonalization), certified from the kept images A Q: one operator call per block
+    step and none for the certificate.
 
     For an operator whose cost is reading its data, e.g. Σ's matrix-free product over the
     workers' shards: a (dim, b) block costs little more than one vector, and the block
-    Krylov space reaches the k wanted pairs in far fewer passes. ``iterations`` counts
-    block steps; ``matvec`` must accept (dim, b) arrays.
+    Krylov space reaches the k wanted pairs in far fewer passes. ``block`` defaults to
+    k + 1; ``iterations`` counts block steps; ``matvec`` must accept (dim, b) arrays.
     """
     which = _check_which(which)
     b = k + 1 if block is None else int(block)
     if b < k:
         raise ParameterError(f"block={b} must be >= k={k}")
-    _check_args(dim, k, None, tol)
+    _check_args(dim, k, tol)
     blocks = _block_count(dim, b, max_blocks)
     kry = _BlockKrylov(matvec, dim, b, blocks, seed, keep_images=True)
     assert kry.images is not None
@@ -587,22 +412,27 @@ def block_lanczos(matvec: Operator, dim: int, k: int = 1, *, block: int | None =
 def block_smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int = 1, *,
                               block: int | None = None, tol: float = DEFAULT_TOL,
                               max_blocks: int | None = None, seed: int = 0,
-                              norm_estimate: float | None = None) -> EigenResult:
-    """k smallest eigenpairs of an SPD A by BLOCK shift-invert Lanczos.
+                              norm_estimate: float) -> EigenResult:
+    """k smallest eigenpairs of an SPD A by block shift-invert Lanczos.
 
-    Same spectral transformation and certificate as :func:`smallest_eigenpairs`, but each
-    step applies ``solve_A`` to a (dim, block) array. With a Cholesky factor, a triangular
-    solve with b right-hand sides reads the factor once, so a block of 20 costs about twice
-    one vector (measured at D = 10,000) while the Krylov space grows 20 times faster; a
-    clustered bottom (many near-equal eigenvalues) is resolved in tens of block steps.
-    ``iterations`` counts block steps; ``apply_A`` and ``solve_A`` must accept (dim, b).
+    Lanczos runs on A⁻¹ (``solve_A``), where λ_min becomes the dominant eigenvalue 1/λ_min;
+    Ritz values θ map back as λ ≈ 1/θ. Each pair is certified with ``apply_A`` alone, which
+    may be a different, e.g. matrix-free, operator than the one factorized. Each step
+    applies ``solve_A`` to a (dim, block) array: with a Cholesky factor, a triangular solve
+    with b right-hand sides reads the factor once, so a block costs far less than b single
+    solves while the Krylov space grows b times faster, and a clustered bottom (many
+    near-equal eigenvalues) is resolved in tens of block steps (bench/bench_spectrum.py).
+    ``norm_estimate`` is a lower bound on ‖A‖ for the residual floor, e.g. the top Ritz
+    value of :func:`block_lanczos` on ``apply_A``, as :func:`rnngen.spectrum.certified_spectrum`
+    passes it. ``iterations`` counts block steps; ``apply_A`` and ``solve_A`` must accept
+    (dim, b) arrays.
     """
     b = max(k, 8) if block is None else int(block)
     if b < k:
         raise ParameterError(f"block={b} must be >= k={k}")
-    _check_args(dim, k, None, tol)
+    _check_args(dim, k, tol)
     blocks = _block_count(dim, b, max_blocks)
-    norm_A = _norm_lower_bound(apply_A, dim, seed) if norm_estimate is None else norm_estimate
+    norm_A = norm_estimate
     kry = _BlockKrylov(solve_A, dim, b, blocks, seed, keep_images=False)
     next_check = 0
     for j in range(blocks):
@@ -642,10 +472,10 @@ def _lam_min_accurate(est: float, theta: Array, tol: float, dim: int) -> bool:
     Rayleigh quotient of a vector with residual r on A's scale overshoots λ_min by at
     most r²/gap, gap = distance to the next eigenvalue (here the next Ritz value), and
     the purified vector's residual is at most r = est/θ² (see the caller). The error is
-    quadratic in r, so (2) usually holds a few block steps before (1) -- two of fourteen
-    on IMDB at L = 300 -- while (1) still ends a tight or multiple cluster whose gap is
-    too small for (2). Like every gap-based bound, (2) assumes no eigenvalue between the
-    two Ritz values was missed; the reported residuals stay the rigorous certificate.
+    quadratic in r, so (2) usually holds a few block steps before (1), while (1) still
+    ends a tight or multiple cluster whose gap is too small for (2). Like every gap-based
+    bound, (2) assumes no eigenvalue between the two Ritz values was missed; the reported
+    residuals stay the rigorous certificate.
     """
     lam = 1.0 / theta[-1]
     if est <= residual_tolerance(theta[-1:], tol, float(theta[-1]), dim)[0]:
@@ -671,8 +501,9 @@ def _next_block(basis: Array, W: Array, rng: np.random.Generator) -> tuple[Array
 
 def _tall_qr(W: Array) -> tuple[Array, Array]:
     """Thin QR of a tall (dim, b) block by Cholesky QR, twice (CholQR2): two b × b Gram
-    matrices and GEMMs, several times faster than Householder at dim = 15,000, b = 48, and
-    orthogonal to working precision while cond(W) stays below ~1e6 (Yamamoto et al. 2015).
+    matrices and GEMMs, cheaper than Householder's column-by-column reflections on a tall
+    block, and orthogonal to working precision while cond(W) stays below ~1e6 (Yamamoto et
+    al. 2015).
     A block near breakdown is more ill-conditioned than that: Householder QR then.
     """
     try:

@@ -1,5 +1,9 @@
 """Unit tests of rnngen.lanczos: dense cross-checks against numpy.linalg.eigvalsh.
 
+The block solvers are what production runs. The single-vector solver of
+tests/lanczos_reference.py is tested here against eigvalsh too, so that it can serve as an
+independent oracle: a second Krylov process that must agree with the block one.
+
 Accuracy yardstick: no backward-stable method (eigvalsh included) resolves an eigenvalue
 better than about eps·‖A‖ in absolute terms, so agreement is asked to 1e-6 relative OR a
 few eps·‖A‖, whichever is larger. That only matters at cond 1e10, where eps·‖A‖/λ_min ≈
@@ -21,13 +25,11 @@ from rnngen.lanczos import (
     block_lanczos,
     block_smallest_eigenpairs,
     cholesky_operator,
-    lanczos,
     residual_tolerance,
-    shifted,
-    smallest_eigenpairs,
 )
 from rnngen.lanczos import _lam_min_accurate as lam_min_accurate
 from rnngen.moments import MomentAccumulator
+from tests.lanczos_reference import lanczos, shifted, smallest_eigenpairs
 
 CONDS = [1e2, 1e4, 1e6, 1e8, 1e10]
 
@@ -72,7 +74,7 @@ def check_certificate(A: np.ndarray, res: EigenResult) -> None:
 
 @pytest.mark.parametrize("cond", CONDS)
 @pytest.mark.parametrize("k", [1, 3])
-def test_smallest_matches_eigvalsh(cond: float, k: int) -> None:
+def test_reference_smallest_matches_eigvalsh(cond: float, k: int) -> None:
     A = spd(200, cond)
     ev = np.linalg.eigvalsh(A)
     apply_A, solve_A = cholesky_operator(A)
@@ -89,7 +91,7 @@ def test_block_smallest_matches_eigvalsh(cond: float, k: int, block: int) -> Non
     A = spd(300, cond, cluster=20)
     ev = np.linalg.eigvalsh(A)
     apply_A, solve_A = cholesky_operator(A)
-    res = block_smallest_eigenpairs(apply_A, solve_A, 300, k, block=block)
+    res = block_smallest_eigenpairs(apply_A, solve_A, 300, k, block=block, norm_estimate=ev[-1])
     assert res.converged, res.message
     assert res.iterations * block < 300  # never needed the whole space
     assert np.all(np.abs(res.eigenvalues - ev[:k]) <= allowed_error(ev[:k], ev[-1]))
@@ -103,7 +105,7 @@ def test_block_lambda_min_reaches_the_relative_tolerance(cond: float) -> None:
     A = spd(300, cond, cluster=20, spread=1e-2)
     ev = np.linalg.eigvalsh(A)
     apply_A, solve_A = cholesky_operator(A)
-    res = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=24)
+    res = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=24, norm_estimate=ev[-1])
     assert res.converged, res.message
     assert abs(res.eigenvalues[0] - ev[0]) <= max(1e-8 * ev[0], 4 * EPS * ev[-1])
     assert res.eigenvalues[0] >= ev[0] - 4 * EPS * ev[-1]  # a Rayleigh quotient: never below
@@ -127,15 +129,17 @@ def test_lambda_min_rule_is_the_scaled_estimate_or_kato_temple() -> None:
 def test_block_variant_reports_non_convergence() -> None:
     A = spd(300, 1e8, cluster=20)
     apply_A, solve_A = cholesky_operator(A)
-    res = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=20, max_blocks=1)
+    norm = float(np.linalg.eigvalsh(A)[-1])
+    res = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=20, max_blocks=1,
+                                    norm_estimate=norm)
     assert not res.converged and res.message.startswith("NOT converged after 1 iterations")
     with pytest.raises(ParameterError, match="block=4 must be >= k=5"):
-        block_smallest_eigenpairs(apply_A, solve_A, 300, 5, block=4)
+        block_smallest_eigenpairs(apply_A, solve_A, 300, 5, block=4, norm_estimate=norm)
 
 
 @pytest.mark.parametrize("cond", CONDS)
 @pytest.mark.parametrize("k", [1, 3])
-def test_largest_matches_eigvalsh(cond: float, k: int) -> None:
+def test_reference_largest_matches_eigvalsh(cond: float, k: int) -> None:
     A = spd(200, cond, seed=1)
     ev = np.linalg.eigvalsh(A)
     res = lanczos(lambda v: A @ v, 200, k)
@@ -187,7 +191,7 @@ def test_block_lanczos_on_an_invariant_start_fills_in_at_random() -> None:
     np.testing.assert_allclose(res.eigenvalues, 1.0, rtol=1e-14)
 
 
-def test_purified_vectors_converge_at_once_for_loose_tolerance() -> None:
+def test_reference_purified_vectors_converge_at_once_for_loose_tolerance() -> None:
     """Without the Ericsson-Ruhe step the Ritz vector keeps v0's components along A's top
     eigenvectors, which A amplifies by ‖A‖: tol=1e-3 would then take ~40 steps, not ~6."""
     A = spd(200, 1e8)
@@ -196,7 +200,7 @@ def test_purified_vectors_converge_at_once_for_loose_tolerance() -> None:
     check_certificate(A, res)
 
 
-def test_lanczos_one_matvec_per_iteration() -> None:
+def test_reference_lanczos_one_matvec_per_iteration() -> None:
     """The certificate reuses the stored images A q_j: no matvec beyond one per step."""
     A = spd(200, 1e4)
     calls = []
@@ -218,7 +222,7 @@ def test_plain_lanczos_smallest_on_clustered_bottom_is_reported_unconverged() ->
     assert np.all(res.residuals > residual_tolerance(res.eigenvalues, 1e-8, 1e3, 200))
 
 
-def test_tiny_max_iter_never_claims_convergence() -> None:
+def test_reference_tiny_max_iter_never_claims_convergence() -> None:
     A = spd(200, 1e6)
     apply_A, solve_A = cholesky_operator(A)
     res = smallest_eigenpairs(apply_A, solve_A, 200, 2, max_iter=3)
@@ -227,7 +231,7 @@ def test_tiny_max_iter_never_claims_convergence() -> None:
     check_certificate(A, res)  # an unconverged answer still carries an honest certificate
 
 
-def test_invariant_subspace_exits_early_and_restarts_for_multiplicity() -> None:
+def test_reference_invariant_subspace_exits_early_and_restarts_for_multiplicity() -> None:
     """A = I: the Krylov space is invariant after one step; k = 3 needs two restarts."""
     res = lanczos(lambda v: v.copy(), 50, 3)
     assert res.converged and res.iterations == 3
@@ -238,7 +242,7 @@ def test_invariant_subspace_exits_early_and_restarts_for_multiplicity() -> None:
     assert res.eigenvalues[0] == pytest.approx(5.0, rel=1e-14)
 
 
-def test_full_space_is_exact() -> None:
+def test_reference_full_space_is_exact() -> None:
     A = spd(8, 1e3, cluster=2)
     res = lanczos(lambda v: A @ v, 8, 8)
     assert res.converged
@@ -316,7 +320,8 @@ def test_noise_shifts_second_moment_by_sigma_squared() -> None:
     assert abs(lam_n - lam - sigma**2) <= 0.1 * sigma**2
 
 
-def test_matrix_free_certificate_after_in_place_factorization() -> None:
+@pytest.mark.parametrize("solver", ["block", "reference"])
+def test_matrix_free_certificate_after_in_place_factorization(solver: str) -> None:
     """The intended pipeline: Σ factored in place, certified by the matrix-free Gram."""
     rng = np.random.default_rng(4)
     X = rng.standard_normal((600, 120)) * np.geomspace(1e-2, 10, 120) + 3.0
@@ -325,7 +330,14 @@ def test_matrix_free_certificate_after_in_place_factorization() -> None:
     Sigma = acc.second_moment()
     ev = np.linalg.eigvalsh(Sigma)
     _, solve = cholesky_operator(Sigma, overwrite=True, context="test")
-    res = smallest_eigenpairs(lambda v: X.T @ (X @ v) / 600, solve, 120, 1)
+    def gram(V: np.ndarray) -> np.ndarray:
+        return X.T @ (X @ V) / 600
+
+    if solver == "block":  # as certified_spectrum: ‖Σ‖ from the top run, then the bottom
+        norm = float(block_lanczos(gram, 120, 1).eigenvalues[-1])
+        res = block_smallest_eigenpairs(gram, solve, 120, 1, norm_estimate=norm)
+    else:
+        res = smallest_eigenpairs(gram, solve, 120, 1)
     assert res.converged, res.message
     assert abs(res.eigenvalues[0] - ev[0]) <= allowed_error(ev[:1], ev[-1])[0]
 
@@ -335,13 +347,56 @@ def test_matrix_free_certificate_after_in_place_factorization() -> None:
     [({"k": 0}, "k"), ({"k": 11}, "k"), ({"which": "top"}, "which"),
      ({"tol": 0.0}, "tol"), ({"v0": np.ones(3)}, "v0"), ({"k": 5, "max_iter": 2}, "max_iter")],
 )
-def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
+def test_reference_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ParameterError, match=match):
         lanczos(lambda v: v, 10, **kwargs)
 
 
-def test_bad_operator_output_is_named() -> None:
+def test_reference_bad_operator_output_is_named() -> None:
     with pytest.raises(ParameterError, match="shape"):
         lanczos(lambda v: v[:-1], 10)
     with pytest.raises(ParameterError, match="NaN"):
         lanczos(lambda v: v * np.nan, 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"k": 0}, "1 <= k <= dim"), ({"k": 11}, "1 <= k <= dim"), ({"which": "top"}, "which"),
+     ({"tol": 0.0}, "tol must be positive"), ({"k": 3, "block": 2}, "block=2 must be >= k=3")],
+)
+def test_block_bad_arguments_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        block_lanczos(lambda V: V, 10, **kwargs)
+    if "which" not in kwargs:  # the bottom solver has no ``which``
+        with pytest.raises(ParameterError, match=match):
+            block_smallest_eigenpairs(lambda V: V, lambda V: V, 10, **kwargs, norm_estimate=1.0)
+
+
+def test_block_bad_operator_output_is_named() -> None:
+    with pytest.raises(ParameterError, match="shape"):
+        block_lanczos(lambda V: V[:-1], 10)
+    with pytest.raises(ParameterError, match="NaN"):
+        block_lanczos(lambda V: V * np.nan, 10)
+    with pytest.raises(ParameterError, match="NaN"):
+        block_smallest_eigenpairs(lambda V: V, lambda V: V * np.nan, 10, norm_estimate=1.0)
+
+
+@pytest.mark.parametrize("cond", [1e2, 1e4, 1e6])
+def test_block_solvers_agree_with_the_single_vector_reference(cond: float) -> None:
+    """Two independent Krylov processes, block (as certified_spectrum runs them) and
+    single-vector, on one clustered-bottom matrix: λ_min and λ_max agree to 1e-8 relative,
+    with each other and with eigvalsh (cond <= 1e6 keeps eps‖A‖ below 1e-8·λ_min)."""
+    A = spd(300, cond, cluster=20)
+    ev = np.linalg.eigvalsh(A)
+    apply_A, solve_A = cholesky_operator(A)
+    top = block_lanczos(apply_A, 300, 5)
+    low = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=24,
+                                    norm_estimate=float(top.eigenvalues[-1]))
+    ref_top = lanczos(apply_A, 300, 1, seed=1)
+    ref_low = smallest_eigenpairs(apply_A, solve_A, 300, 1, seed=1)
+    for res in (top, low, ref_top, ref_low):
+        assert res.converged, res.message
+    for ours, oracle, exact in ((low.eigenvalues[0], ref_low.eigenvalues[0], ev[0]),
+                                (top.eigenvalues[-1], ref_top.eigenvalues[-1], ev[-1])):
+        assert abs(ours - oracle) <= 1e-8 * exact
+        assert abs(ours - exact) <= 1e-8 * exact and abs(oracle - exact) <= 1e-8 * exact
