@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,7 +18,16 @@ from rnngen.layout import Layout
 from rnngen.schemas import RUNS
 
 MARK = {"done": "[green]done[/]", "diverged": "[yellow]diverged[/]", "failed": "[red]failed[/]",
-        "running": "[cyan]running[/]"}
+        "running": "[cyan]running[/]", "queued": "[dim]queued[/]"}
+
+
+def _live(cell: dict, now: float) -> dict:
+    """A cell of a live training run: queued (waiting for a worker) or running, and since
+    when (minutes:seconds)."""
+    started = cell.get("started")
+    since = now - (started or cell.get("since") or now)
+    status = "running" if started else "queued"
+    return dict(cell, status=status, elapsed=f"{int(since) // 60}:{int(since) % 60:02d}")
 
 
 def _data_rows(layout: Layout) -> list[tuple[str, str]]:
@@ -65,7 +75,7 @@ def _running(layout: Layout) -> dict[str, dict]:
 def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
     """One table per experiment: L × σ rows, one column per seed (done / running / failed /
     diverged). Runs that differ in anything but L, σ and seed are never counted together."""
-    running = _running(layout)
+    running, now = _running(layout), time.time()
     columns = ["run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json"]
     runs = (read_parquet(layout.runs, required=RUNS).select(columns)
             if layout.runs.is_file() else None)
@@ -77,24 +87,28 @@ def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
     for eid in order:
         mine = [r for r in rows if r["experiment_id"] == eid]
         ids = {r["run_id"] for r in mine}
-        live = [dict(cell, status="running") for rid, cell in running.items()
+        live = [_live(cell, now) for rid, cell in running.items()
                 if rid not in ids and cell.get("experiment_id") == eid]
         label = experiment_label(runs, eid)
+        busy = sum(c["status"] == "running" for c in live)
         headline = (f"training grid ({label}): {len(mine)} cells on disk, "
-                    f"{sum(r['status'] == 'done' for r in mine)} done, {len(live)} running")
+                    f"{sum(r['status'] == 'done' for r in mine)} done, {busy} running, "
+                    f"{len(live) - busy} queued")
         tables.append((headline, _grid(mine + live)))
-    others = [dict(cell, status="running") for cell in running.values()
+    others = [_live(cell, now) for cell in running.values()
               if cell.get("experiment_id") not in order]
     if others:
-        tables.append((f"training grid: {len(others)} cells running", _grid(others)))
+        tables.append((f"training grid: {len(others)} cells in flight", _grid(others)))
     return tables
 
 
 def _grid(cells_: list[dict]) -> Table:
-    cells: dict[tuple, dict[int, str]] = defaultdict(dict)
+    cells: dict[tuple, dict[int, tuple[str, str]]] = defaultdict(dict)
     seeds: set[int] = set()
     for r in cells_:
-        cells[(r["L"], r["sigma"])][r["seed"]] = r["status"]
+        mark = MARK.get(r["status"], r["status"])
+        cells[(r["L"], r["sigma"])][r["seed"]] = (r["status"], mark + (
+            f" {r['elapsed']}" if r.get("elapsed") else ""))
         seeds.add(r["seed"])
     table = Table(title="L × σ × seed")
     table.add_column("L")
@@ -102,11 +116,11 @@ def _grid(cells_: list[dict]) -> Table:
     for seed in sorted(seeds):
         table.add_column(f"seed {seed}")
     for (L, sigma), by_seed in sorted(cells.items()):
-        table.add_row(str(L), f"{sigma:g}", *(MARK.get(by_seed.get(s, ""), "·")
+        table.add_row(str(L), f"{sigma:g}", *(by_seed.get(s, ("", "·"))[1]
                                              for s in sorted(seeds)))
     counts: dict[str, int] = defaultdict(int)
     for by_seed in cells.values():
-        for status in by_seed.values():
+        for status, _ in by_seed.values():
             counts[status] += 1
     table.caption = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     return table

@@ -1,19 +1,30 @@
-"""Flow `train`: the (L, σ, seed) grid of bias-free ReLU RNNs, over Ray, resumable."""
+"""Flow `train`: the (L, σ, seed) grid of bias-free ReLU RNNs, over Ray, resumable.
+
+Each cell is its own Prefect task run ("train L=100 σ=0.2 seed=3"), with its own state,
+duration, logs and retries; it submits the cell as a Ray task of the same name and waits
+for it, so Ray still decides where cells run. Cells already on disk show as Skipped.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from rnngen.errors import UserError
 from rnngen.io import output_lock
 from rnngen.profiles import get_profile
 from tasks import ray_pool
-from tasks.train import build_grid, train_grid
+from tasks.train import build_grid, prepare_training, train_grid
+
+# Threads that wait on cells in flight: more than any cluster here runs at once (a thread
+# only waits on its Ray task; Ray decides when and where the cell runs).
+CELLS_IN_FLIGHT = 128
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", log_prints=True, flow_run_name="train {profile}",
+      task_runner=ThreadPoolTaskRunner(max_workers=CELLS_IN_FLIGHT))
 def train(out: str = "data", profile: str = "quick", lengths: list[int] | None = None,
           sigmas: list[float] | None = None, seeds: list[int] | None = None,
           overrides: dict[str, Any] | None = None, ray_address: str | None = None,
@@ -28,8 +39,9 @@ def train(out: str = "data", profile: str = "quick", lengths: list[int] | None =
         device = overrides.pop("device", prof.device)
         specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
         ray_pool.connect(ray_address)
-        counts = train_grid(out, specs, device=device, gpu_fraction=prof.gpu_fraction,
-                            max_retries=max_retries, profile=profile)
+        run = prepare_training(out, specs, device=device, gpu_fraction=prof.gpu_fraction,
+                               profile=profile, max_retries=max_retries)
+        counts = train_grid(specs, run, max_retries)
         print(f"train: {counts['total']} cells: {counts['skipped']} already finished, "
               f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed")
         if counts["failed"]:

@@ -1,7 +1,7 @@
 """Certified extreme eigenpairs of a large SPD matrix by block Lanczos (full reorthogonalization).
 
 Why our own solver: the bounds need λ_min(Σ) of an uncentred second moment whose condition
-number is 10⁶-10⁸ and whose bottom spectrum is clustered (relative gaps ~10⁻³, STUDY.md §3).
+number is 10⁶-10⁸ and whose bottom spectrum is clustered (relative gaps ~10⁻³).
 Plain Lanczos on Σ (or ARPACK ``which='SA'``) stalls there. Shift-invert at 0 fixes that,
 and we want it with two properties ARPACK's (scipy's ``eigsh``) lacks: the solve, a 1.8 GB
 Cholesky factor, is read once per block of vectors rather than once per vector, and every
@@ -44,7 +44,7 @@ either its Lanczos estimate meets ``tol`` on Σ⁻¹'s own scale, or the Kato–
 r²/gap ≤ tol·λ_min holds, r being the purified vector's predicted residual and gap the
 distance to the next Ritz value.
 
-The solvers are operator-agnostic (STYLE.md §2): they take callables on (dim, b) arrays
+The solvers are operator-agnostic: they take callables on (dim, b) arrays
 and a dimension. The distributed layer supplies a matrix-free product, and
 :func:`cholesky_operator` a LAPACK factorization for the solve. Step counts and timings on
 the real Σ: bench/bench_spectrum.py. A single-vector Lanczos, kept as an independent test

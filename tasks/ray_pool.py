@@ -8,8 +8,10 @@ refuses, before anything is submitted, what no node of the cluster could ever ru
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import threading
 from collections.abc import Callable
 
 import ray
@@ -122,33 +124,95 @@ def check_request(request: Request, unit: str, detail: str, hint: str) -> None:
                     f"{hint}")
 
 
-def fan_out(fn: Callable, items: list, *, shared: tuple = (),
-            resources: Request | Callable[[object], Request], max_retries: int,
-            on_done: Callable[[object, object, BaseException | None], None]) -> None:
-    """Run `fn(item, *shared)` for every item as Ray tasks (`shared` values are placed in the
-    object store once and handed to every task); call `on_done(item, result, error)` as each
-    finishes, in completion order, on the driver (which is where results are written).
-    `resources` is one request for every item, or a function giving each item's request.
+def share(*values: object) -> tuple:
+    """Place values in the object store once (one copy per node that uses them); the refs
+    go to tasks as arguments, which Ray resolves to the values in the worker."""
+    ensure_connected()
+    return tuple(ray.put(value) for value in values)
 
-    Ray retries a task whose worker died (node loss, OOM kill) and, with
-    `retry_exceptions`, one that raised: up to `max_retries` times in both cases. The error
-    of the last attempt reaches `on_done`; the remaining items go on regardless.
+
+class Cancelled(RuntimeError):
+    """The run was stopped (Ctrl-C, SIGTERM) while a Ray task was waited on."""
+
+
+@functools.cache
+def _remote(fn: Callable):
+    return ray.remote(fn)
+
+
+def run_remote(fn: Callable, *args: object, request: Request, name: str, max_retries: int,
+               cancelled: threading.Event | None = None) -> object:
+    """Run `fn(*args)` as one Ray task called `name` (as `ray list tasks` and the dashboard
+    show it) and wait for its result in the calling thread.
+
+    Ray reruns the task when its worker or node dies, up to `max_retries` times; an
+    exception the task raises comes back at once (the caller decides about retrying it).
+    Setting `cancelled` stops the wait and the task.
     """
     ensure_connected()
-    remote = ray.remote(fn)
-    refs = [ray.put(value) for value in shared]
-    request = resources if callable(resources) else (lambda item: resources)
-    pending = {remote.options(max_retries=max_retries, retry_exceptions=True,
-                              **_ray_options(request(item))).remote(item, *refs): item
-               for item in items}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        item = pending.pop(ready[0])
-        try:
-            result, error = ray.get(ready[0]), None
-        except (ray.exceptions.RayTaskError, ray.exceptions.RayError) as err:
-            result, error = None, err
-        on_done(item, result, error)
+    ref = _remote(fn).options(name=name, max_retries=max_retries, retry_exceptions=False,
+                              **_ray_options(request)).remote(*args)
+    while not ray.wait([ref], timeout=0.5)[0]:
+        if cancelled is not None and cancelled.is_set():
+            ray.cancel(ref, force=True)
+            raise Cancelled(f"{name}: stopped")
+    return get(ref)
+
+
+class ProgressRelay:
+    """Messages that running Ray tasks send (`send`), handed on the driver to the listener
+    registered for their key: a cell's epochs reach its own Prefect task run's logger.
+
+    One Ray queue actor carries them; a driver thread pumps it. Workers get `sender()`, a
+    picklable function that puts a message for a key.
+    """
+
+    def __init__(self) -> None:
+        from ray.util.queue import Queue
+
+        ensure_connected()
+        self._queue = Queue(actor_options={"num_cpus": 0})
+        self._listeners: dict[str, Callable[[str, str], None]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="progress-relay", daemon=True)
+        self._thread.start()
+
+    def sender(self) -> Callable[[str, str, str], None]:
+        return functools.partial(_send, self._queue)
+
+    def listen(self, key: str, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(kind, text)` for every message sent for `key`."""
+        self._listeners[key] = listener
+
+    def forget(self, key: str) -> None:
+        self._listeners.pop(key, None)
+
+    def _pump(self) -> None:
+        from ray.util.queue import Empty
+
+        while not self._stop.is_set():
+            try:
+                key, kind, text = self._queue.get(timeout=0.5)
+            except Empty:
+                continue
+            except Exception:  # the queue's actor is gone (shutdown): nothing more to relay
+                return
+            listener = self._listeners.get(key)
+            if listener is not None:
+                listener(kind, text)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        ray.kill(self._queue.actor)
+
+
+def _send(queue, key: str, kind: str, text: str) -> None:
+    """Worker side of ProgressRelay; a lost message is not worth failing a cell for."""
+    try:
+        queue.put_nowait((key, kind, text))
+    except Exception:  # noqa: BLE001 - progress is best effort
+        pass
 
 
 def units_that_fit(request: Request) -> int:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,11 +26,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.states import Completed, State
 
 from rnngen import schemas
 from rnngen.corpus import SplitArrays
+from rnngen.errors import UserError
 from rnngen.glove import GLOVE_DIM
 from rnngen.io import atomic_path, read_parquet, write_parquet
 from rnngen.layout import Layout
@@ -70,14 +74,20 @@ def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
     from rnngen.train import train_model
 
     spec = RunSpec.from_json(payload["spec"])
+    send = payload.get("progress") or (lambda key, kind, text: None)
+    send(spec.run_id, "start", hardware())
     _maybe_inject_failure(spec, payload.get("inject"))
     train, test = _splits(spec, table, embeddings.shape[0] - 1)
-    label = f"L={spec.L} σ={spec.sigma:g} seed={spec.seed}"
+    spent: list[float] = []
 
     def progress(log: EpochLog) -> None:
-        print(f"  {label} epoch {log.epoch}/{spec.epochs}: loss {log.train_loss:.4f}, "
-              f"train acc {log.train_accuracy_clean:.3f} (noisy {log.train_accuracy_noisy:.3f})"
-              f", test acc {log.test_accuracy:.3f}, {len(train) / log.seconds:,.0f} samples/s")
+        spent.append(log.seconds + log.eval_seconds)
+        left = sum(spent) / len(spent) * (spec.epochs - log.epoch)
+        send(spec.run_id, "epoch",
+             f"epoch {log.epoch}/{spec.epochs}: loss {log.train_loss:.4f}, train acc "
+             f"{log.train_accuracy_clean:.3f} (noisy {log.train_accuracy_noisy:.3f}), test acc "
+             f"{log.test_accuracy:.3f}, {len(train) / log.seconds:,.0f} samples/s, ~{left:.0f} s "
+             "left in this cell")
 
     result = train_model(spec, train, test, embeddings, on_epoch=progress)
     return {"row": result.to_row() | {"hardware": hardware()}, "weights": result.weights,
@@ -199,8 +209,8 @@ def _spec_columns(spec: RunSpec) -> dict[str, Any]:
 
 
 class RunsWriter:
-    """Keeps runs.parquet, history.parquet and the `running` state file up to date as
-    cells finish."""
+    """Keeps runs.parquet, history.parquet and the state file of the cells in flight up to
+    date as cells start and finish; safe to call from the threads of several cells."""
 
     def __init__(self, out: str, specs: list[RunSpec], meta: dict[str, Any]) -> None:
         self.layout = Layout.at(out)
@@ -209,34 +219,44 @@ class RunsWriter:
         history = self.layout.results / "history.parquet"
         self.history = (read_parquet(history, required=schemas.HISTORY).to_pylist()
                         if history.is_file() else [])
-        self.running = {s.run_id: {"L": s.L, "sigma": s.sigma, "seed": s.seed,
-                                   "experiment_id": s.experiment_id, "since": time.time()}
-                        for s in specs}
+        self.queued = {s.run_id: {"L": s.L, "sigma": s.sigma, "seed": s.seed,
+                                  "experiment_id": s.experiment_id, "since": time.time(),
+                                  "started": None} for s in specs}
+        self._lock = threading.Lock()
         self._write_state()
+
+    def started(self, spec: RunSpec) -> None:
+        """The cell's worker began (it was queued until now)."""
+        with self._lock:
+            if spec.run_id in self.queued:
+                self.queued[spec.run_id]["started"] = time.time()
+                self._write_state()
 
     def record(self, spec: RunSpec, row: dict[str, Any], history: list[dict]) -> None:
-        self.rows[spec.run_id] = _spec_columns(spec) | row | {"finished_at": utc_now()}
-        if history or row["status"] != "failed":  # a failed retry keeps the last history
-            self.history = [h for h in self.history if h["run_id"] != spec.run_id] + [
-                {"run_id": spec.run_id, "L": spec.L, "sigma": spec.sigma, "seed": spec.seed,
-                 **h} for h in history]
-            self.history.sort(key=lambda h: (h["L"], h["sigma"], h["seed"], h["run_id"],
-                                             h["epoch"]))
-            write_parquet(schemas.to_table(self.history, schemas.HISTORY),
-                          self.layout.results / "history.parquet", self.meta)
-        write_parquet(schemas.to_table(sorted(self.rows.values(), key=_order), schemas.RUNS),
-                      self.layout.runs, self.meta)
-        self.running.pop(spec.run_id, None)
-        self._write_state()
+        with self._lock:
+            self.rows[spec.run_id] = _spec_columns(spec) | row | {"finished_at": utc_now()}
+            if history or row["status"] != "failed":  # a failed retry keeps the last history
+                self.history = [h for h in self.history if h["run_id"] != spec.run_id] + [
+                    {"run_id": spec.run_id, "L": spec.L, "sigma": spec.sigma, "seed": spec.seed,
+                     **h} for h in history]
+                self.history.sort(key=lambda h: (h["L"], h["sigma"], h["seed"], h["run_id"],
+                                                 h["epoch"]))
+                write_parquet(schemas.to_table(self.history, schemas.HISTORY),
+                              self.layout.results / "history.parquet", self.meta)
+            write_parquet(schemas.to_table(sorted(self.rows.values(), key=_order),
+                                           schemas.RUNS), self.layout.runs, self.meta)
+            self.queued.pop(spec.run_id, None)
+            self._write_state()
 
     def _write_state(self) -> None:
-        state = {"pid": os.getpid(), "running": self.running}
+        state = {"pid": os.getpid(), "running": self.queued}
         with atomic_path(self.layout.results / "train_state.json") as tmp:
             tmp.write_text(json.dumps(state))
 
     def close(self) -> None:
-        self.running = {}
-        self._write_state()
+        with self._lock:
+            self.queued = {}
+            self._write_state()
 
 
 def _order(row: dict[str, Any]) -> tuple:
@@ -251,62 +271,161 @@ def pending_specs(out: str, specs: list[RunSpec]) -> list[RunSpec]:
         rows[s.run_id]["status"] == "diverged" or (layout.models / f"{s.run_id}.npz").is_file()))]
 
 
-@task(name="train-grid", cache_policy=NO_CACHE)
-def train_grid(out: str, specs: list[RunSpec], device: str = "cpu", gpu_fraction: float = 0.25,
-               max_retries: int = 2, profile: str | None = None) -> dict[str, int]:
-    """Train every pending spec over Ray on `device` ('auto', 'cpu' or 'cuda'); one
-    progress line per finished cell. `profile` is recorded in the files' metadata."""
+class CellFailed(RuntimeError):
+    """A cell's own computation raised (in its Ray worker): worth another attempt. Errors
+    of the driver (a full disk, a bad file) are not retried; they stop the run."""
+
+
+def _retry_failed_cells(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except CellFailed:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+def cell_name(spec: RunSpec) -> str:
+    """'train L=100 σ=0.2 seed=3': the cell's name in Prefect and in Ray."""
+    return f"train L={spec.L} σ={spec.sigma:g} seed={spec.seed}"
+
+
+class TrainingRun:
+    """What the cells of one training run share on the driver: where they run, the data in
+    Ray's object store, the writer, the progress relay and the counts. (A plain class:
+    Prefect passes it to the cell tasks as it is.)"""
+
+    def __init__(self, out: str, todo: list[RunSpec], total: int, placement: Placement,
+                 profile: str | None, max_retries: int) -> None:
+        corpus = load_corpus(out)
+        self.todo, self.total, self.placement = todo, total, placement
+        self.max_retries = max_retries
+        self.writer = RunsWriter(out, todo, {"profile": profile,
+                                             "device_requested": placement.requested,
+                                             "device": placement.device})
+        self.refs = ray_pool.share(corpus.table, corpus.embeddings)
+        self.relay = ray_pool.ProgressRelay()
+        self.cancelled = threading.Event()
+        self.began = time.perf_counter()
+        self.finished = 0
+        self._lock = threading.Lock()
+
+    def eta(self) -> str:
+        """'(1200 s elapsed, ~3400 s to go)' from the cells finished so far."""
+        with self._lock:
+            self.finished += 1
+            done, elapsed = self.finished, time.perf_counter() - self.began
+        left = elapsed / done * (len(self.todo) - done)
+        return f"[{done}/{len(self.todo)}] ({elapsed:.0f} s elapsed, ~{left:.0f} s to go)"
+
+    def close(self) -> None:
+        self.relay.close()
+        self.writer.close()
+
+
+@task(name="prepare-training", cache_policy=NO_CACHE)
+def prepare_training(out: str, specs: list[RunSpec], device: str = "cpu",
+                     gpu_fraction: float = 0.25, profile: str | None = None,
+                     max_retries: int = 2) -> TrainingRun | None:
+    """The unfinished cells placed on the cluster (device resolved, requests checked),
+    or None when every cell is finished."""
     todo = pending_specs(out, specs)
-    counts = {"total": len(specs), "skipped": len(specs) - len(todo), "done": 0,
-              "diverged": 0, "failed": 0}
     if not todo:
         print(f"train: all {len(specs)} cells already finished")
-        return counts
+        return None
     placement = place(out, todo, device, gpu_fraction)
     print(f"train: {len(todo)} of {len(specs)} cells to train; {placement.describe()}; each "
           f"cell asks Ray for {placement.request(todo[-1]).describe()}")
     todo = [on_device(s, placement.device) for s in todo]
-    corpus = load_corpus(out)
-    writer = RunsWriter(out, todo, {"profile": profile, "device_requested": device,
-                                    "device": placement.device})
-    payloads = [{"spec": s.to_json(), "inject": _injection()} for s in todo]
-    by_payload = {id(p): s for p, s in zip(payloads, todo, strict=True)}
-    started = time.perf_counter()
+    return TrainingRun(out, todo, len(specs), placement, profile, max_retries)
 
-    def on_done(payload: dict, result: dict | None, error: BaseException | None) -> None:
-        spec = by_payload[id(payload)]
-        history: list[dict] = []
-        if error is None:
-            row, history = result["row"], result["history"]
-            if row["status"] == "done":
-                save_weights(writer.layout.models / f"{spec.run_id}.npz", result["weights"],
-                             spec.to_json())
-            row |= {"clean_gap": row["test_error_clean"] - row["train_error_clean"]}
+
+@task(name="train-cell", task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+      cache_policy=NO_CACHE, retry_condition_fn=_retry_failed_cells)
+def train_cell(spec: RunSpec, run: TrainingRun) -> str:
+    """Train one cell as a Ray task named like this task run, and record its row; its epochs
+    are logged here as the worker reports them. Returns the cell's status ('done' or
+    'diverged'); a cell that raises is retried by Prefect (the task's retries), and after
+    the last attempt its row says `failed` with the cause in one sentence."""
+    from prefect.runtime import task_run
+
+    logger = get_run_logger()
+    spec = on_device(spec, run.placement.device)
+
+    def relayed(kind: str, text: str) -> None:
+        if kind == "start":
+            run.writer.started(spec)
+            logger.info(f"started on {text}")
         else:
-            row = {"status": "failed", "error": error_text(error)}
-        writer.record(spec, row, history)
-        counts[row["status"]] += 1
-        finished = counts["done"] + counts["diverged"] + counts["failed"]
-        elapsed = time.perf_counter() - started
-        print(f"[{finished}/{len(todo)}] L={spec.L} σ={spec.sigma:g} seed={spec.seed} "
-              f"run {spec.run_id}: {row['status']}" + (
-                  f", test acc {row['test_accuracy']:.3f}, gen err {row['gen_error']:+.3f}"
-                  if row["status"] == "done" else f" ({row.get('error')})"
-                  if row["status"] == "failed" else "") +
-              f" ({elapsed:.0f} s elapsed, ~{elapsed / finished * (len(todo) - finished):.0f}"
-              " s to go)")
+            logger.info(text)
 
+    run.relay.listen(spec.run_id, relayed)
+    payload = {"spec": spec.to_json(), "inject": _injection(), "progress": run.relay.sender()}
     try:
-        ray_pool.fan_out(run_cell, payloads, shared=(corpus.table, corpus.embeddings),
-                         resources=lambda p: placement.request(by_payload[id(p)]),
-                         max_retries=max_retries, on_done=on_done)
-    except BaseException:
-        # The first error is the one to report: on a full or read-only disk, writing the
-        # state file fails again, and that second error must not hide the first.
-        with contextlib.suppress(OSError):
-            writer.close()
+        result = ray_pool.run_remote(run_cell, payload, *run.refs,
+                                     request=run.placement.request(spec), name=cell_name(spec),
+                                     max_retries=run.max_retries, cancelled=run.cancelled)
+    except (ray_pool.Cancelled, UserError):
         raise
-    writer.close()
+    except Exception as err:
+        attempt, attempts = task_run.run_count, run.max_retries + 1
+        logger.error(f"attempt {attempt} of {attempts} failed: {err}")  # the whole traceback
+        if attempt >= attempts:
+            run.writer.record(spec, {"status": "failed", "error": error_text(err),
+                                     "attempts": attempt}, [])
+            logger.error(f"{cell_name(spec)}: failed {run.eta()}: {error_text(err)}")
+        raise CellFailed(error_text(err)) from err
+    finally:
+        run.relay.forget(spec.run_id)
+    row = result["row"]
+    if row["status"] == "done":
+        save_weights(run.writer.layout.models / f"{spec.run_id}.npz", result["weights"],
+                     spec.to_json())
+    row |= {"clean_gap": row["test_error_clean"] - row["train_error_clean"],
+            "attempts": task_run.run_count}
+    run.writer.record(spec, row, result["history"])
+    logger.info(f"{cell_name(spec)}: {row['status']}" + (
+        f", test acc {row['test_accuracy']:.3f}, gen err {row['gen_error']:+.3f}"
+        if row["status"] == "done" else "") + f" {run.eta()}")
+    return row["status"]
+
+
+@task(name="train-cell", task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+      cache_policy=NO_CACHE)
+def finished_cell(spec: RunSpec) -> State:
+    """A cell already on disk: shown as Skipped, not trained again."""
+    return Completed(name="Skipped", message=f"run {spec.run_id}: row and weights on disk")
+
+
+def train_grid(specs: list[RunSpec], run: TrainingRun | None, max_retries: int
+               ) -> dict[str, int]:
+    """Submit one task run per cell (finished ones as Skipped) to the flow's task runner
+    and wait for all; the counts of the grid. Stopping (Ctrl-C) cancels the Ray tasks."""
+    todo = {s.run_id for s in run.todo} if run else set()
+    futures = [train_cell.with_options(retries=max_retries).submit(s, run)
+               if s.run_id in todo else finished_cell.submit(s) for s in specs]
+    try:
+        wait(futures)
+    except BaseException:
+        if run is not None:
+            run.cancelled.set()
+            # The first error is the one to report: on a full or read-only disk, writing
+            # the state file fails again, and that second error must not hide the first.
+            with contextlib.suppress(OSError, UserError):
+                run.close()
+        raise
+    if run is not None:
+        run.close()
+    counts = {"total": len(specs), "skipped": len(specs) - len(todo), "done": 0,
+              "diverged": 0, "failed": 0}
+    for spec, future in zip(specs, futures, strict=True):
+        if spec.run_id not in todo:
+            continue
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException) and not isinstance(outcome, CellFailed):
+            raise outcome  # the driver's own error (disk full, ...): it stops the run
+        counts["failed" if isinstance(outcome, BaseException) else outcome] += 1
     return counts
 
 

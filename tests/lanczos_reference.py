@@ -45,7 +45,7 @@ def shifted(apply: Operator, s: float) -> Operator:
     """Return v ↦ apply(v) + s·v, the operator of A + sI.
 
     Used to model input noise: N(0, σ²) noise on every coordinate adds σ²I to the second
-    moment, so λ_min(Σ + σ²I) = λ_min(Σ) + σ² (STUDY.md §3).
+    moment, so λ_min(Σ + σ²I) = λ_min(Σ) + σ².
     """
 
     def apply_shifted(v: Array) -> Array:

@@ -38,7 +38,7 @@ CONDS = [1e2, 1e4, 1e6, 1e8, 1e10]
 def spd(dim: int, cond: float, *, cluster: int = 10, spread: float = 1e-3, top: float = 1e3,
         seed: int = 0) -> np.ndarray:
     """Random SPD matrix: log-uniform spectrum [top/cond, top], the bottom ``cluster``
-    eigenvalues within relative ``spread`` of each other (like Σ's bottom, STUDY.md §3).
+    eigenvalues within relative ``spread`` of each other (like Σ's bottom).
     Cached (read-only) because the parametrized tests share matrices."""
     rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
@@ -301,7 +301,7 @@ def test_shift_moves_spectrum_exactly() -> None:
 
 
 def test_noise_shifts_second_moment_by_sigma_squared() -> None:
-    """Monte Carlo: E[(x+ε)(x+ε)ᵀ] = E[xxᵀ] + σ²I, so λ_min moves by σ² (STUDY.md §3)."""
+    """Monte Carlo: E[(x+ε)(x+ε)ᵀ] = E[xxᵀ] + σ²I, so λ_min moves by σ²."""
     rng = np.random.default_rng(3)
     n, dim, reps, sigma = 500, 8, 100, 0.3
     X = rng.standard_normal((n, dim)) @ np.diag([1, 1, 1, 1, 1, 1, 1, 0.03])

@@ -1,4 +1,4 @@
-"""STYLE.md section 1: the pure layer never imports Prefect or Ray."""
+"""The layering rule: the pure layer never imports Prefect or Ray."""
 
 import ast
 from pathlib import Path
