@@ -95,12 +95,21 @@ def _quiet_user_errors() -> None:
 
 
 def _run(fn, *args, **kwargs):
-    """Run a flow; a predictable error becomes one paragraph and a non-zero exit."""
+    """Run a flow (or a check); a predictable error becomes one paragraph and a non-zero
+    exit. A flow run is tagged `rnngen`, `stage:<flow>` and `profile:<profile>`."""
+    import contextlib
+
+    from prefect import Flow, tags
+
     from rnngen.errors import UserError
 
     _quiet_user_errors()
+    labels = ["rnngen", f"stage:{fn.name}"] if isinstance(fn, Flow) else []
+    if labels and kwargs.get("profile"):
+        labels.append(f"profile:{kwargs['profile']}")
     try:
-        return fn(*args, **kwargs)
+        with tags(*labels) if labels else contextlib.nullcontext():
+            return fn(*args, **kwargs)
     except UserError as err:
         _fail(str(err))
     except KeyboardInterrupt:
@@ -290,7 +299,8 @@ def report(out: Out = Path("data")) -> None:
     _prefect_defaults()
     from flows.report import report as report_flow
 
-    _run(report_flow, out=str(out))
+    path = _run(report_flow, out=str(out))
+    typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -352,7 +362,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM (what `kill` and `timeout` send) stops the CLI the way Ctrl-C does, so the
+    temporary Prefect API and the local Ray it started are shut down, not orphaned."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app(args=expand_list_options(sys.argv[1:]), prog_name="rnngen")
 
 

@@ -7,6 +7,7 @@ from prefect import flow
 from rnngen.corpus import check_lengths
 from rnngen.io import output_lock
 from rnngen.text import TokenizerConfig
+from tasks.artifacts import publish_provenance
 from tasks.data import build_corpus_task, fetch_imdb, summarize_lengths
 
 
@@ -16,6 +17,7 @@ def embed(out: str = "data", lengths: list[int] | None = None,
           tokenizer: TokenizerConfig | None = None) -> str:
     """Fetch and verify IMDB, tokenize it into GloVe ids, summarize each window length L."""
     with output_lock(out):
+        publish_provenance("embed", out)
         lengths = check_lengths(lengths)
         tokenizer = tokenizer or TokenizerConfig()
         source = fetch_imdb(out, imdb_path)

@@ -6,12 +6,14 @@ from prefect import flow
 
 from rnngen.io import output_lock
 from rnngen.layout import Layout
+from tasks.artifacts import publish_provenance
 from tasks.figures import draw_figures
 
 
 @flow(name="figures", log_prints=True)
 def figures(out: str = "data") -> list[str]:
     with output_lock(out):
+        publish_provenance("figures", out)
         paths, drawn = draw_figures(out)
         if drawn:
             for path in paths:

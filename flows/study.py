@@ -23,8 +23,8 @@ from rnngen.io import output_lock
 from rnngen.layout import Layout
 from rnngen.profiles import get_profile
 from tasks import ray_pool
+from tasks.artifacts import publish_artifacts, publish_provenance
 from tasks.spectrum import check_spectrum
-from tasks.study import publish_artifacts
 from tasks.train import build_grid
 
 
@@ -37,6 +37,7 @@ def study(profile: str = "quick", out: str = "data", imdb_path: str | None = Non
     `device` ('auto', 'cpu' or 'cuda') overrides the profile's choice for training.
     """
     with output_lock(out):
+        publish_provenance("study", out)
         prof = get_profile(profile)
         key = embed(out=out, lengths=list(prof.lengths), imdb_path=imdb_path)
         build_grid(out, profile)  # validate the whole grid before any Ray work starts

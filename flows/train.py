@@ -16,7 +16,8 @@ from rnngen.errors import UserError
 from rnngen.io import output_lock
 from rnngen.profiles import get_profile
 from tasks import ray_pool
-from tasks.train import build_grid, prepare_training, train_grid
+from tasks.artifacts import publish_provenance
+from tasks.train import build_grid, prepare_training, publish_grid, train_grid
 
 # Threads that wait on cells in flight: more than any cluster here runs at once (a thread
 # only waits on its Ray task; Ray decides when and where the cell runs).
@@ -34,6 +35,7 @@ def train(out: str = "data", profile: str = "quick", lengths: list[int] | None =
     `overrides` may hold `device` ('auto', 'cpu' or 'cuda'); by default the profile's.
     """
     with output_lock(out):
+        publish_provenance("train", out)
         prof = get_profile(profile)
         overrides = dict(overrides or {})
         device = overrides.pop("device", prof.device)
@@ -42,6 +44,7 @@ def train(out: str = "data", profile: str = "quick", lengths: list[int] | None =
         run = prepare_training(out, specs, device=device, gpu_fraction=prof.gpu_fraction,
                                profile=profile, max_retries=max_retries)
         counts = train_grid(specs, run, max_retries)
+        publish_grid(out, specs)
         print(f"train: {counts['total']} cells: {counts['skipped']} already finished, "
               f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed")
         if counts["failed"]:

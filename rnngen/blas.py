@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import ctypes
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.linalg.cython_blas
 
 from rnngen.errors import ParameterError
+
+if TYPE_CHECKING:  # ctypes._CFuncPtr at run time; typeshed names it only here
+    from _ctypes import CFuncPtr
 
 _int, _double, _ptr = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_double), ctypes.c_void_p
 _char = ctypes.c_char_p
@@ -30,7 +34,7 @@ _SIGNATURES = {
 
 
 @cache
-def _routine(name: str) -> ctypes._CFuncPtr:
+def _routine(name: str) -> CFuncPtr:
     capsule = scipy.linalg.cython_blas.__pyx_capi__[name]
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]

@@ -466,6 +466,7 @@ class ModelDataStats:
     def L(self) -> int:
         """Sequence length of the batches seen."""
         self._require_data()
+        assert self._abs_sums is not None  # update() sets it before n grows past 0
         return int(self._abs_sums.shape[0])
 
     @property
@@ -499,6 +500,7 @@ class ModelDataStats:
     def norm1_XT(self) -> float:
         """‖Xᵀ‖₁ = max over the L·d coordinates of Σ_samples |entry|."""
         self._require_data()
+        assert self._abs_sums is not None  # update() sets it before n grows past 0
         return float(self._abs_sums.max())
 
 

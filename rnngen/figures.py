@@ -26,10 +26,12 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from matplotlib import colormaps, rc_context
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -39,6 +41,9 @@ from matplotlib.ticker import MaxNLocator
 from rnngen import analysis as A
 from rnngen.errors import DataError
 from rnngen.io import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 DPI = 150
 PANEL_INCHES = (5.0, 4.0)  # width, height of one panel
@@ -52,7 +57,7 @@ SEED_SPREAD = 0.015  # single seeds spread over ± this fraction of the σ range
 # PDF text as TrueType (Type 42) fonts, which journals and text search accept.
 PNG_METADATA: dict[str, str | None] = {"Software": None}
 PDF_METADATA: dict[str, str | None] = {"Creator": None, "Producer": None, "CreationDate": None}
-FONT_RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
+FONT_RC: dict[RcKeyType, Any] = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
 SPECTRUM_COLUMNS = ("L", "lambda_min", "lambda_min_residual", "status", "smallest")
 RUNS_COLUMNS = ("run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json")
@@ -152,6 +157,8 @@ def length_title(length: int, lambda_min: dict[int, float] | None) -> str:
 
 # --------------------------------------------------------------------------- figure plumbing
 
+ShareAxes = Literal["none", "all", "row", "col"]  # what subplots' sharex / sharey take
+
 
 def figure_size(nrows: int, ncols: int, legend_right: bool = False,
                 legend_rows: int = 0) -> tuple[float, float]:
@@ -164,7 +171,7 @@ def figure_size(nrows: int, ncols: int, legend_right: bool = False,
 
 
 def _new_figure(nrows: int, ncols: int, *, legend_right: bool = False, legend_rows: int = 0,
-                sharex: bool | str = False, sharey: bool | str = False
+                sharex: bool | ShareAxes = False, sharey: bool | ShareAxes = False
                 ) -> tuple[Figure, np.ndarray]:
     """A constrained-layout figure on its own Agg canvas and its 2-D array of axes."""
     fig = Figure(figsize=figure_size(nrows, ncols, legend_right, legend_rows), dpi=DPI,
@@ -297,7 +304,9 @@ def _draw_cells(runs: pa.Table, quantity: str, lengths: Sequence[int], ylabel: s
               f"{_fmt_range(c.n for c in mine if c.experiment_id == e)} seeds per point)"
               for e in shown]
     seeds = Line2D([], [], ls="", marker="o", ms=3.5, color="0.4", alpha=0.5, mew=0)
-    fig.legend([handles[e] for e in shown] + [seeds],
+    # ignore: Figure.legend's stub takes Iterable[Artist], but Legend takes Artist | tuple
+    # of Artists, and these handles are ErrorbarContainers (tuples).
+    fig.legend([handles[e] for e in shown] + [seeds],  # type: ignore[call-overload]
                [f"mean ± s.e.: {lab}" for lab in labels]
                + ["single seeds (shifted sideways by seed so none hides another)"],
                loc="outside lower center", fontsize=7, frameon=False)
@@ -427,7 +436,8 @@ def draw_history(history: pa.Table, runs: pa.Table, *,
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     done = A.done(runs)
     lost = runs.num_rows - done.num_rows
-    rows = A.column(history, "eval_rows") if "eval_rows" in history.column_names else []
+    rows: np.ndarray | list[float] = (A.column(history, "eval_rows")
+                                      if "eval_rows" in history.column_names else [])
     label = A.experiment_label(runs, order[0]) if len(order) == 1 else "one row per experiment"
     fig.suptitle(
         "Training history: do the models fit their training data?\n"
@@ -539,7 +549,7 @@ def _term_experiments(cells: list[A.TermCell], runs: pa.Table | None) -> list[st
     if runs is not None:
         ranked = [e for e in A.experiments(runs) if e in present]
         return ranked + sorted(present - set(ranked))
-    models = Counter()
+    models: Counter[str] = Counter()
     for c in cells:
         models[c.experiment_id] += c.n
     return sorted(present, key=lambda e: (-models[e], e))
@@ -622,7 +632,7 @@ def draw_bound_terms(bounds: pa.Table, *, runs: pa.Table | None = None,
                 lo, hi = np.nanmin(pow_l), np.nanmax(pow_l)
                 notes.append(f"β_W^L (geometric mean over seeds) = {lo:.2g} … {hi:.2g} over σ")
             _note(bottom, "\n".join(notes))
-    seen: dict[str, object] = {}
+    seen: dict[str, Artist] = {}
     for ax in axes[:2, 0]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)

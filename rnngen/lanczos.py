@@ -59,11 +59,12 @@ from typing import Literal
 
 import numpy as np
 import scipy.linalg
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from rnngen.errors import ParameterError, UserError
 
 Array = NDArray[np.float64]
+Indices = NDArray[np.intp]
 Operator = Callable[[Array], Array]
 Which = Literal["largest", "smallest"]
 
@@ -138,7 +139,7 @@ def _cgs2(basis: Array, w: Array) -> tuple[Array, Array]:
     return w - basis @ c2, c1 + c2
 
 
-def _checked_images(W: object, dim: int, k: int) -> Array:
+def _checked_images(W: ArrayLike, dim: int, k: int) -> Array:
     """The operator's output for a (dim, k) block: one call, so a distributed operator makes
     one pass over its data for all k vectors (callers' operators must accept 2-D input)."""
     W = np.asarray(W, dtype=np.float64).reshape(dim, k) if np.size(W) == dim * k else W
@@ -176,7 +177,7 @@ class _Pairs:
         return bool(np.all(self.residuals <= self.limits))
 
 
-def _certify(V: Array, AV: Array, others: Array, own: Array, tol: float, norm_est: float
+def _certify(V: Array, AV: Array, others: Array, own: Indices, tol: float, norm_est: float
              ) -> _Pairs:
     """Certify candidate vectors V (dim × k) given their true images AV = A V.
 
@@ -213,7 +214,7 @@ def _gap(value: float, others: Array) -> float:
     return float(np.min(np.abs(finite - value))) if finite.size else np.inf
 
 
-def _wanted(theta: Array, k: int, which: Which) -> Array:
+def _wanted(theta: Array, k: int, which: Which) -> Indices:
     """Indices of the k wanted Ritz values (theta is ascending)."""
     return np.arange(theta.size - k, theta.size) if which == "largest" else np.arange(k)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -58,17 +58,18 @@ class ReLURNN(nn.Module):
     @property
     def U(self) -> nn.Parameter:
         """Input-to-hidden matrix, shape (m, d)."""
-        return self.rnn.weight_ih_l0
+        # nn.Module.__getattr__ is typed Tensor | Module; the attribute is a Parameter.
+        return cast(nn.Parameter, self.rnn.weight_ih_l0)
 
     @property
     def W(self) -> nn.Parameter:
         """Hidden-to-hidden matrix, shape (m, m)."""
-        return self.rnn.weight_hh_l0
+        return cast(nn.Parameter, self.rnn.weight_hh_l0)
 
     @property
     def V(self) -> nn.Parameter:
         """Readout matrix, shape (k, m)."""
-        return self.readout.weight
+        return cast(nn.Parameter, self.readout.weight)  # nn.Linear types it as Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y_L of shape (B, k) for inputs x of shape (B, L, d), starting from h_0 = 0."""
@@ -146,7 +147,10 @@ def save_weights(path: str | Path, weights: dict[str, np.ndarray], spec_json: st
         # A file object, not a name: np.savez would append '.npz' to the temporary name.
         # Compressed: the float64 copies of float32 weights have 29 zero mantissa bits, so
         # a committed grid's models take about half the space.
-        np.savez_compressed(fh, **arrays, **{SPEC_KEY: np.array(str(spec_json))})
+        # One dict of Any: mypy rejects ** of a dict[str, ndarray], whose keys could
+        # name savez_compressed's allow_pickle: bool. Same members, same order.
+        members: dict[str, Any] = {**arrays, SPEC_KEY: np.array(str(spec_json))}
+        np.savez_compressed(fh, **members)
     return Path(path)
 
 

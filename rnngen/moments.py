@@ -233,20 +233,20 @@ class MomentAccumulator:
         self._check_open()
         if not slabs:
             raise ParameterError("add_upper_columns needs at least one slab")
-        slabs = tuple(np.asarray(cols, dtype=np.float64) for cols in slabs)
-        shape = slabs[0].shape
+        arrays = tuple(np.asarray(cols, dtype=np.float64) for cols in slabs)
+        shape = arrays[0].shape
         c1 = c0 + (shape[1] if len(shape) == 2 else 0)
-        if any(cols.shape != shape for cols in slabs) or len(shape) != 2 or c1 <= c0 or (
+        if any(cols.shape != shape for cols in arrays) or len(shape) != 2 or c1 <= c0 or (
                 shape != (c1, c1 - c0)):
             raise ParameterError(f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
                                  f"with c0 < c1 <= {self.dim}; got "
-                                 f"{[cols.shape for cols in slabs]}")
+                                 f"{[cols.shape for cols in arrays]}")
         self._check_columns(c0, c1)
         step = _cache_columns(c1)
         for j0 in range(0, c1 - c0, step):
             j1 = min(j0 + step, c1 - c0)
             target = self._gram[:c1, c0 + j0:c0 + j1]
-            for cols in slabs:
+            for cols in arrays:
                 target += cols[:, j0:j1]
 
     def merge(self, other: MomentAccumulator, *, columns_per_slab: int = 512) -> None:

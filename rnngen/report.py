@@ -43,6 +43,7 @@ TERM_HEADERS = {
 FIGURES = (
     ("fig1_gen_error_L100.png", "Figure 1: generalization error vs σ at L = 100"),
     ("fig2_gen_error_L200_L300.png", "Figure 2: generalization error vs σ at L = 200 and 300"),
+    ("gen_error.png", "Generalization error vs σ"),
     ("clean_gap.png", "Clean gap vs σ"),
     ("history.png", "Training curves: clean training and test accuracy per epoch"),
     ("spectrum.png", "λ_min(E xxᵀ) vs L and the low spectrum"),

@@ -16,6 +16,8 @@ on IMDB the blocks hold ~0.65 of the full matrix).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pyarrow as pa
 
@@ -59,7 +61,9 @@ class ShardData:
         cache-sized rows at a time to float64 (exactly).
         """
         if self._L != L:
-            self._tails = None  # free the previous L first
+            # free the previous L first, and forget it: a rebuild that fails (out of
+            # memory) must not leave the old L looking cached
+            self._tails, self._L = None, None
             d, pad = self.table.shape[1], self.table.shape[0] - 1
             kept = np.minimum(np.diff(self.tokens.offsets.to_numpy()), L)
             order = np.argsort(-kept, kind="stable")
@@ -70,7 +74,9 @@ class ShardData:
                 first = L - int(kept[rows[0]])
                 tails.append((self.table[ids[:, first:]].reshape(len(rows), -1), d * first))
             self._tails, self._L = tails, L
-        return self._tails
+        # Set together with _L, so a list here; the one gap: a rebuild for another L
+        # that raised has freed _tails but kept the old _L, and this returns None.
+        return cast(list[tuple[np.ndarray, int]], self._tails)
 
     def accumulate(self, L: int) -> MomentAccumulator:
         """The shard's partial float64 Gram (upper triangle) and statistics at length L."""

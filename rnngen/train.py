@@ -134,6 +134,7 @@ def split_batches(split: SplitArrays, table: torch.Tensor, batch_size: int, sigm
     for start in range(0, len(split), batch_size):
         x = embed(split.ids[start:start + batch_size], table)
         if sigma > 0.0:
+            assert generator is not None, "split_batches: sigma > 0 needs a generator"
             x = add_noise(x, sigma, generator)
         yield x, labels[start:start + batch_size]
 

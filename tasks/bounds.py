@@ -9,17 +9,20 @@ of its model.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.states import Completed, State
 
 from rnngen import bounds as B
 from rnngen import schemas
-from rnngen.errors import DataError
+from rnngen.errors import DataError, UserError
 from rnngen.glove import GLOVE_DIM
 from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
@@ -29,6 +32,7 @@ from rnngen.resources import Request, bound_stats_bytes
 from rnngen.specs import RunSpec
 from rnngen.train import spec_splits
 from tasks import ray_pool
+from tasks.artifacts import Progress, publish_table
 from tasks.data import load_corpus
 from tasks.spectrum import existing_rows as spectrum_rows
 from tasks.train import error_text, read_runs, split_sizes
@@ -123,51 +127,122 @@ def model_request(spec: RunSpec, n_train: int) -> Request:
                                            eval_batch_size=spec.eval_batch_size))
 
 
-@task(name="bounds-grid", cache_policy=NO_CACHE)
-def bounds_grid(out: str, delta: float = 0.05, alphas: list[float] | None = None,
-                max_retries: int = 1) -> dict[str, int]:
-    """Bound rows for every finished model without them; rows of models done are kept."""
+class BoundsRun:
+    """What the models of one bounds run share on the driver (a plain class: Prefect passes
+    it to the model tasks as it is): their payloads, the data in Ray's object store, the
+    rows written so far, and the counts."""
+
+    def __init__(self, out: str, payloads: dict[str, dict], kept: list[dict], delta: float,
+                 n_train: int, max_retries: int) -> None:
+        corpus = load_corpus(out)
+        self.out, self.payloads, self.delta = out, payloads, delta
+        self.n_train, self.max_retries = n_train, max_retries
+        self.refs = ray_pool.share(corpus.table, corpus.embeddings)
+        self.rows: dict[str, list[dict]] = {}
+        for r in kept:
+            self.rows.setdefault(r["run_id"], []).append(r)
+        self.began, self.finished = time.perf_counter(), 0
+        self.progress = Progress("bounds", len(payloads))
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+
+    def record(self, spec: RunSpec, rows: list[dict]) -> str:
+        """Keep a model's rows, rewrite bounds.parquet; the progress suffix of its line."""
+        with self._lock:
+            self.rows[spec.run_id] = rows
+            ordered = sorted((r for rs in self.rows.values() for r in rs), key=lambda r: (
+                r["L"], r["sigma"], r["seed"], r["run_id"], r.get("alpha") or 0.0))
+            write_parquet(schemas.to_table(ordered, schemas.BOUNDS), Layout.at(self.out).bounds,
+                          {"stage": "bounds", "delta": self.delta})
+            self.finished += 1
+            self.progress.advance()
+            return (f"[{self.finished}/{len(self.payloads)}] "
+                    f"({time.perf_counter() - self.began:.0f} s)")
+
+
+def model_name(spec: RunSpec) -> str:
+    return f"bounds L={spec.L} σ={spec.sigma:g} seed={spec.seed}"
+
+
+@task(name="prepare-bounds", cache_policy=NO_CACHE)
+def prepare_bounds(out: str, delta: float = 0.05, alphas: list[float] | None = None,
+                   max_retries: int = 1) -> tuple[list[RunSpec], BoundsRun | None]:
+    """The finished models, and what the ones without bound rows need (None if none)."""
     done_runs = [r for r in read_runs(out) if r["status"] == "done"]
+    specs = [RunSpec.from_json(r["spec_json"]) for r in done_runs]
     kept = [r for r in read_bounds(out) if r["status"] == "ok"]
     have = {r["run_id"] for r in kept}
     todo = [r for r in done_runs if r["run_id"] not in have]
-    counts = {"models": len(done_runs), "skipped": len(done_runs) - len(todo), "ok": 0,
-              "not_computed": 0}
     if not todo:
-        return counts
-    corpus = load_corpus(out)
+        return specs, None
     spectra = spectrum_rows(out)
-    payloads = [_payload(out, r, spectra, delta, alphas) for r in todo]
+    payloads = {r["run_id"]: _payload(out, r, spectra, delta, alphas) for r in todo}
     n_train = split_sizes(out)[0]
-    worst = max((p["spec"] for p in payloads), key=lambda s: model_request(s, n_train).memory)
+    worst = max((p["spec"] for p in payloads.values()),
+                key=lambda s: model_request(s, n_train).memory)
     ray_pool.check_request(model_request(worst, n_train), "model's bound statistics",
                            f"L={worst.L}, {worst.n_train or n_train} training reviews",
                            "Use a node with more memory.")
-    rows: dict[str, list[dict]] = {}
-    for r in kept:
-        rows.setdefault(r["run_id"], []).append(r)
-    started = time.perf_counter()
+    print(f"bounds: {len(todo)} of {len(done_runs)} models to compute")
+    return specs, BoundsRun(out, payloads, kept, delta, n_train, max_retries)
 
-    def on_done(payload: dict, result: list | None, error: BaseException | None) -> None:
-        spec = payload["spec"]
-        if error is not None:
-            result = [_base(spec, payload["gen_error"]) | {
-                "status": "failed", "reason": error_text(error)}]
-        rows[spec.run_id] = result
-        state = result[0]["status"]
-        counts["ok" if state == "ok" else "not_computed"] += 1
-        ordered = sorted((r for rs in rows.values() for r in rs), key=lambda r: (
-            r["L"], r["sigma"], r["seed"], r["run_id"], r.get("alpha") or 0.0))
-        write_parquet(schemas.to_table(ordered, schemas.BOUNDS), Layout.at(out).bounds,
-                      {"stage": "bounds", "delta": delta})
-        best = next((r for r in result if r.get("alpha_best")), None)
-        print(f"bounds [{sum(counts[k] for k in ('ok', 'not_computed'))}/{len(todo)}] "
-              f"L={spec.L} σ={spec.sigma:g} seed={spec.seed}: " + (
-                  f"bound_thm3 {best['bound_thm3']:.3g} at α={best['alpha']:.3g}" if best else
-                  f"{state}: {result[0]['reason']}") +
-              f" ({time.perf_counter() - started:.0f} s)")
 
-    ray_pool.fan_out(model_rows, payloads, shared=(corpus.table, corpus.embeddings),
-                     resources=lambda p: model_request(p["spec"], n_train),
-                     max_retries=max_retries, on_done=on_done)
+@task(name="bounds-model", task_run_name="bounds L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+      cache_policy=NO_CACHE)
+def model_bounds(spec: RunSpec, run: BoundsRun) -> str:
+    """One model's bound rows, computed as a Ray task of the same name; 'ok', or the
+    reason in its row ('skipped': no certified λ_min or no usable weights; 'failed')."""
+    logger = get_run_logger()
+    payload = run.payloads[spec.run_id]
+    try:
+        rows = ray_pool.run_remote(model_rows, payload, *run.refs,
+                                   request=model_request(spec, run.n_train),
+                                   name=model_name(spec), max_retries=run.max_retries,
+                                   cancelled=run.cancelled)
+    except (ray_pool.Cancelled, UserError):
+        raise
+    except Exception as err:
+        logger.error(f"{model_name(spec)} failed: {err}")  # the whole traceback
+        rows = [_base(spec, payload["gen_error"]) | {"status": "failed",
+                                                     "reason": error_text(err)}]
+    progress = run.record(spec, rows)
+    best = next((r for r in rows if r.get("alpha_best")), None)
+    logger.info(f"{model_name(spec)}: " + (
+        f"bound_thm3 {best['bound_thm3']:.3g} at α={best['alpha']:.3g}" if best else
+        f"{rows[0]['status']}: {rows[0]['reason']}") + f" {progress}")
+    return rows[0]["status"]
+
+
+@task(name="bounds-model", task_run_name="bounds L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+      cache_policy=NO_CACHE)
+def finished_model(spec: RunSpec) -> State:
+    """A model whose rows are already on disk: shown as Skipped."""
+    return Completed(name="Skipped", message=f"run {spec.run_id}: bound rows on disk")
+
+
+def publish_best(out: str) -> None:
+    """Each model's best-α row as a table artifact `bounds-best`."""
+    publish_table("bounds-best", [
+        {k: r.get(k) for k in ("L", "sigma", "seed", "run_id", "alpha", "bound_thm3",
+                               "bound_thm2", "rademacher_norm1_term", "beta_W", "gen_error")}
+        for r in read_bounds(out) if r.get("alpha_best")], "Every model's bounds at its best α")
+
+
+def bounds_grid(specs: list[RunSpec], run: BoundsRun | None) -> dict[str, int]:
+    """One task run per finished model (those with rows as Skipped); their counts."""
+    todo = run.payloads if run is not None else {}
+    futures = [model_bounds.submit(s, run) if s.run_id in todo else finished_model.submit(s)
+               for s in specs]
+    try:
+        wait(futures)
+    except BaseException:
+        if run is not None:
+            run.cancelled.set()
+        raise
+    counts = {"models": len(specs), "skipped": len(specs) - len(todo), "ok": 0,
+              "not_computed": 0}
+    for spec, future in zip(specs, futures, strict=True):
+        if spec.run_id in todo:
+            status = future.result()  # a driver error (disk full, ...) stops the run here
+            counts["ok" if status == "ok" else "not_computed"] += 1
     return counts

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
 from rnngen import schemas
 from rnngen.corpus import check_length, embed_batch, select_split
@@ -52,7 +53,7 @@ def _row_key(row: dict) -> tuple:
     return (row["L"], row["data_key"], row["n"])
 
 
-@task(name="spectrum-L", cache_policy=NO_CACHE)
+@task(name="spectrum-L", task_run_name="spectrum L={L}", cache_policy=NO_CACHE)
 def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: int | None = None,
                         check_dense: bool = False, tol: float = 1e-8,
                         max_blocks: int | None = None) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
     row = _recorded(out, L, corpus.data_key, n)
     if max_blocks is None and row is not None and (
             not check_dense or row.get("dense_lambda_min") is not None):
-        return row
+        return Completed(name="Skipped", message=f"L={L}: certified row on disk", data=row)
     check_rank(n, dim)
     workers, request = shard_plan(L, n, workers)
     t0 = time.perf_counter()

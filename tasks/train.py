@@ -44,6 +44,7 @@ from rnngen.resources import Request, train_cell_bytes
 from rnngen.specs import RunSpec, expand_grid
 from rnngen.train import EpochLog, spec_splits
 from tasks import ray_pool
+from tasks.artifacts import Progress, publish_table
 from tasks.data import corpus_pointer, load_corpus
 
 FINISHED = ("done", "diverged")
@@ -309,10 +310,12 @@ class TrainingRun:
         self.cancelled = threading.Event()
         self.began = time.perf_counter()
         self.finished = 0
+        self.progress = Progress("train", total, total - len(todo))
         self._lock = threading.Lock()
 
     def eta(self) -> str:
-        """'(1200 s elapsed, ~3400 s to go)' from the cells finished so far."""
+        """'[3/75] (1200 s elapsed, ~3400 s to go)' from the cells finished so far."""
+        self.progress.advance()
         with self._lock:
             self.finished += 1
             done, elapsed = self.finished, time.perf_counter() - self.began
@@ -396,6 +399,16 @@ def train_cell(spec: RunSpec, run: TrainingRun) -> str:
 def finished_cell(spec: RunSpec) -> State:
     """A cell already on disk: shown as Skipped, not trained again."""
     return Completed(name="Skipped", message=f"run {spec.run_id}: row and weights on disk")
+
+
+def publish_grid(out: str, specs: list[RunSpec]) -> None:
+    """The grid's cells as a table artifact `train-grid` (status, accuracy, errors)."""
+    rows = {r["run_id"]: r for r in read_runs(out)}
+    publish_table("train-grid", [
+        {"L": s.L, "sigma": s.sigma, "seed": s.seed, "run_id": s.run_id,
+         **{k: rows.get(s.run_id, {}).get(k) for k in (
+             "status", "test_accuracy", "gen_error", "clean_gap", "seconds", "error")}}
+        for s in specs], f"The training grid in {Layout.at(out).out}")
 
 
 def train_grid(specs: list[RunSpec], run: TrainingRun | None, max_retries: int

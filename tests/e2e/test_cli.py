@@ -25,7 +25,7 @@ def test_every_stage_through_the_cli(corpus_out):
     tiny = ["--L", 4, "--sigma", 0, 0.3, "--seeds", 0, "--n-train", 300,  # the README's spelling
             "--n-test", 200, "--epochs", 1, "--hidden", 6]
     steps = [("spectrum", "--L", 4, "--n-train", 1000), ("train", *tiny), ("bounds",),
-             ("figures",)]
+             ("figures",), ("report",)]
     for step in steps:
         proc = rnngen(*step, "--out", out)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -33,13 +33,16 @@ def test_every_stage_through_the_cli(corpus_out):
     layout = Layout.at(out)
     assert pq.read_table(layout.runs).num_rows == 2
     assert pq.read_table(layout.bounds).num_rows > 2
-    for name in ("fig1_gen_error_L100", "fig2_gen_error_L200_L300", "spectrum", "bound_terms",
+    # L = 4 is none of the paper's lengths: one gen_error figure instead of Figures 1 and 2
+    for name in ("gen_error", "clean_gap", "history", "spectrum", "bound_terms",
                  "bound_vs_gap"):
         for ext in ("png", "pdf"):
             assert (layout.figures / f"{name}.{ext}").stat().st_size > 1000
+    report = (out / "REPORT.md").read_text()
+    assert "## Did it reproduce?" in report and "](figures/gen_error.png)" in report
     status = rnngen("status", "--out", out)
     assert status.returncode == 0
-    assert "training grid: 2 cells on disk" in status.stdout and "done: 2" in status.stdout
+    assert "2 cells on disk, 2 done" in status.stdout and "done: 2" in status.stdout
     assert "spectrum L=4" in status.stdout and "certified" in status.stdout
 
 

@@ -218,7 +218,7 @@ class CliRun:
         return found
 
     def find(self, title: str) -> psutil.Process | None:
-        """A process of this run whose title starts with `title` (e.g. `ray::run_cell`)."""
+        """A process of this run whose title starts with `title` (e.g. `ray::train L=`)."""
         for proc in self.members():
             try:
                 if " ".join(proc.cmdline()).startswith(title):

@@ -79,7 +79,7 @@ def test_disk_full_while_training_writes(trained_base, tmpfs, fault_env, tmp_pat
     before, rows = snapshot(out), read_rows(out)
     with cli(["train", "--out", str(out), *grid_args([0, 1, 2, 3])], fault_env,
              tmp_path / "cli.log") as run:
-        run.wait_until(lambda: run.find("ray::run_cell"), 240, "the new cell training")
+        run.wait_until(lambda: run.find("ray::train L="), 240, "the new cell training")
         filled = _fill(tmpfs)
         rc = run.wait(240)
     changed = changed_files(before, snapshot(out))

@@ -45,15 +45,16 @@ def test_ray_worker_killed_mid_cell_is_retried(trained_out, fault_env, tmp_path,
     before = read_rows(trained_out)
     with cli(["train", "--out", str(trained_out), *grid_args(seeds)], fault_env,
              tmp_path / "cli.log") as run:
-        worker = run.wait_until(lambda: run.find("ray::run_cell"), 240, "ray::run_cell worker")
+        worker = run.wait_until(lambda: run.find("ray::train L="), 240,
+                                "a training cell's Ray worker (ray::train L=…)")
         os.kill(worker.pid, signal.SIGKILL)
         rc = run.wait(240)
     after = read_rows(trained_out)
     lost = rows_lost(before, after)
     died = [line.strip() for line in run.output().splitlines() if "worker died" in line.lower()]
     report(record_property, fault="Ray worker killed mid-cell",
-           injected="SIGKILL to the `ray::run_cell` worker process training a new cell",
-           message=(died[0] if died else message_line(run.output(), "[1/1]")), rows_lost=lost)
+           injected="SIGKILL to the `ray::train L=… σ=… seed=…` worker process training a new cell",
+           message=(died[0] if died else line_with(run.output(), "[1/1]")), rows_lost=lost)
     assert rc == 0, run.tail()
     assert {i: r["status"] for i, r in after.items()} == dict.fromkeys(ids, "done")
     assert lost == 0
@@ -95,15 +96,16 @@ def test_cli_sigkilled_mid_grid_then_rerun_resumes(trained_out, fault_env, tmp_p
     assert lost == 0 and retrained == []
 
 
-def _interrupt(trained_out, fault_env, tmp_path, whole_group: bool) -> dict:
-    """Start a slow cell, send SIGINT once it trains; what happened, for the assertions."""
+def _interrupt(trained_out, fault_env, tmp_path, whole_group: bool,
+               sig: signal.Signals = signal.SIGINT) -> dict:
+    """Start a slow cell, send `sig` once it trains; what happened, for the assertions."""
     before = snapshot(trained_out)
     rows_before = read_rows(trained_out)
     with cli(["train", "--out", str(trained_out), *grid_args([0], LONG)], fault_env,
              tmp_path / "cli.log") as run:
-        run.wait_until(lambda: run.find("ray::run_cell"), 240, "a training cell in flight")
+        run.wait_until(lambda: run.find("ray::train L="), 240, "a training cell in flight")
         masked = _sigint_masked(run.pid)
-        (os.killpg if whole_group else os.kill)(run.pid, signal.SIGINT)
+        (os.killpg if whole_group else os.kill)(run.pid, sig)
         sent = time.monotonic()
         rc = run.wait(INTERRUPT_BOUND_S)
         seconds = time.monotonic() - sent
@@ -144,6 +146,22 @@ def test_sigint_to_the_cli_exits_with_a_resume_hint(trained_out, fault_env, tmp_
     assert got["rc"] is not None and got["rc"] != 0, f"exit {got['rc']}:\n{run.tail()}"
     assert "interrupted" in run.text() and RESUME_HINT in run.text()
     assert got["changed"] == [] and got["lost"] == 0
+    assert got["left"] == [], f"left running after exit: {got['left']}"
+    assert _lock_free(trained_out)
+
+
+def test_sigterm_to_the_cli_stops_it_and_everything_it_started(trained_out, fault_env, tmp_path,
+                                                               record_property):
+    got = _interrupt(trained_out, fault_env, tmp_path, whole_group=False, sig=signal.SIGTERM)
+    run = got["run"]
+    report(record_property, fault="SIGTERM to the CLI process",
+           injected="SIGTERM (what kill and timeout send) to the CLI's pid while a cell trains",
+           message=message_line(run.output(), "interrupted") or run.tail(1),
+           rows_lost=got["lost"], exit_seconds=round(got["seconds"], 1))
+    assert got["rc"] is not None and got["rc"] != 0, f"exit {got['rc']}:\n{run.tail()}"
+    assert RESUME_HINT in run.text()
+    assert got["changed"] == [] and got["lost"] == 0
+    # the temporary Prefect API and the local Ray are stopped with it, not orphaned
     assert got["left"] == [], f"left running after exit: {got['left']}"
     assert _lock_free(trained_out)
 
@@ -196,7 +214,7 @@ def test_a_second_run_on_the_same_folder_is_refused(corpus_out, fault_env, secon
     expected = grid_ids(corpus_out, [0])
     lock = corpus_out / ".rnngen.lock"
     with cli(args, fault_env, tmp_path / "first.log") as first:
-        worker = first.wait_until(lambda: first.find("ray::run_cell"), 240, "the first's cell")
+        worker = first.wait_until(lambda: first.find("ray::train L="), 240, "the first's cell")
         assert lock.read_text() == f"pid {first.pid}"
         # Pause the first run's training worker while the second one starts (~10-20 s), so
         # the first certainly still holds the folder when the second asks, whatever the
