@@ -38,8 +38,9 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
     per_L = {}
     for L in args.L:
-        spec = RunSpec(L=L, sigma=args.sigma, seed=0, data_key="gpu-bench", device="cuda",
-                       **paper.train)
+        spec = RunSpec(
+            L=L, sigma=args.sigma, seed=0, data_key="gpu-bench", device="cuda", **paper.train
+        )
         train = split_arrays(table, "train", L, pad)
         test = split_arrays(table, "test", L, pad)
         torch.cuda.synchronize()
@@ -47,17 +48,21 @@ def main() -> None:
         result = train_model(spec, train, test, embeddings)
         torch.cuda.synchronize()
         per_L[L] = time.perf_counter() - t0
-        print(f"L={L}: one cell ({len(train)} train / {len(test)} test, {spec.epochs} epochs, "
-              f"hidden {spec.hidden}, batch {spec.batch_size}): {per_L[L]:.1f} s, "
-              f"{result.samples_per_second:.0f} samples/s, test accuracy "
-              f"{result.test_accuracy:.4f}, status {result.status}")
+        print(
+            f"L={L}: one cell ({len(train)} train / {len(test)} test, {spec.epochs} epochs, "
+            f"hidden {spec.hidden}, batch {spec.batch_size}): {per_L[L]:.1f} s, "
+            f"{result.samples_per_second:.0f} samples/s, test accuracy "
+            f"{result.test_accuracy:.4f}, status {result.status}"
+        )
     cells = len(paper.sigmas) * len(paper.seeds)
     total = sum(per_L[L] * cells for L in per_L)
-    print(f"projected paper grid ({cells} cells per L x {len(per_L)} L) on one GPU, one cell "
-          f"at a time: {total / 60:.1f} min; with {int(1 / paper.gpu_fraction)} cells "
-          f"sharing the GPU ({paper.gpu_fraction:g} GPU each) at most "
-          f"{total / 60 / 4:.1f} min if they overlap perfectly (an upper bound on the gain, "
-          "not a measurement)")
+    print(
+        f"projected paper grid ({cells} cells per L x {len(per_L)} L) on one GPU, one cell "
+        f"at a time: {total / 60:.1f} min; with {int(1 / paper.gpu_fraction)} cells "
+        f"sharing the GPU ({paper.gpu_fraction:g} GPU each) at most "
+        f"{total / 60 / 4:.1f} min if they overlap perfectly (an upper bound on the gain, "
+        "not a measurement)"
+    )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def plain_rnn_throughput(spec: RunSpec, train, embeddings: np.ndarray) -> float:
     t0 = time.perf_counter()
     for _ in range(spec.epochs):
         for start in range(0, len(labels), spec.batch_size):
-            idx = order[start:start + spec.batch_size]
+            idx = order[start : start + spec.batch_size]
             x = F.embedding(ids[idx].long(), table)
             _, h = rnn(x)
             loss = F.cross_entropy(out(h[-1]), labels[idx])
@@ -114,28 +114,45 @@ def main() -> None:
     t_ray, busy_ray = plain_ray(specs, corpus)
     _warm_prefect()
     t_flow, busy_flow = through_the_flow(args.out)
-    over_ray, over_flow = ((t * 2 - busy) / len(specs)
-                           for t, busy in ((t_ray, busy_ray), (t_flow, busy_flow)))
-    print(f"8 quick cells (L 100/200, σ 0/0.2, 2 seeds; torch threads here: "
-          f"{torch.get_num_threads()})")
+    over_ray, over_flow = (
+        (t * 2 - busy) / len(specs) for t, busy in ((t_ray, busy_ray), (t_flow, busy_flow))
+    )
+    print(
+        f"8 quick cells (L 100/200, σ 0/0.2, 2 seeds; torch threads here: "
+        f"{torch.get_num_threads()})"
+    )
     print(f"  (a) sequential, one process        : {t_seq:7.1f} s")
     print(f"  (b) plain Ray tasks, 2 workers     : {t_ray:7.1f} s  (+{t_init:.1f} s to start Ray)")
     print(f"  (c) the train flow, 2 workers      : {t_flow:7.1f} s")
     print(f"  ratio (c)/(a)                      : {t_flow / t_seq:7.2f}  (target <= 0.6)")
-    print(f"  orchestration per cell: (b) {over_ray:.2f} s, (c) {over_flow:.2f} s; a Prefect "
-          f"task run per cell costs {over_flow - over_ray:+.2f} s (target <= 0.5 s)")
+    print(
+        f"  orchestration per cell: (b) {over_ray:.2f} s, (c) {over_flow:.2f} s; a Prefect "
+        f"task run per cell costs {over_flow - over_ray:+.2f} s (target <= 0.5 s)"
+    )
     ray.shutdown()
 
-    spec = RunSpec(L=args.throughput_L, sigma=0.0, seed=0, data_key=corpus.data_key,
-                   hidden=args.throughput_hidden, epochs=1, n_train=2000, n_test=200)
+    spec = RunSpec(
+        L=args.throughput_L,
+        sigma=0.0,
+        seed=0,
+        data_key=corpus.data_key,
+        hidden=args.throughput_hidden,
+        epochs=1,
+        n_train=2000,
+        n_test=200,
+    )
     train = split_arrays(corpus.table, "train", spec.L, corpus.pad_id, limit=2000)
     test = split_arrays(corpus.table, "test", spec.L, corpus.pad_id, limit=200)
     ours = train_model(spec, train, test, corpus.embeddings).samples_per_second
     plain = plain_rnn_throughput(spec, train, corpus.embeddings)
-    print(f"throughput, L={spec.L}, hidden {spec.hidden}, batch {spec.batch_size}, "
-          f"{len(train)} samples, torch threads {torch.get_num_threads()}:")
-    print(f"  ours {ours:8.0f} samples/s | plain nn.RNN loop {plain:8.0f} samples/s | "
-          f"ours/plain {ours / plain:.2f} (target >= 1, i.e. not slower)")
+    print(
+        f"throughput, L={spec.L}, hidden {spec.hidden}, batch {spec.batch_size}, "
+        f"{len(train)} samples, torch threads {torch.get_num_threads()}:"
+    )
+    print(
+        f"  ours {ours:8.0f} samples/s | plain nn.RNN loop {plain:8.0f} samples/s | "
+        f"ours/plain {ours / plain:.2f} (target >= 1, i.e. not slower)"
+    )
 
 
 if __name__ == "__main__":

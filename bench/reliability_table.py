@@ -32,8 +32,20 @@ MESSAGE_CHARS = 160
 
 def run_suite(junit: Path) -> int:
     """pytest on tests/faults, its junit XML written to `junit`; pytest's exit status."""
-    cmd = [sys.executable, "-m", "pytest", "tests/faults", "-m", "faults", "-p",
-           "no:cacheprovider", "-o", "junit_family=xunit1", f"--junitxml={junit}", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/faults",
+        "-m",
+        "faults",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "junit_family=xunit1",
+        f"--junitxml={junit}",
+        "-q",
+    ]
     print("$", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 
@@ -64,27 +76,41 @@ def read_cases(junit: Path) -> tuple[list[dict[str, str]], float]:
     for index, case in enumerate(root.iter("testcase")):
         props = {p.get("name"): p.get("value", "") for p in case.iter("property")}
         module = case.get("classname", "").rsplit(".", 1)[-1]
-        cases.append(props | {"test": case.get("name", ""), "outcome": _outcome(case),
-                              "module": module, "index": str(index)})
+        cases.append(
+            props
+            | {
+                "test": case.get("name", ""),
+                "outcome": _outcome(case),
+                "module": module,
+                "index": str(index),
+            }
+        )
     order = {m: i for i, m in enumerate(MODULE_ORDER)}
     cases.sort(key=lambda c: (order.get(c["module"], len(order)), int(c["index"])))
     return cases, seconds
 
 
 def markdown(cases: list[dict[str, str]], seconds: float) -> str:
-    lines = ["| fault / input | what was injected | survived | rows lost | message seen |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| fault / input | what was injected | survived | rows lost | message seen |",
+        "|---|---|---|---|---|",
+    ]
     for c in cases:
-        lines.append(f"| {_clean(c.get('fault') or c['test'])} | {_clean(c.get('injected', ''))}"
-                     f" | {c['outcome']} | {c.get('rows_lost', '') or '—'}"
-                     f" | {_clean(c.get('message', ''), MESSAGE_CHARS) or '—'} |")
+        lines.append(
+            f"| {_clean(c.get('fault') or c['test'])} | {_clean(c.get('injected', ''))}"
+            f" | {c['outcome']} | {c.get('rows_lost', '') or '—'}"
+            f" | {_clean(c.get('message', ''), MESSAGE_CHARS) or '—'} |"
+        )
     survived = sum(c["outcome"] == "yes" for c in cases)
     gaps = sum("xfail" in c["outcome"] for c in cases)
     failed = sum("FAILED" in c["outcome"] for c in cases)
     lost = sum(int(c["rows_lost"]) for c in cases if c.get("rows_lost", "").isdigit())
-    lines += ["", f"{len(cases)} faults and inputs: {survived} survived, {gaps} known gaps "
-              f"(xfail), {failed} failed; {lost} result rows lost in all. Suite time "
-              f"{seconds:.0f} s on {os.cpu_count()} CPU cores (`pytest tests/faults -m faults`)."]
+    lines += [
+        "",
+        f"{len(cases)} faults and inputs: {survived} survived, {gaps} known gaps "
+        f"(xfail), {failed} failed; {lost} result rows lost in all. Suite time "
+        f"{seconds:.0f} s on {os.cpu_count()} CPU cores (`pytest tests/faults -m faults`).",
+    ]
     return "\n".join(lines)
 
 
@@ -93,8 +119,10 @@ def write_readme(table: str, readme: Path = README) -> None:
     text = readme.read_text()
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
-        sys.exit(f"error: {readme} lacks the markers {BEGIN} ... {END} (in its "
-                 "'## Reliability' section); add them where the table should go.")
+        sys.exit(
+            f"error: {readme} lacks the markers {BEGIN} ... {END} (in its "
+            "'## Reliability' section); add them where the table should go."
+        )
     readme.write_text(text[: start + len(BEGIN)] + "\n" + table + "\n" + text[end:])
     print(f"wrote the table into {readme}")
 
@@ -102,8 +130,11 @@ def write_readme(table: str, readme: Path = README) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--junit", type=Path, help="tabulate this junit XML instead of running")
-    parser.add_argument("--write-readme", action="store_true",
-                        help="replace the table between the markers in README.md")
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="replace the table between the markers in README.md",
+    )
     args = parser.parse_args()
     status = 0
     with tempfile.TemporaryDirectory(prefix="rnngen-faults-") as scratch:

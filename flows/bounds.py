@@ -18,10 +18,15 @@ from tasks.bounds import bounds_grid, prepare_bounds, publish_best
 MODELS_IN_FLIGHT = 128  # threads that only wait on their Ray task
 
 
-@flow(name="bounds", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=MODELS_IN_FLIGHT))
-def bounds(out: str = "data", delta: float = 0.05, alphas: list[float] | None = None,
-           ray_address: str | None = None) -> dict[str, int]:
+@flow(
+    name="bounds", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MODELS_IN_FLIGHT)
+)
+def bounds(
+    out: str = "data",
+    delta: float = 0.05,
+    alphas: list[float] | None = None,
+    ray_address: str | None = None,
+) -> dict[str, int]:
     """Compute the bound rows of every finished model that has none yet."""
     with output_lock(out):
         if not 0 < delta < 1:
@@ -33,6 +38,8 @@ def bounds(out: str = "data", delta: float = 0.05, alphas: list[float] | None = 
         specs, run = prepare_bounds(out, delta=delta, alphas=alphas)
         counts = bounds_grid(specs, run)
         publish_best(out)
-        print(f"bounds: {counts['models']} models: {counts['skipped']} already done, "
-              f"{counts['ok']} computed, {counts['not_computed']} not computed (reason in the row)")
+        print(
+            f"bounds: {counts['models']} models: {counts['skipped']} already done, "
+            f"{counts['ok']} computed, {counts['not_computed']} not computed (reason in the row)"
+        )
         return counts

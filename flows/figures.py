@@ -19,6 +19,8 @@ def figures(out: str = "data") -> list[str]:
             for path in paths:
                 print(f"wrote {path}")
         else:
-            print(f"figures: results unchanged since the last drawing; {len(paths)} files "
-                  f"under {Layout.at(out).figures} are up to date")
+            print(
+                f"figures: results unchanged since the last drawing; {len(paths)} files "
+                f"under {Layout.at(out).figures} are up to date"
+            )
         return paths

@@ -18,6 +18,9 @@ def report(out: str = "data") -> str:
         publish_provenance("report", out)
         path, written = write_report(out)
         print(f"wrote {path}" if written else f"{path} is up to date")
-        create_markdown_artifact(key="report", markdown=path.read_text(encoding="utf-8"),
-                                 description=f"REPORT.md of {path.parent}")
+        create_markdown_artifact(
+            key="report",
+            markdown=path.read_text(encoding="utf-8"),
+            description=f"REPORT.md of {path.parent}",
+        )
         return str(path)

@@ -12,9 +12,14 @@ from tasks.spectrum import spectrum_for_length
 
 
 @flow(name="spectrum", log_prints=True)
-def spectrum(out: str = "data", lengths: list[int] | None = None, n_train: int | None = None,
-             check_dense: bool = False, ray_address: str | None = None,
-             workers: int | None = None) -> list[dict]:
+def spectrum(
+    out: str = "data",
+    lengths: list[int] | None = None,
+    n_train: int | None = None,
+    check_dense: bool = False,
+    ray_address: str | None = None,
+    workers: int | None = None,
+) -> list[dict]:
     """One certified row per L in results/spectrum.parquet (rows already there are kept)."""
     with output_lock(out):
         publish_provenance("spectrum", out)
@@ -22,14 +27,32 @@ def spectrum(out: str = "data", lengths: list[int] | None = None, n_train: int |
         ray_pool.connect(ray_address)
         rows = []
         for L in lengths:
-            row = spectrum_for_length(out, L, n_train=n_train, workers=workers,
-                                      check_dense=check_dense,
-                                      return_state=True).result()
-            print(f"L={L}: λ_min = {row['lambda_min']:.6e} (residual "
-                  f"{row['lambda_min_residual']:.1e}), λ_max = {row['lambda_max']:.4e}, "
-                  f"{row['iterations']} block shift-invert steps")
+            row = spectrum_for_length(
+                out, L, n_train=n_train, workers=workers, check_dense=check_dense, return_state=True
+            ).result()
+            print(
+                f"L={L}: λ_min = {row['lambda_min']:.6e} (residual "
+                f"{row['lambda_min_residual']:.1e}), λ_max = {row['lambda_max']:.4e}, "
+                f"{row['iterations']} block shift-invert steps"
+            )
             rows.append(row)
-        publish_table("spectrum", [{k: r[k] for k in (
-            "L", "n", "lambda_min", "lambda_min_residual", "lambda_max", "status", "seconds")}
-            for r in rows], "λ_min and λ_max of E(xxᵀ) per L, certified by their residuals")
+        publish_table(
+            "spectrum",
+            [
+                {
+                    k: r[k]
+                    for k in (
+                        "L",
+                        "n",
+                        "lambda_min",
+                        "lambda_min_residual",
+                        "lambda_max",
+                        "status",
+                        "seconds",
+                    )
+                }
+                for r in rows
+            ],
+            "λ_min and λ_max of E(xxᵀ) per L, certified by their residuals",
+        )
         return rows

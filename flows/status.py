@@ -17,8 +17,13 @@ from rnngen.io import read_parquet
 from rnngen.layout import Layout
 from rnngen.schemas import RUNS
 
-MARK = {"done": "[green]done[/]", "diverged": "[yellow]diverged[/]", "failed": "[red]failed[/]",
-        "running": "[cyan]running[/]", "queued": "[dim]queued[/]"}
+MARK = {
+    "done": "[green]done[/]",
+    "diverged": "[yellow]diverged[/]",
+    "failed": "[red]failed[/]",
+    "running": "[cyan]running[/]",
+    "queued": "[dim]queued[/]",
+}
 
 
 def _live(cell: dict, now: float) -> dict:
@@ -42,20 +47,33 @@ def _data_rows(layout: Layout) -> list[tuple[str, str]]:
         pointer = json.loads(layout.corpus_pointer.read_text())
         corpus = layout.interim / pointer["corpus"]
         state = "present" if corpus.is_file() else "MISSING"
-        rows.append(("corpus", f"{state}: data_key {pointer['data_key']} "
-                               f"(source {pointer['imdb']['kind']})"))
+        rows.append(
+            (
+                "corpus",
+                f"{state}: data_key {pointer['data_key']} (source {pointer['imdb']['kind']})",
+            )
+        )
     else:
         rows.append(("corpus", "absent (run `rnngen embed`)"))
     if layout.spectrum.is_file():
         for r in read_parquet(layout.spectrum).to_pylist():
             value = f"{r['lambda_min']:.4e}" if r["lambda_min"] is not None else "—"
-            rows.append((f"spectrum L={r['L']}", f"{r['status']}: λ_min {value} "
-                         f"(residual {r['lambda_min_residual']:.1e}, n={r['n']})"))
+            rows.append(
+                (
+                    f"spectrum L={r['L']}",
+                    f"{r['status']}: λ_min {value} "
+                    f"(residual {r['lambda_min_residual']:.1e}, n={r['n']})",
+                )
+            )
     else:
         rows.append(("spectrum", "absent (run `rnngen spectrum`)"))
     for name, path in (("bounds", layout.bounds),):
-        rows.append((name, f"{pq.read_metadata(path).num_rows} rows in {path}"
-                     if path.is_file() else "absent"))
+        rows.append(
+            (
+                name,
+                f"{pq.read_metadata(path).num_rows} rows in {path}" if path.is_file() else "absent",
+            )
+        )
     return rows
 
 
@@ -77,8 +95,9 @@ def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
     diverged). Runs that differ in anything but L, σ and seed are never counted together."""
     running, now = _running(layout), time.time()
     columns = ["run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json"]
-    runs = (read_parquet(layout.runs, required=RUNS).select(columns)
-            if layout.runs.is_file() else None)
+    runs = (
+        read_parquet(layout.runs, required=RUNS).select(columns) if layout.runs.is_file() else None
+    )
     rows = runs.to_pylist() if runs is not None else []
     if not rows and not running:
         return []
@@ -87,16 +106,22 @@ def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
     for eid in order:
         mine = [r for r in rows if r["experiment_id"] == eid]
         ids = {r["run_id"] for r in mine}
-        live = [_live(cell, now) for rid, cell in running.items()
-                if rid not in ids and cell.get("experiment_id") == eid]
+        live = [
+            _live(cell, now)
+            for rid, cell in running.items()
+            if rid not in ids and cell.get("experiment_id") == eid
+        ]
         label = experiment_label(runs, eid)
         busy = sum(c["status"] == "running" for c in live)
-        headline = (f"training grid ({label}): {len(mine)} cells on disk, "
-                    f"{sum(r['status'] == 'done' for r in mine)} done, {busy} running, "
-                    f"{len(live) - busy} queued")
+        headline = (
+            f"training grid ({label}): {len(mine)} cells on disk, "
+            f"{sum(r['status'] == 'done' for r in mine)} done, {busy} running, "
+            f"{len(live) - busy} queued"
+        )
         tables.append((headline, _grid(mine + live)))
-    others = [_live(cell, now) for cell in running.values()
-              if cell.get("experiment_id") not in order]
+    others = [
+        _live(cell, now) for cell in running.values() if cell.get("experiment_id") not in order
+    ]
     if others:
         tables.append((f"training grid: {len(others)} cells in flight", _grid(others)))
     return tables
@@ -107,8 +132,10 @@ def _grid(cells_: list[dict]) -> Table:
     seeds: set[int] = set()
     for r in cells_:
         mark = MARK.get(r["status"], r["status"])
-        cells[(r["L"], r["sigma"])][r["seed"]] = (r["status"], mark + (
-            f" {r['elapsed']}" if r.get("elapsed") else ""))
+        cells[(r["L"], r["sigma"])][r["seed"]] = (
+            r["status"],
+            mark + (f" {r['elapsed']}" if r.get("elapsed") else ""),
+        )
         seeds.add(r["seed"])
     table = Table(title="L × σ × seed")
     table.add_column("L")
@@ -116,8 +143,7 @@ def _grid(cells_: list[dict]) -> Table:
     for seed in sorted(seeds):
         table.add_column(f"seed {seed}")
     for (L, sigma), by_seed in sorted(cells.items()):
-        table.add_row(str(L), f"{sigma:g}", *(by_seed.get(s, ("", "·"))[1]
-                                             for s in sorted(seeds)))
+        table.add_row(str(L), f"{sigma:g}", *(by_seed.get(s, ("", "·"))[1] for s in sorted(seeds)))
     counts: dict[str, int] = defaultdict(int)
     for by_seed in cells.values():
         for status, _ in by_seed.values():

@@ -29,9 +29,14 @@ from tasks.train import build_grid
 
 
 @flow(name="study", log_prints=True)
-def study(profile: str = "quick", out: str = "data", imdb_path: str | None = None,
-          ray_address: str | None = None, delta: float = 0.05,
-          device: str | None = None) -> dict[str, Any]:
+def study(
+    profile: str = "quick",
+    out: str = "data",
+    imdb_path: str | None = None,
+    ray_address: str | None = None,
+    delta: float = 0.05,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Run every stage for the profile; return the paths and headline numbers.
 
     `device` ('auto', 'cpu' or 'cuda') overrides the profile's choice for training.
@@ -43,14 +48,24 @@ def study(profile: str = "quick", out: str = "data", imdb_path: str | None = Non
         build_grid(out, profile)  # validate the whole grid before any Ray work starts
         ray_pool.connect(ray_address)
         check_spectrum(out, list(prof.lengths), prof.spectrum_n_train)
-        train(out=out, profile=profile, ray_address=ray_address,
-              overrides={"device": device} if device else None)
-        spectrum(out=out, lengths=list(prof.lengths), n_train=prof.spectrum_n_train,
-                 ray_address=ray_address)
+        train(
+            out=out,
+            profile=profile,
+            ray_address=ray_address,
+            overrides={"device": device} if device else None,
+        )
+        spectrum(
+            out=out,
+            lengths=list(prof.lengths),
+            n_train=prof.spectrum_n_train,
+            ray_address=ray_address,
+        )
         bounds(out=out, delta=delta, ray_address=ray_address)
         paths = figures(out=out)
         report_path = report(out=out)
         summary = publish_artifacts(out, profile)
-        print(f"study[{prof.name}] finished: corpus {key}; figures under "
-              f"{Layout.at(out).figures}; report {report_path}")
+        print(
+            f"study[{prof.name}] finished: corpus {key}; figures under "
+            f"{Layout.at(out).figures}; report {report_path}"
+        )
         return {"data_key": key, "figures": paths, "report": report_path, **summary}

@@ -24,12 +24,22 @@ from tasks.train import build_grid, prepare_training, publish_grid, train_grid
 CELLS_IN_FLIGHT = 128
 
 
-@flow(name="train", log_prints=True, flow_run_name="train {profile}",
-      task_runner=ThreadPoolTaskRunner(max_workers=CELLS_IN_FLIGHT))
-def train(out: str = "data", profile: str = "quick", lengths: list[int] | None = None,
-          sigmas: list[float] | None = None, seeds: list[int] | None = None,
-          overrides: dict[str, Any] | None = None, ray_address: str | None = None,
-          max_retries: int = 2) -> dict[str, int]:
+@flow(
+    name="train",
+    log_prints=True,
+    flow_run_name="train {profile}",
+    task_runner=ThreadPoolTaskRunner(max_workers=CELLS_IN_FLIGHT),
+)
+def train(
+    out: str = "data",
+    profile: str = "quick",
+    lengths: list[int] | None = None,
+    sigmas: list[float] | None = None,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    ray_address: str | None = None,
+    max_retries: int = 2,
+) -> dict[str, int]:
     """Train every cell not yet finished; fail at the end (non-zero exit) if any cell failed.
 
     `overrides` may hold `device` ('auto', 'cpu' or 'cuda'); by default the profile's.
@@ -41,15 +51,24 @@ def train(out: str = "data", profile: str = "quick", lengths: list[int] | None =
         device = overrides.pop("device", prof.device)
         specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
         ray_pool.connect(ray_address)
-        run = prepare_training(out, specs, device=device, gpu_fraction=prof.gpu_fraction,
-                               profile=profile, max_retries=max_retries)
+        run = prepare_training(
+            out,
+            specs,
+            device=device,
+            gpu_fraction=prof.gpu_fraction,
+            profile=profile,
+            max_retries=max_retries,
+        )
         counts = train_grid(specs, run, max_retries)
         publish_grid(out, specs)
-        print(f"train: {counts['total']} cells: {counts['skipped']} already finished, "
-              f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed")
+        print(
+            f"train: {counts['total']} cells: {counts['skipped']} already finished, "
+            f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed"
+        )
         if counts["failed"]:
             raise UserError(
                 f"{counts['failed']} of {counts['total']} training cells failed (see the "
                 "'error' column of results/runs.parquet and `rnngen status`); the others are "
-                "saved. Run the same command again to retry the failed ones.")
+                "saved. Run the same command again to retry the failed ones."
+            )
         return counts

@@ -38,8 +38,13 @@ VERDICT_RULE = (
 )
 
 # The additive terms of Theorem 3; the bound is their sum.
-THM3_TERMS = ("margin_loss", "rademacher_fs_term", "rademacher_norm1_term", "noise_term",
-              "confidence_term")
+THM3_TERMS = (
+    "margin_loss",
+    "rademacher_fs_term",
+    "rademacher_norm1_term",
+    "noise_term",
+    "confidence_term",
+)
 BOUND_TOTALS = ("bound_thm3", "bound_thm2", "bound_thm2_remark6", "zhang_order")
 KENDALL_QUANTITIES = BOUND_TOTALS + tuple(c for c in TERM_COLUMNS if c not in BOUND_TOTALS)
 KENDALL_METHOD = (
@@ -67,8 +72,10 @@ def require(table: pa.Table, names: tuple[str, ...] | list[str], what: str) -> N
     """Raise :class:`DataError` naming the columns of ``table`` that are missing."""
     missing = [n for n in names if n not in table.column_names]
     if missing:
-        raise DataError(f"{what} lacks column(s) {missing}; regenerate it with this version "
-                        "of rnngen (the stage that writes it skips finished work).")
+        raise DataError(
+            f"{what} lacks column(s) {missing}; regenerate it with this version "
+            "of rnngen (the stage that writes it skips finished work)."
+        )
 
 
 def sigma_key(sigma: float) -> float:
@@ -94,13 +101,25 @@ def experiments(runs: pa.Table) -> list[str]:
 
 
 def of_experiment(table: pa.Table, experiment_id: str) -> pa.Table:
-    return table.filter(pa.array([e == experiment_id for e in strings(table, "experiment_id")],
-                                 pa.bool_()))
+    return table.filter(
+        pa.array([e == experiment_id for e in strings(table, "experiment_id")], pa.bool_())
+    )
 
 
 # Spec fields that describe an experiment in a label, in this order.
-_LABEL_FIELDS = ("hidden", "epochs", "optimizer", "lr", "batch_size", "clip_grad_norm",
-                 "weight_decay", "init", "w_row_sum_max", "n_train", "n_test")
+_LABEL_FIELDS = (
+    "hidden",
+    "epochs",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "clip_grad_norm",
+    "weight_decay",
+    "init",
+    "w_row_sum_max",
+    "n_train",
+    "n_test",
+)
 
 
 def experiment_settings(runs: pa.Table, experiment_id: str) -> dict[str, Any]:
@@ -115,8 +134,12 @@ def experiment_settings(runs: pa.Table, experiment_id: str) -> dict[str, Any]:
 def experiment_label(runs: pa.Table, experiment_id: str) -> str:
     """'hidden 128, 10 epochs, adam lr 0.0005, batch 64, clip 5, ...' for a legend."""
     s = experiment_settings(runs, experiment_id)
-    parts = [f"hidden {s['hidden']}", f"{s['epochs']} epochs",
-             f"{s['optimizer']} lr {s['lr']:g}", f"batch {s['batch_size']}"]
+    parts = [
+        f"hidden {s['hidden']}",
+        f"{s['epochs']} epochs",
+        f"{s['optimizer']} lr {s['lr']:g}",
+        f"batch {s['batch_size']}",
+    ]
     if s["w_row_sum_max"] is not None:
         parts.append(f"β_W ≤ {s['w_row_sum_max']:g}")
     if s["n_train"] is not None:
@@ -158,14 +181,23 @@ def cells(runs: pa.Table, quantity: str = "gen_error") -> list[Cell]:
     require(runs, ("experiment_id", "L", "sigma", "seed", "status", quantity), "runs table")
     finished = done(runs)
     groups: dict[tuple[str, int, float], dict[int, float]] = {}
-    for eid, L, s, seed, v in zip(strings(finished, "experiment_id"), column(finished, "L"),
-                                  column(finished, "sigma"), column(finished, "seed"),
-                                  column(finished, quantity), strict=True):
+    for eid, L, s, seed, v in zip(
+        strings(finished, "experiment_id"),
+        column(finished, "L"),
+        column(finished, "sigma"),
+        column(finished, "seed"),
+        column(finished, quantity),
+        strict=True,
+    ):
         if math.isfinite(v):
             groups.setdefault((eid, int(L), sigma_key(s)), {})[int(seed)] = float(v)
     order = {e: i for i, e in enumerate(experiments(runs))}
-    return [Cell(e, L, s, vals) for (e, L, s), vals in
-            sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2]))]
+    return [
+        Cell(e, L, s, vals)
+        for (e, L, s), vals in sorted(
+            groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2])
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -203,13 +235,16 @@ class Verdict:
     reason: str
 
 
-def u_verdict(cells_of_L: list[Cell], quantity: str = "gen_error",
-              significance: float = SIGNIFICANCE) -> Verdict:
+def u_verdict(
+    cells_of_L: list[Cell], quantity: str = "gen_error", significance: float = SIGNIFICANCE
+) -> Verdict:
     """Apply VERDICT_RULE to the cells of one experiment at one L (at least two σ)."""
     by_sigma = sorted((c for c in cells_of_L if c.n), key=lambda c: c.sigma)
     if len(by_sigma) < 2 or len({c.L for c in by_sigma}) != 1:
-        raise DataError("a U-shape verdict needs cells of one L at two σ or more, "
-                        f"got {[(c.L, c.sigma) for c in cells_of_L]}.")
+        raise DataError(
+            "a U-shape verdict needs cells of one L at two σ or more, "
+            f"got {[(c.L, c.sigma) for c in cells_of_L]}."
+        )
     lo, hi = by_sigma[0], by_sigma[-1]
     star = min(by_sigma, key=lambda c: (c.mean, c.sigma))
     p_min, n_min = paired_less(star.values, lo.values) if star is not lo else (math.nan, lo.n)
@@ -223,14 +258,29 @@ def u_verdict(cells_of_L: list[Cell], quantity: str = "gen_error",
         verdict, reason = NOT_REPRODUCED, f"the minimum is at {end}, below {other}: monotone"
     else:
         verdict = INCONCLUSIVE
-        reason = ("σ* is interior but not lower than both ends at the 5 % level" if interior
-                  else "σ* is an end, but not significantly below the other end")
-    return Verdict(star.L, quantity, star.sigma, star.mean, lo.sigma, hi.sigma, p_min, p_max,
-                   min(n_min, n_max), verdict, reason)
+        reason = (
+            "σ* is interior but not lower than both ends at the 5 % level"
+            if interior
+            else "σ* is an end, but not significantly below the other end"
+        )
+    return Verdict(
+        star.L,
+        quantity,
+        star.sigma,
+        star.mean,
+        lo.sigma,
+        hi.sigma,
+        p_min,
+        p_max,
+        min(n_min, n_max),
+        verdict,
+        reason,
+    )
 
 
-def verdicts(runs: pa.Table, experiment_id: str,
-             quantities: tuple[str, ...] = ("gen_error", "clean_gap")) -> list[Verdict]:
+def verdicts(
+    runs: pa.Table, experiment_id: str, quantities: tuple[str, ...] = ("gen_error", "clean_gap")
+) -> list[Verdict]:
     """The verdict of each quantity at each L of an experiment with two σ or more."""
     out = []
     for quantity in quantities:
@@ -249,9 +299,14 @@ def best_rows(bounds: pa.Table) -> pa.Table:
     """One row per model: its computed row at the best α (`alpha_best`, status ok)."""
     require(bounds, ("run_id", "alpha_best", "status"), "bounds table")
     keep, seen = [], set()
-    for i, (rid, best, status) in enumerate(zip(strings(bounds, "run_id"),
-                                                bounds.column("alpha_best").to_pylist(),
-                                                strings(bounds, "status"), strict=True)):
+    for i, (rid, best, status) in enumerate(
+        zip(
+            strings(bounds, "run_id"),
+            bounds.column("alpha_best").to_pylist(),
+            strings(bounds, "status"),
+            strict=True,
+        )
+    ):
         if best and status == "ok" and rid not in seen:
             keep.append(i)
             seen.add(rid)
@@ -289,9 +344,20 @@ class TermCell:
         return name, math.log10(top / second) if second > 0 else math.inf
 
 
-TERM_QUANTITIES = (*THM3_TERMS, "bound_thm3", "bound_thm2", "bound_thm2_remark6",
-                   "zhang_order", "beta_U", "beta_V", "beta_W", "Lambda", "r_fs", "r_fr",
-                   "alpha")
+TERM_QUANTITIES = (
+    *THM3_TERMS,
+    "bound_thm3",
+    "bound_thm2",
+    "bound_thm2_remark6",
+    "zhang_order",
+    "beta_U",
+    "beta_V",
+    "beta_W",
+    "Lambda",
+    "r_fs",
+    "r_fr",
+    "alpha",
+)
 
 
 def term_cells(bounds: pa.Table) -> list[TermCell]:
@@ -299,8 +365,14 @@ def term_cells(bounds: pa.Table) -> list[TermCell]:
     and β_W^L (as `beta_W_pow_L`, computed per model in log space, may be inf)."""
     best = best_rows(bounds)
     require(best, ("experiment_id", "L", "sigma", *TERM_QUANTITIES), "bounds table")
-    keys = list(zip(strings(best, "experiment_id"), column(best, "L").astype(int),
-                    (sigma_key(s) for s in column(best, "sigma")), strict=True))
+    keys = list(
+        zip(
+            strings(best, "experiment_id"),
+            column(best, "L").astype(int),
+            (sigma_key(s) for s in column(best, "sigma")),
+            strict=True,
+        )
+    )
     cols = {q: column(best, q) for q in TERM_QUANTITIES}
     with np.errstate(over="ignore"):
         cols["beta_W_pow_L"] = np.exp(column(best, "L") * np.log(cols["beta_W"]))
@@ -308,8 +380,9 @@ def term_cells(bounds: pa.Table) -> list[TermCell]:
     for key in sorted(set(keys), key=lambda k: (k[0], k[1], k[2])):
         mask = np.array([k == key for k in keys])
         means = {q: geometric_mean(v[mask]) for q, v in cols.items()}
-        means["noise_term"] = (geometric_mean(cols["noise_term"][mask]) if key[2] > 0
-                               else 0.0)  # exactly 0 without noise
+        means["noise_term"] = (
+            geometric_mean(cols["noise_term"][mask]) if key[2] > 0 else 0.0
+        )  # exactly 0 without noise
         out.append(TermCell(key[0], int(key[1]), key[2], int(mask.sum()), means))
     return out
 
@@ -337,8 +410,11 @@ def joined(bounds: pa.Table, runs: pa.Table) -> dict[str, np.ndarray]:
     require(best, KENDALL_QUANTITIES, "bounds table")
     finished = done(runs)
     gaps = dict(zip(strings(finished, "run_id"), column(finished, "gen_error"), strict=True))
-    rows = [i for i, rid in enumerate(strings(best, "run_id"))
-            if rid in gaps and math.isfinite(gaps[rid])]
+    rows = [
+        i
+        for i, rid in enumerate(strings(best, "run_id"))
+        if rid in gaps and math.isfinite(gaps[rid])
+    ]
     best = best.take(pa.array(rows, pa.int64()))
     out = {c: column(best, c) for c in ("L", "sigma", *KENDALL_QUANTITIES)}
     out["experiment_id"] = np.array(strings(best, "experiment_id"), dtype=object)
@@ -353,13 +429,23 @@ def kendall_rows(bounds: pa.Table, runs: pa.Table) -> list[dict[str, Any]]:
     out = []
     for eid in sorted(set(data["experiment_id"])):
         mine = data["experiment_id"] == eid
-        scopes = [("all", mine)] + [(f"L={int(L)}", mine & (data["L"] == L))
-                                    for L in sorted(set(data["L"][mine]))]
+        scopes = [("all", mine)] + [
+            (f"L={int(L)}", mine & (data["L"] == L)) for L in sorted(set(data["L"][mine]))
+        ]
         for scope, mask in scopes:
             n_joined = int(mask.sum())
             for q in KENDALL_QUANTITIES:
                 tau, p, n = kendall(data[q][mask], data["gen_error"][mask])
-                out.append({"experiment_id": eid, "scope": scope, "quantity": q, "tau": tau,
-                            "p_value": p, "n_models": n, "n_dropped": n_joined - n,
-                            "n_joined": n_joined})
+                out.append(
+                    {
+                        "experiment_id": eid,
+                        "scope": scope,
+                        "quantity": q,
+                        "tau": tau,
+                        "p_value": p,
+                        "n_models": n,
+                        "n_dropped": n_joined - n,
+                        "n_joined": n_joined,
+                    }
+                )
     return out

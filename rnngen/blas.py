@@ -27,8 +27,7 @@ _int, _double, _ptr = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_doub
 _char = ctypes.c_char_p
 # Fortran signatures as scipy.linalg.cython_blas declares them (every argument by pointer).
 _SIGNATURES = {
-    "dgemm": (_char, _char, _int, _int, _int, _double, _ptr, _int, _ptr, _int, _double, _ptr,
-              _int),
+    "dgemm": (_char, _char, _int, _int, _int, _double, _ptr, _int, _ptr, _int, _double, _ptr, _int),
     "dsyrk": (_char, _char, _int, _int, _double, _ptr, _int, _double, _ptr, _int),
 }
 
@@ -62,16 +61,20 @@ def _layout(x: np.ndarray, what: str) -> tuple[int, int, bool]:
         ld = s0 // 8 if rows > 1 else max(cols, 1)
         if ld >= max(cols, 1) and (rows == 1 or s0 % 8 == 0):
             return x.ctypes.data, ld, True
-    raise ParameterError(f"{what} has strides {x.strides}: neither its rows nor its columns "
-                         "are contiguous, so BLAS cannot use it in place")
+    raise ParameterError(
+        f"{what} has strides {x.strides}: neither its rows nor its columns "
+        "are contiguous, so BLAS cannot use it in place"
+    )
 
 
 def _output(c: np.ndarray, what: str) -> tuple[int, int]:
     """(address, leading dimension) of an output block: column-major and writeable."""
     address, ld, transposed = _layout(c, what)
     if transposed or not c.flags.writeable:
-        raise ParameterError(f"{what} must be a writeable column-major block (e.g. a block "
-                             f"of a Fortran-ordered array); got strides {c.strides}")
+        raise ParameterError(
+            f"{what} must be a writeable column-major block (e.g. a block "
+            f"of a Fortran-ordered array); got strides {c.strides}"
+        )
     return address, ld
 
 
@@ -81,17 +84,30 @@ def gemm_update(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     m, n = c.shape
     k = a.shape[1]
     if a.shape != (m, k) or b.shape != (k, n):
-        raise ParameterError(f"gemm_update: shapes C {c.shape}, A {a.shape}, B {b.shape} do "
-                             "not match C += A B")
+        raise ParameterError(
+            f"gemm_update: shapes C {c.shape}, A {a.shape}, B {b.shape} do not match C += A B"
+        )
     if not (m and n and k):
         return
     pc, ldc = _output(c, "gemm_update: C")
     pa, lda, ta = _layout(a, "gemm_update: A")
     pb, ldb, tb = _layout(b, "gemm_update: B")
     one = ctypes.c_double(1.0)
-    _routine("dgemm")(b"T" if ta else b"N", b"T" if tb else b"N", ctypes.c_int(m),
-                      ctypes.c_int(n), ctypes.c_int(k), one, pa, ctypes.c_int(lda), pb,
-                      ctypes.c_int(ldb), one, pc, ctypes.c_int(ldc))
+    _routine("dgemm")(
+        b"T" if ta else b"N",
+        b"T" if tb else b"N",
+        ctypes.c_int(m),
+        ctypes.c_int(n),
+        ctypes.c_int(k),
+        one,
+        pa,
+        ctypes.c_int(lda),
+        pb,
+        ctypes.c_int(ldb),
+        one,
+        pc,
+        ctypes.c_int(ldc),
+    )
 
 
 def syrk_update(c: np.ndarray, a: np.ndarray) -> None:
@@ -99,8 +115,7 @@ def syrk_update(c: np.ndarray, a: np.ndarray) -> None:
     touched); A (k, n) in either layout."""
     n = c.shape[0]
     if c.shape != (n, n) or a.ndim != 2 or a.shape[1] != n:
-        raise ParameterError(f"syrk_update: shapes C {c.shape}, A {a.shape} do not match "
-                             "C += Aᵀ A")
+        raise ParameterError(f"syrk_update: shapes C {c.shape}, A {a.shape} do not match C += Aᵀ A")
     k = a.shape[0]
     if not (n and k):
         return
@@ -109,5 +124,15 @@ def syrk_update(c: np.ndarray, a: np.ndarray) -> None:
     one = ctypes.c_double(1.0)
     # Column-major A (k, n) is op 'T' (C += Aᵀ A); row-major A is a column-major (n, k)
     # Aᵀ, op 'N' (C += Aᵀ (Aᵀ)ᵀ).
-    _routine("dsyrk")(b"U", b"N" if ta else b"T", ctypes.c_int(n), ctypes.c_int(k), one, pa,
-                      ctypes.c_int(lda), one, pc, ctypes.c_int(ldc))
+    _routine("dsyrk")(
+        b"U",
+        b"N" if ta else b"T",
+        ctypes.c_int(n),
+        ctypes.c_int(k),
+        one,
+        pa,
+        ctypes.c_int(lda),
+        one,
+        pc,
+        ctypes.c_int(ldc),
+    )

@@ -390,8 +390,13 @@ def zhang_order(
         return 0.0
     log_W_power = L * math.log(norm_W) if norm_W > 1.0 else 0.0  # log max{1, ‖W‖₂^L}
     log_value = (
-        math.log(max(d, m, k)) + 2.0 * math.log(L) + math.log(norm_U) + math.log(norm_V)
-        + log_W_power - 0.5 * math.log(n) - math.log(alpha)
+        math.log(max(d, m, k))
+        + 2.0 * math.log(L)
+        + math.log(norm_U)
+        + math.log(norm_V)
+        + log_W_power
+        - 0.5 * math.log(n)
+        - math.log(alpha)
     )
     if log_value >= math.log(np.finfo(np.float64).max):
         return math.inf
@@ -542,11 +547,18 @@ def _thm3_columns(
         noisy, noisy.r_fs, alpha=alpha, sigma=sigma, lambda_min=lambda_min
     )
     cols = {
-        "beta_U": b_U, "beta_V": b_V, "beta_W": b_W, "Lambda": Lambda(b_W, noisy.L),
-        "r_fs": noisy.r_fs, "r_fr": noisy.r_fr, "frob_X": noisy.frob_X,
-        "norm1_XT": noisy.norm1_XT, "lambda_min": lambda_min,
+        "beta_U": b_U,
+        "beta_V": b_V,
+        "beta_W": b_W,
+        "Lambda": Lambda(b_W, noisy.L),
+        "r_fs": noisy.r_fs,
+        "r_fr": noisy.r_fr,
+        "frob_X": noisy.frob_X,
+        "norm1_XT": noisy.norm1_XT,
+        "lambda_min": lambda_min,
         "margin_loss": ramp_loss(noisy.margins, alpha),
-        "rademacher_fs_term": fs, "rademacher_norm1_term": norm1,
+        "rademacher_fs_term": fs,
+        "rademacher_norm1_term": norm1,
         "complexity_term": complexity_term(fs, norm1),
         "noise_term": noise_term(alpha, b_V, b_U, b_W, noisy.L, sigma, noisy.d),
         "confidence_term": confidence_term(delta, noisy.n),

@@ -28,8 +28,10 @@ CORPUS_COLUMNS = ("split", "label", "review_index", "token_ids")
 
 def data_key(source_sha256: str, tokenizer: TokenizerConfig, glove_source: str) -> str:
     """Names the corpus: the raw data's hash, the preprocessing and the embedding."""
-    return content_key({"imdb_sha256": source_sha256, "tokenizer": tokenizer.to_dict(),
-                        "glove": glove_source}, length=12)
+    return content_key(
+        {"imdb_sha256": source_sha256, "tokenizer": tokenizer.to_dict(), "glove": glove_source},
+        length=12,
+    )
 
 
 def token_ids(tokens: pa.LargeListArray, glove: Glove) -> pa.LargeListArray:
@@ -39,8 +41,13 @@ def token_ids(tokens: pa.LargeListArray, glove: Glove) -> pa.LargeListArray:
     return pa.LargeListArray.from_arrays(tokens.offsets, ids)
 
 
-def corpus_token_ids(texts: list[str], glove: Glove, tokenizer: TokenizerConfig,
-                     workers: int | None = None, chunk: int = 6250) -> pa.LargeListArray:
+def corpus_token_ids(
+    texts: list[str],
+    glove: Glove,
+    tokenizer: TokenizerConfig,
+    workers: int | None = None,
+    chunk: int = 6250,
+) -> pa.LargeListArray:
     """Tokenize and map many reviews, in chunks on a thread pool.
 
     Arrow's compute kernels release the GIL, so threads give real parallelism here
@@ -56,12 +63,14 @@ def corpus_token_ids(texts: list[str], glove: Glove, tokenizer: TokenizerConfig,
 def build_corpus(reviews: Reviews, glove: Glove, tokenizer: TokenizerConfig) -> pa.Table:
     """Tokenize every review and map it to GloVe ids."""
     ids = corpus_token_ids(reviews.texts, glove, tokenizer)
-    return pa.table({
-        "split": pa.array(reviews.splits.astype(str)).dictionary_encode(),
-        "label": pa.array(reviews.labels, pa.int8()),
-        "review_index": pa.array(reviews.index, pa.int32()),
-        "token_ids": ids,
-    })
+    return pa.table(
+        {
+            "split": pa.array(reviews.splits.astype(str)).dictionary_encode(),
+            "label": pa.array(reviews.labels, pa.int8()),
+            "review_index": pa.array(reviews.index, pa.int32()),
+            "token_ids": ids,
+        }
+    )
 
 
 # The sequence lengths of the paper, which every stage uses when none are given.
@@ -103,8 +112,7 @@ def pad_ids(token_lists: pa.Array | pa.ChunkedArray, L: int, pad_id: int) -> np.
     return out
 
 
-def embed_batch(token_lists: pa.Array | pa.ChunkedArray, L: int, table: np.ndarray
-                ) -> np.ndarray:
+def embed_batch(token_lists: pa.Array | pa.ChunkedArray, L: int, table: np.ndarray) -> np.ndarray:
     """(batch, L, d) float32 sequences for a batch of rows (pad id = last table row)."""
     return table[pad_ids(token_lists, L, pad_id=table.shape[0] - 1)]
 
@@ -120,15 +128,17 @@ class SplitArrays:
         return len(self.labels)
 
 
-def split_arrays(table: pa.Table, split: str, L: int, pad_id: int,
-                 limit: int | None = None, seed: int = 0) -> SplitArrays:
+def split_arrays(
+    table: pa.Table, split: str, L: int, pad_id: int, limit: int | None = None, seed: int = 0
+) -> SplitArrays:
     """Padded ids of a split; `limit` takes a class-balanced random subset (profiles)."""
     part = select_split(table, split)
     labels = part.column("label").to_numpy().astype(np.int64)
     if limit is not None and limit < len(labels):
         rng = np.random.default_rng(seed)
-        chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: limit // 2]
-                                 for c in (0, 1)])
+        chosen = np.concatenate(
+            [rng.permutation(np.flatnonzero(labels == c))[: limit // 2] for c in (0, 1)]
+        )
         chosen.sort()
         part, labels = part.take(chosen), labels[chosen]
     return SplitArrays(pad_ids(part.column("token_ids"), L, pad_id), labels)
@@ -173,5 +183,8 @@ def input_scale(table: pa.Table, L: int, embeddings: np.ndarray) -> dict[str, fl
     tokens = np.bincount(train.values.to_numpy(zero_copy_only=False), minlength=vocab)
     window = np.bincount(pad_ids(train, L, vocab - 1).ravel(), minlength=vocab)
     std, rms = _pooled_scale(tokens, embeddings)
-    return {"coord_std_tokens": std, "coord_rms_tokens": rms,
-            "coord_std_window": _pooled_scale(window, embeddings)[0]}
+    return {
+        "coord_std_tokens": std,
+        "coord_rms_tokens": rms,
+        "coord_std_window": _pooled_scale(window, embeddings)[0],
+    }

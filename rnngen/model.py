@@ -48,8 +48,15 @@ class ReLURNN(nn.Module):
         generator: random stream for the initial weights (the run's 'init' stream).
     """
 
-    def __init__(self, d: int, m: int, k: int = 2, init: InitName = "irnn",
-                 init_scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        d: int,
+        m: int,
+        k: int = 2,
+        init: InitName = "irnn",
+        init_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.rnn = nn.RNN(d, m, nonlinearity="relu", bias=False, batch_first=True)
         self.readout = nn.Linear(m, k, bias=False)
@@ -78,12 +85,15 @@ class ReLURNN(nn.Module):
 
     def weights_numpy(self) -> dict[str, np.ndarray]:
         """Float64 copies of U, W, V: what the bound computations and weight files take."""
-        return {name: getattr(self, name).detach().cpu().to(torch.float64).numpy().copy()
-                for name in WEIGHT_KEYS}
+        return {
+            name: getattr(self, name).detach().cpu().to(torch.float64).numpy().copy()
+            for name in WEIGHT_KEYS
+        }
 
 
-def init_weights(model: ReLURNN, init: str, scale: float,
-                 generator: torch.Generator | None = None) -> None:
+def init_weights(
+    model: ReLURNN, init: str, scale: float, generator: torch.Generator | None = None
+) -> None:
     """Set U, W, V in place from `generator`, so that the init stream alone decides them.
 
     - 'irnn' (Le, Jaitly & Hinton 2015): W = scale * I; U ~ N(0, INPUT_STD^2), V ~ N(0, 1/m).
@@ -127,13 +137,17 @@ def _check_weights(weights: dict[str, np.ndarray], where: str) -> dict[str, np.n
     """U (m, d), W (m, m), V (k, m) as float64, or an error naming `where`."""
     missing = [key for key in WEIGHT_KEYS if key not in weights]
     if missing:
-        raise DataError(f"{where} lacks the weight arrays {missing}; expected keys "
-                        f"{list(WEIGHT_KEYS)}. Rerun the training that writes it.")
+        raise DataError(
+            f"{where} lacks the weight arrays {missing}; expected keys "
+            f"{list(WEIGHT_KEYS)}. Rerun the training that writes it."
+        )
     U, W, V = (np.asarray(weights[key], dtype=np.float64) for key in WEIGHT_KEYS)
     m = W.shape[0] if W.ndim == 2 else -1
     if U.ndim != 2 or W.shape != (m, m) or U.shape[0] != m or V.ndim != 2 or V.shape[1] != m:
-        raise DataError(f"{where} holds weights of inconsistent shapes U {U.shape}, W {W.shape}, "
-                        f"V {V.shape}; expected (m, d), (m, m), (k, m). Rerun the training.")
+        raise DataError(
+            f"{where} holds weights of inconsistent shapes U {U.shape}, W {W.shape}, "
+            f"V {V.shape}; expected (m, d), (m, m), (k, m). Rerun the training."
+        )
     return {"U": U, "W": W, "V": V}
 
 
@@ -158,8 +172,9 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
     """Read `(weights, spec_json)` from a file `save_weights` wrote; never unpickles."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"weight file {path} does not exist. Train the run first, or check "
-                        "the path.")
+        raise DataError(
+            f"weight file {path} does not exist. Train the run first, or check the path."
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
@@ -167,10 +182,14 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
         with loaded:
             arrays = {key: loaded[key] for key in loaded.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path} is not a readable weight file ({err}). Delete it and rerun "
-                        "the training that writes it.") from err
+        raise DataError(
+            f"{path} is not a readable weight file ({err}). Delete it and rerun "
+            "the training that writes it."
+        ) from err
     spec = arrays.get(SPEC_KEY)
     if spec is None or spec.ndim != 0 or spec.dtype.kind != "U":
-        raise DataError(f"{path} lacks the run spec ('{SPEC_KEY}'). Delete it and rerun the "
-                        "training that writes it.")
+        raise DataError(
+            f"{path} lacks the run spec ('{SPEC_KEY}'). Delete it and rerun the "
+            "training that writes it."
+        )
     return _check_weights(arrays, str(path)), str(spec)

@@ -16,8 +16,9 @@ from rnngen.specs import RunSpec
 from rnngen.train import embedding_tensor, seed_streams, split_batches
 
 
-def model_stats(weights: dict[str, np.ndarray], spec: RunSpec, train: SplitArrays,
-                embeddings: np.ndarray) -> tuple[ModelDataStats, ModelDataStats | None]:
+def model_stats(
+    weights: dict[str, np.ndarray], spec: RunSpec, train: SplitArrays, embeddings: np.ndarray
+) -> tuple[ModelDataStats, ModelDataStats | None]:
     """(clean, noisy) statistics of the model on its training set; noisy is None at σ = 0."""
     U, W, V = weights["U"], weights["W"], weights["V"]
     table = embedding_tensor(embeddings)

@@ -72,18 +72,29 @@ class DataStats:
         """Statistics of the union of the two sample sets (exact; order-independent)."""
         if other.dim != self.dim:
             raise ParameterError(f"cannot merge stats of dim {self.dim} and {other.dim}")
-        return DataStats(self.n + other.n, self.dim, self.sq_sum + other.sq_sum,
-                         self.abs_colsum + other.abs_colsum, max(self.max_abs, other.max_abs))
+        return DataStats(
+            self.n + other.n,
+            self.dim,
+            self.sq_sum + other.sq_sum,
+            self.abs_colsum + other.abs_colsum,
+            max(self.max_abs, other.max_abs),
+        )
 
 
 def _block_stats(chunk: Array) -> DataStats:
     """DataStats of one float64 chunk, in sub-chunks so |chunk| is never materialized whole."""
     stats = DataStats.empty(chunk.shape[1])
     for r0 in range(0, chunk.shape[0], _STAT_ROWS):
-        part = np.abs(chunk[r0:r0 + _STAT_ROWS])
-        stats = stats.merge(DataStats(part.shape[0], part.shape[1],
-                                      float(np.einsum("ij,ij->", part, part)),
-                                      part.sum(axis=0), float(part.max(initial=0.0))))
+        part = np.abs(chunk[r0 : r0 + _STAT_ROWS])
+        stats = stats.merge(
+            DataStats(
+                part.shape[0],
+                part.shape[1],
+                float(np.einsum("ij,ij->", part, part)),
+                part.sum(axis=0),
+                float(part.max(initial=0.0)),
+            )
+        )
     return stats
 
 
@@ -98,9 +109,11 @@ def _check_finite(block: np.ndarray) -> None:
         row_sums = np.einsum("ij,ij->i", block, block, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(row_sums))
     if bad.size:
-        raise ParameterError(f"{bad.size} row(s) of the block, the first being row {bad[0]}, "
-                             "hold NaN/inf or values whose squares overflow float64; "
-                             "nothing was added")
+        raise ParameterError(
+            f"{bad.size} row(s) of the block, the first being row {bad[0]}, "
+            "hold NaN/inf or values whose squares overflow float64; "
+            "nothing was added"
+        )
 
 
 class MomentAccumulator:
@@ -119,8 +132,7 @@ class MomentAccumulator:
         self._buffer = mmap.mmap(-1, dim * dim * 8)
         if hasattr(mmap, "MADV_HUGEPAGE"):  # 2 MB pages: fewer TLB misses in the in-place GEMMs
             self._buffer.madvise(mmap.MADV_HUGEPAGE)
-        self._gram = np.frombuffer(self._buffer, dtype=np.float64).reshape((dim, dim),
-                                                                           order="F")
+        self._gram = np.frombuffer(self._buffer, dtype=np.float64).reshape((dim, dim), order="F")
         self._drained = 0  # columns [0, _drained) were drained and their memory released
         self._stats = DataStats.empty(dim)
         self._finalized = False
@@ -155,11 +167,10 @@ class MomentAccumulator:
         self._check_open()
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self.dim:
-            raise ParameterError(f"expected a block of shape (rows, {self.dim}); "
-                                 f"got {block.shape}")
+            raise ParameterError(f"expected a block of shape (rows, {self.dim}); got {block.shape}")
         _check_finite(block)  # before any update, so a bad block leaves no partial state
         for r0 in range(0, block.shape[0], self.block_rows):
-            chunk = np.asarray(block[r0:r0 + self.block_rows], dtype=np.float64)
+            chunk = np.asarray(block[r0 : r0 + self.block_rows], dtype=np.float64)
             stats = _block_stats(chunk)
             syrk_update(self._gram, chunk)  # upper triangle, in place
             self._stats = self._stats.merge(stats)
@@ -178,11 +189,13 @@ class MomentAccumulator:
         self._check_open()
         tail = np.asarray(tail)
         if not 0 <= start < self.dim or tail.ndim != 2 or tail.shape[1] != self.dim - start:
-            raise ParameterError(f"expected 0 <= start < {self.dim} and a tail of shape (rows, "
-                                 f"{self.dim} - start); got start={start}, {tail.shape}")
+            raise ParameterError(
+                f"expected 0 <= start < {self.dim} and a tail of shape (rows, "
+                f"{self.dim} - start); got start={start}, {tail.shape}"
+            )
         gram = self._gram
         for r0 in range(0, tail.shape[0], self.block_rows):
-            rows = np.ascontiguousarray(tail[r0:r0 + self.block_rows], dtype=np.float64)
+            rows = np.ascontiguousarray(tail[r0 : r0 + self.block_rows], dtype=np.float64)
             part = _block_stats(rows)
             if not np.isfinite(part.sq_sum):
                 raise ParameterError("the block holds NaN/inf (or values whose squares overflow)")
@@ -190,11 +203,12 @@ class MomentAccumulator:
             colsum[start:] = part.abs_colsum
             for j0 in range(start, self.dim, panel):
                 j1 = min(j0 + panel, self.dim)
-                cols = rows[:, j0 - start: j1 - start]
+                cols = rows[:, j0 - start : j1 - start]
                 gemm_update(gram[start:j0, j0:j1], rows[:, : j0 - start].T, cols)
                 syrk_update(gram[j0:j1, j0:j1], cols)
             self._stats = self._stats.merge(
-                DataStats(part.n, self.dim, part.sq_sum, colsum, part.max_abs))
+                DataStats(part.n, self.dim, part.sq_sum, colsum, part.max_abs)
+            )
 
     def add_stats(self, stats: DataStats) -> None:
         """Merge another worker's statistics (pair with :meth:`add_upper_columns`)."""
@@ -211,8 +225,9 @@ class MomentAccumulator:
             self._check_open()  # the first slab needs a Gram; later ones continue the drain
         self._check_columns(c0, c1)
         if c0 != self._drained:
-            raise ParameterError(f"drain column slabs in order: next is column {self._drained}, "
-                                 f"got {c0}")
+            raise ParameterError(
+                f"drain column slabs in order: next is column {self._drained}, got {c0}"
+            )
         # Fortran order like the Gram, so the reducer adds it column by contiguous column.
         slab = np.array(self._gram[:c1, c0:c1], order="F")
         bottom = slab[c0:]  # the diagonal block: keep rows i <= global column
@@ -236,16 +251,22 @@ class MomentAccumulator:
         arrays = tuple(np.asarray(cols, dtype=np.float64) for cols in slabs)
         shape = arrays[0].shape
         c1 = c0 + (shape[1] if len(shape) == 2 else 0)
-        if any(cols.shape != shape for cols in arrays) or len(shape) != 2 or c1 <= c0 or (
-                shape != (c1, c1 - c0)):
-            raise ParameterError(f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
-                                 f"with c0 < c1 <= {self.dim}; got "
-                                 f"{[cols.shape for cols in arrays]}")
+        if (
+            any(cols.shape != shape for cols in arrays)
+            or len(shape) != 2
+            or c1 <= c0
+            or (shape != (c1, c1 - c0))
+        ):
+            raise ParameterError(
+                f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
+                f"with c0 < c1 <= {self.dim}; got "
+                f"{[cols.shape for cols in arrays]}"
+            )
         self._check_columns(c0, c1)
         step = _cache_columns(c1)
         for j0 in range(0, c1 - c0, step):
             j1 = min(j0 + step, c1 - c0)
-            target = self._gram[:c1, c0 + j0:c0 + j1]
+            target = self._gram[:c1, c0 + j0 : c0 + j1]
             for cols in arrays:
                 target += cols[:, j0:j1]
 
@@ -288,11 +309,14 @@ class MomentAccumulator:
     def _check_open(self) -> None:
         """Refuse to touch the buffer once it holds Σ, or once it is being drained."""
         if self._drained:
-            raise RuntimeError("this accumulator's Gram was drained into a reducer; it holds "
-                               "no data any more")
+            raise RuntimeError(
+                "this accumulator's Gram was drained into a reducer; it holds no data any more"
+            )
         if self._finalized:
-            raise RuntimeError("second_moment() was called: the buffer now holds Σ, not the "
-                               "Gram; create a new MomentAccumulator to accumulate more data")
+            raise RuntimeError(
+                "second_moment() was called: the buffer now holds Σ, not the "
+                "Gram; create a new MomentAccumulator to accumulate more data"
+            )
 
     def _check_columns(self, c0: int, c1: int) -> None:
         """Validate a column range of the Gram."""

@@ -43,36 +43,52 @@ PROFILES: dict[str, Profile] = {
         "real IMDB and GloVe, reduced so every stage at every L runs in minutes on 2 cores: "
         "3,000 train / 2,000 test reviews per run, hidden 32, 4 epochs at lr 1e-3 "
         "(the smaller model learns faster at the larger rate), 3 σ × 2 seeds",
-        lengths=DEFAULT_LENGTHS, sigmas=(0.0, 0.2, 0.4), seeds=(0, 1),
+        lengths=DEFAULT_LENGTHS,
+        sigmas=(0.0, 0.2, 0.4),
+        seeds=(0, 1),
         train={"hidden": 32, "epochs": 4, "lr": 1e-3, "n_train": 3000, "n_test": 2000},
     ),
     "paper": Profile(
         "paper",
         "the full grid of the paper on all the data (25,000 / 25,000): L ∈ {100, 200, 300} × "
         "σ ∈ {0, 0.1, 0.2, 0.3, 0.4} × 5 seeds, RunSpec defaults",
-        lengths=DEFAULT_LENGTHS, sigmas=PAPER_SIGMAS, seeds=(0, 1, 2, 3, 4),
-        device="auto", out="data/paper",
+        lengths=DEFAULT_LENGTHS,
+        sigmas=PAPER_SIGMAS,
+        seeds=(0, 1, 2, 3, 4),
+        device="auto",
+        out="data/paper",
     ),
     "paper-long": Profile(
         "paper-long",
         "trained to fit: the paper's σ grid at L = 100 for 40 epochs (4× the default), "
         "3 seeds; does the U-shape appear once the models overfit?",
-        lengths=(100,), sigmas=PAPER_SIGMAS, seeds=(0, 1, 2), train={"epochs": 40},
-        device="auto", out="data/paper-long",
+        lengths=(100,),
+        sigmas=PAPER_SIGMAS,
+        seeds=(0, 1, 2),
+        train={"epochs": 40},
+        device="auto",
+        out="data/paper-long",
     ),
     "sigma-wide": Profile(
         "sigma-wide",
         "where does the rise begin: σ ∈ {0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5} at L = 100, "
         "3 seeds, everything else as in the paper profile",
-        lengths=(100,), sigmas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5), seeds=(0, 1, 2),
-        device="auto", out="data/sigma-wide",
+        lengths=(100,),
+        sigmas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5),
+        seeds=(0, 1, 2),
+        device="auto",
+        out="data/sigma-wide",
     ),
     "constrained": Profile(
         "constrained",
         "the bound's own regime: after every optimizer step each row of W is scaled down to "
         "an absolute sum of at most 1 (β_W ≤ 1), the paper's σ grid at L = 100, 3 seeds",
-        lengths=(100,), sigmas=PAPER_SIGMAS, seeds=(0, 1, 2), train={"w_row_sum_max": 1.0},
-        device="auto", out="data/constrained",
+        lengths=(100,),
+        sigmas=PAPER_SIGMAS,
+        seeds=(0, 1, 2),
+        train={"w_row_sum_max": 1.0},
+        device="auto",
+        out="data/constrained",
     ),
 }
 
@@ -81,15 +97,18 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ParameterError(f"unknown --profile {name!r}; choose one of "
-                             f"{', '.join(PROFILES)}.") from None
+        raise ParameterError(
+            f"unknown --profile {name!r}; choose one of {', '.join(PROFILES)}."
+        ) from None
 
 
 def check_device(device: str) -> str:
     """'auto', 'cpu', 'cuda' or 'cuda:N', or a ParameterError naming --device."""
     base = device.split(":", 1)[0]
-    if base not in DEVICES or (":" in device and (base != "cuda" or
-                                                  not device.split(":", 1)[1].isdigit())):
-        raise ParameterError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), "
-                             f"got {device!r}.")
+    if base not in DEVICES or (
+        ":" in device and (base != "cuda" or not device.split(":", 1)[1].isdigit())
+    ):
+        raise ParameterError(
+            f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {device!r}."
+        )
     return device

@@ -35,10 +35,15 @@ CAVEAT = (
     "it, with its own verdict."
 )
 TERM_HEADERS = {
-    "margin_loss": "margin loss", "rademacher_fs_term": "fs term",
-    "rademacher_norm1_term": "1-norm term", "noise_term": "noise term",
-    "confidence_term": "confidence", "bound_thm3": "Thm 3", "bound_thm2": "Thm 2",
-    "bound_thm2_remark6": "Thm 2 (Rem. 6)", "zhang_order": "Zhang et al.",
+    "margin_loss": "margin loss",
+    "rademacher_fs_term": "fs term",
+    "rademacher_norm1_term": "1-norm term",
+    "noise_term": "noise term",
+    "confidence_term": "confidence",
+    "bound_thm3": "Thm 3",
+    "bound_thm2": "Thm 2",
+    "bound_thm2_remark6": "Thm 2 (Rem. 6)",
+    "zhang_order": "Zhang et al.",
 }
 FIGURES = (
     ("fig1_gen_error_L100.png", "Figure 1: generalization error vs σ at L = 100"),
@@ -114,22 +119,36 @@ def _grid_sentence(runs: pa.Table) -> str:
     seeds = sorted({int(v) for v in A.column(runs, "seed")})
     status = Counter(A.strings(runs, "status"))
     counts = ", ".join(f"{status.get(s, 0)} {s}" for s in ("done", "diverged", "failed"))
-    return (f"L ∈ {{{', '.join(map(str, L))}}} × σ ∈ {{{', '.join(map(sig, sigmas))}}} × "
-            f"seeds {{{', '.join(map(str, seeds))}}}: {runs.num_rows} runs ({counts})")
+    return (
+        f"L ∈ {{{', '.join(map(str, L))}}} × σ ∈ {{{', '.join(map(sig, sigmas))}}} × "
+        f"seeds {{{', '.join(map(str, seeds))}}}: {runs.num_rows} runs ({counts})"
+    )
 
 
 def _settings_sentence(runs: pa.Table, eid: str) -> str:
     s = A.experiment_settings(runs, eid)
-    clip = "no clipping" if s["clip_grad_norm"] is None else f"gradient norm clipped at " \
-        f"{s['clip_grad_norm']:g}"
-    project = ("" if s["w_row_sum_max"] is None else f"; after every step each row of W is "
-               f"scaled to an absolute sum ≤ {s['w_row_sum_max']:g} (β_W ≤ "
-               f"{s['w_row_sum_max']:g})")
-    reviews = ("all 25,000 training / 25,000 test reviews" if s["n_train"] is None
-               else f"{s['n_train']} training / {s['n_test']} test reviews")
-    return (f"hidden size {s['hidden']}, {s['init']} initialization, {s['optimizer']} "
-            f"(lr {s['lr']:g}, weight decay {s['weight_decay']:g}), batch {s['batch_size']}, "
-            f"{clip}, {s['epochs']} epochs, {reviews}{project}")
+    clip = (
+        "no clipping"
+        if s["clip_grad_norm"] is None
+        else f"gradient norm clipped at {s['clip_grad_norm']:g}"
+    )
+    project = (
+        ""
+        if s["w_row_sum_max"] is None
+        else f"; after every step each row of W is "
+        f"scaled to an absolute sum ≤ {s['w_row_sum_max']:g} (β_W ≤ "
+        f"{s['w_row_sum_max']:g})"
+    )
+    reviews = (
+        "all 25,000 training / 25,000 test reviews"
+        if s["n_train"] is None
+        else f"{s['n_train']} training / {s['n_test']} test reviews"
+    )
+    return (
+        f"hidden size {s['hidden']}, {s['init']} initialization, {s['optimizer']} "
+        f"(lr {s['lr']:g}, weight decay {s['weight_decay']:g}), batch {s['batch_size']}, "
+        f"{clip}, {s['epochs']} epochs, {reviews}{project}"
+    )
 
 
 def _verdict_rows(verdicts: list[A.Verdict], cells: dict[tuple, A.Cell]) -> list[list[str]]:
@@ -137,23 +156,56 @@ def _verdict_rows(verdicts: list[A.Verdict], cells: dict[tuple, A.Cell]) -> list
     rows = []
     for v in sorted(verdicts, key=lambda v: (v.L, v.quantity != "gen_error")):
         star = cells.get((v.quantity, v.L, v.sigma_star))
-        rows.append([str(v.L), names.get(v.quantity, v.quantity), sig(v.sigma_star),
-                     pm(star), pval(v.p_vs_min), pval(v.p_vs_max), str(v.pairs),
-                     f"**{v.verdict}**", v.reason])
+        rows.append(
+            [
+                str(v.L),
+                names.get(v.quantity, v.quantity),
+                sig(v.sigma_star),
+                pm(star),
+                pval(v.p_vs_min),
+                pval(v.p_vs_max),
+                str(v.pairs),
+                f"**{v.verdict}**",
+                v.reason,
+            ]
+        )
     return rows
 
 
 def verdict_section(inputs: Inputs, eid: str) -> list[str]:
     verdicts = A.verdicts(inputs.runs, eid)
-    cells = {(q, c.L, c.sigma): c for q in ("gen_error", "clean_gap")
-             for c in A.cells(inputs.runs, q) if c.experiment_id == eid}
-    out = ["## Did it reproduce?", "", "The rule, fixed before the numbers were looked at:", "",
-           A.VERDICT_RULE, "", CAVEAT, ""]
+    cells = {
+        (q, c.L, c.sigma): c
+        for q in ("gen_error", "clean_gap")
+        for c in A.cells(inputs.runs, q)
+        if c.experiment_id == eid
+    }
+    out = [
+        "## Did it reproduce?",
+        "",
+        "The rule, fixed before the numbers were looked at:",
+        "",
+        A.VERDICT_RULE,
+        "",
+        CAVEAT,
+        "",
+    ]
     if not verdicts:
         return out + ["No verdict: the experiment has fewer than two σ at every L.", ""]
-    out += table(["L", "quantity", "σ*", "mean at σ* ± s.e.", "p (σ* < σ_min)",
-                  "p (σ* < σ_max)", "seeds paired", "verdict", "why"],
-                 _verdict_rows(verdicts, cells))
+    out += table(
+        [
+            "L",
+            "quantity",
+            "σ*",
+            "mean at σ* ± s.e.",
+            "p (σ* < σ_min)",
+            "p (σ* < σ_max)",
+            "seeds paired",
+            "verdict",
+            "why",
+        ],
+        _verdict_rows(verdicts, cells),
+    )
     return out + [""]
 
 
@@ -161,22 +213,51 @@ def lambda_section(spectrum: pa.Table | None) -> list[str]:
     out = ["## λ_min(E xxᵀ)", ""]
     if spectrum is None or spectrum.num_rows == 0:
         return out + ["No spectrum on disk (`rnngen spectrum`).", ""]
-    out += ["The uncentred second moment of the training sequences x ∈ R^{50L}, in float64 "
-            "over all n training reviews; λ_min by shift-invert block Lanczos on its "
-            "Cholesky factor, certified by the residual ‖Σv − λv‖ computed without Σ. The "
-            "paper's values are from its text and Appendix D (its tokenization is not "
-            "given, so the same order of magnitude is what to expect).", ""]
+    out += [
+        "The uncentred second moment of the training sequences x ∈ R^{50L}, in float64 "
+        "over all n training reviews; λ_min by shift-invert block Lanczos on its "
+        "Cholesky factor, certified by the residual ‖Σv − λv‖ computed without Σ. The "
+        "paper's values are from its text and Appendix D (its tokenization is not "
+        "given, so the same order of magnitude is what to expect).",
+        "",
+    ]
     rows = []
     for r in sorted(spectrum.to_pylist(), key=lambda r: (r["L"], r["n"])):
         lam, paper = r["lambda_min"], PAPER_LAMBDA_MIN.get(r["L"])
         ratio = lam / paper if lam is not None and paper else None
-        rows.append([str(r["L"]), str(r["n"]), num(lam, 4) if lam is not None else
-                     f"uncertified ({num(r['lambda_min_estimate'])})",
-                     num(r["lambda_min_residual"], 2), num(paper, 2),
-                     fixed(ratio, 2) if ratio is not None else "—", num(r["lambda_max"], 4),
-                     num(r["condition"], 2), r["status"]])
-    return out + table(["L", "n", "λ_min (ours)", "residual ‖Σv−λv‖", "λ_min (paper)",
-                        "ours / paper", "λ_max", "condition", "status"], rows) + [""]
+        rows.append(
+            [
+                str(r["L"]),
+                str(r["n"]),
+                num(lam, 4)
+                if lam is not None
+                else f"uncertified ({num(r['lambda_min_estimate'])})",
+                num(r["lambda_min_residual"], 2),
+                num(paper, 2),
+                fixed(ratio, 2) if ratio is not None else "—",
+                num(r["lambda_max"], 4),
+                num(r["condition"], 2),
+                r["status"],
+            ]
+        )
+    return (
+        out
+        + table(
+            [
+                "L",
+                "n",
+                "λ_min (ours)",
+                "residual ‖Σv−λv‖",
+                "λ_min (paper)",
+                "ours / paper",
+                "λ_max",
+                "condition",
+                "status",
+            ],
+            rows,
+        )
+        + [""]
+    )
 
 
 def _scale(embed: pa.Table | None) -> float | None:
@@ -188,32 +269,62 @@ def _scale(embed: pa.Table | None) -> float | None:
 
 
 def cells_section(inputs: Inputs, eid: str) -> list[str]:
-    by = {q: {(c.L, c.sigma): c for c in A.cells(inputs.runs, q) if c.experiment_id == eid}
-          for q in ("test_accuracy", "train_error_noisy", "gen_error", "clean_gap")}
+    by = {
+        q: {(c.L, c.sigma): c for c in A.cells(inputs.runs, q) if c.experiment_id == eid}
+        for q in ("test_accuracy", "train_error_noisy", "gen_error", "clean_gap")
+    }
     std = _scale(inputs.embed)
-    out = ["## Accuracy and generalization error per (L, σ)", "",
-           "Mean ± standard error over seeds (n = seeds with a finished run). Errors are "
-           "fractions in [0, 1]."]
+    out = [
+        "## Accuracy and generalization error per (L, σ)",
+        "",
+        "Mean ± standard error over seeds (n = seeds with a finished run). Errors are "
+        "fractions in [0, 1].",
+    ]
     if std is not None:
-        out += ["", f"σ / std: σ relative to the standard deviation of the GloVe coordinates "
-                f"of the training tokens, {std:.4f} (pooled over tokens and coordinates), for "
-                "comparison with inputs scaled otherwise."]
+        out += [
+            "",
+            f"σ / std: σ relative to the standard deviation of the GloVe coordinates "
+            f"of the training tokens, {std:.4f} (pooled over tokens and coordinates), for "
+            "comparison with inputs scaled otherwise.",
+        ]
     out.append("")
-    header = ["L", "σ", *(["σ / std"] if std else []), "n", "clean test accuracy",
-              "noisy train error", "generalization error (paper)", "clean gap"]
+    header = [
+        "L",
+        "σ",
+        *(["σ / std"] if std else []),
+        "n",
+        "clean test accuracy",
+        "noisy train error",
+        "generalization error (paper)",
+        "clean gap",
+    ]
     rows = []
     for (L, s), acc in sorted(by["test_accuracy"].items()):
-        rows.append([str(L), sig(s), *([f"{s / std:.2f}"] if std else []), str(acc.n),
-                     pm(acc, sign=False), pm(by["train_error_noisy"].get((L, s)), sign=False),
-                     pm(by["gen_error"].get((L, s))), pm(by["clean_gap"].get((L, s)))])
+        rows.append(
+            [
+                str(L),
+                sig(s),
+                *([f"{s / std:.2f}"] if std else []),
+                str(acc.n),
+                pm(acc, sign=False),
+                pm(by["train_error_noisy"].get((L, s)), sign=False),
+                pm(by["gen_error"].get((L, s))),
+                pm(by["clean_gap"].get((L, s))),
+            ]
+        )
     return out + table(header, rows) + [""]
 
 
 def history_section(inputs: Inputs, eid: str) -> list[str]:
     if inputs.history is None or inputs.history.num_rows == 0:
         return []
-    ids = {r for r, e in zip(A.strings(inputs.runs, "run_id"),
-                             A.strings(inputs.runs, "experiment_id"), strict=True) if e == eid}
+    ids = {
+        r
+        for r, e in zip(
+            A.strings(inputs.runs, "run_id"), A.strings(inputs.runs, "experiment_id"), strict=True
+        )
+        if e == eid
+    }
     rows = [h for h in inputs.history.to_pylist() if h["run_id"] in ids]
     if not rows:
         return []
@@ -233,16 +344,34 @@ def history_section(inputs: Inputs, eid: str) -> list[str]:
         test = np.mean([last[r]["test_accuracy"] for r in rids])
         peak = np.mean([best[r]["test_accuracy"] for r in rids])
         at = np.mean([best[r]["epoch"] for r in rids])
-        table_rows.append([str(L), sig(s), str(len(rids)), fixed(train), fixed(test),
-                           fixed(peak), f"{at:.1f}"])
+        table_rows.append(
+            [str(L), sig(s), str(len(rids)), fixed(train), fixed(test), fixed(peak), f"{at:.1f}"]
+        )
     eval_rows = rows[0]["eval_rows"]
-    return ["## Training: did the models fit?", "",
+    return (
+        [
+            "## Training: did the models fit?",
+            "",
             f"From results/history.parquet: accuracies after each epoch on fixed, "
             f"class-balanced subsets of {eval_rows} training and {eval_rows} test reviews "
             "(clean inputs), mean over seeds. A model that fits its training data shows a "
-            "clean training accuracy near 1 at the last epoch.", ""] + table(
-        ["L", "σ", "runs", "train acc (last epoch)", "test acc (last epoch)",
-         "best test acc", "at epoch (mean)"], table_rows) + [""]
+            "clean training accuracy near 1 at the last epoch.",
+            "",
+        ]
+        + table(
+            [
+                "L",
+                "σ",
+                "runs",
+                "train acc (last epoch)",
+                "test acc (last epoch)",
+                "best test acc",
+                "at epoch (mean)",
+            ],
+            table_rows,
+        )
+        + [""]
+    )
 
 
 def _kendall_table(inputs: Inputs, eid: str) -> list[str]:
@@ -254,8 +383,11 @@ def _kendall_table(inputs: Inputs, eid: str) -> list[str]:
         entries = []
         for scope in scopes:
             r = cell[(q, scope)]
-            entries.append("—" if math.isnan(r["tau"]) else
-                           f"{r['tau']:+.2f} (p {pval(r['p_value'])}, n {r['n_models']})")
+            entries.append(
+                "—"
+                if math.isnan(r["tau"])
+                else f"{r['tau']:+.2f} (p {pval(r['p_value'])}, n {r['n_models']})"
+            )
         body.append([q, *entries])
     return table(["quantity", *[f"τ, {s}" for s in scopes]], body)
 
@@ -267,30 +399,68 @@ def bounds_section(inputs: Inputs, eid: str) -> list[str]:
     best = A.of_experiment(A.best_rows(inputs.bounds), eid)
     rules = sorted(set(A.strings(best, "alpha_rule")))
     deltas = sorted({float(d) for d in A.column(best, "delta_total")})
-    out += [f"Every model's bounds are evaluated at each α of the rule: {'; '.join(rules)}. "
-            f"Confidence δ = {', '.join(f'{d:g}' for d in deltas)} in all, δ/|grid| per α. "
-            "Each term below is the geometric mean over seeds of the models' values at their "
-            "best α (a bound's terms span many orders of magnitude; an arithmetic mean would "
-            "be the largest seed's). The terms are Theorem 3's (noisy inputs, ramp loss); "
-            "'Thm 2' is Theorem 2's total on clean inputs, 'Rem. 6' with the data-free r of "
-            "Remark 6 (defined only for β_W < 1).", ""]
+    out += [
+        f"Every model's bounds are evaluated at each α of the rule: {'; '.join(rules)}. "
+        f"Confidence δ = {', '.join(f'{d:g}' for d in deltas)} in all, δ/|grid| per α. "
+        "Each term below is the geometric mean over seeds of the models' values at their "
+        "best α (a bound's terms span many orders of magnitude; an arithmetic mean would "
+        "be the largest seed's). The terms are Theorem 3's (noisy inputs, ramp loss); "
+        "'Thm 2' is Theorem 2's total on clean inputs, 'Rem. 6' with the data-free r of "
+        "Remark 6 (defined only for β_W < 1).",
+        "",
+    ]
     terms = [t for t in A.term_cells(inputs.bounds) if t.experiment_id == eid]
     header = ["L", "σ", "n", "best α", *TERM_HEADERS.values(), "dominant term (× 10^k)"]
     rows = []
     for t in terms:
         name, orders = t.dominant()
-        rows.append([str(t.L), sig(t.sigma), str(t.n), num(t.means["alpha"], 2),
-                     *(num(t.means[q], 2) for q in TERM_HEADERS),
-                     f"{TERM_HEADERS[name]} (k = {fixed(orders, 1)})"])
+        rows.append(
+            [
+                str(t.L),
+                sig(t.sigma),
+                str(t.n),
+                num(t.means["alpha"], 2),
+                *(num(t.means[q], 2) for q in TERM_HEADERS),
+                f"{TERM_HEADERS[name]} (k = {fixed(orders, 1)})",
+            ]
+        )
     out += table(header, rows) + [""]
-    out += ["Norms (geometric means over seeds): β = ‖·ᵀ‖₁, the largest absolute row sum.",
-            ""] + table(["L", "σ", "β_U", "β_V", "β_W", "β_W^L", "Λ", "r_fs", "r_fr"],
-                        [[str(t.L), sig(t.sigma), *(num(t.means[q], 3) for q in (
-                            "beta_U", "beta_V", "beta_W", "beta_W_pow_L", "Lambda", "r_fs",
-                            "r_fr"))] for t in terms]) + [""]
-    out += ["Kendall's τ between each bound or term (at each model's best α) and the measured "
+    out += (
+        ["Norms (geometric means over seeds): β = ‖·ᵀ‖₁, the largest absolute row sum.", ""]
+        + table(
+            ["L", "σ", "β_U", "β_V", "β_W", "β_W^L", "Λ", "r_fs", "r_fr"],
+            [
+                [
+                    str(t.L),
+                    sig(t.sigma),
+                    *(
+                        num(t.means[q], 3)
+                        for q in (
+                            "beta_U",
+                            "beta_V",
+                            "beta_W",
+                            "beta_W_pow_L",
+                            "Lambda",
+                            "r_fs",
+                            "r_fr",
+                        )
+                    ),
+                ]
+                for t in terms
+            ],
+        )
+        + [""]
+    )
+    out += (
+        [
+            "Kendall's τ between each bound or term (at each model's best α) and the measured "
             "generalization error, over all models and within each L. A bound that tracks "
-            "generalization has τ > 0.", ""] + _kendall_table(inputs, eid) + [""]
+            "generalization has τ > 0.",
+            "",
+        ]
+        + _kendall_table(inputs, eid)
+        + [""]
+    )
     return out
 
 
@@ -318,8 +488,9 @@ def wall_times(inputs: Inputs) -> list[list[str]]:
         end = max(_parse(r["finished_at"]).timestamp() for r in timed)
         rows.append(["training", _duration(total), _duration(end - start)])
     if inputs.bounds is not None and inputs.bounds.num_rows:
-        per_model = {r["run_id"]: r["seconds"] for r in inputs.bounds.to_pylist()
-                     if r["seconds"] is not None}
+        per_model = {
+            r["run_id"]: r["seconds"] for r in inputs.bounds.to_pylist() if r["seconds"] is not None
+        }
         rows.append(["bounds", _duration(sum(per_model.values())), "—"])
     return rows
 
@@ -332,10 +503,16 @@ def _provenance_rows(tables: dict[str, pa.Table | None]) -> list[list[str]]:
         meta = table_metadata(t)
         prov = meta.get("provenance", {})
         commit = prov.get("git_commit")
-        rows.append([f"results/{name}.parquet", str(t.num_rows),
-                     (commit[:10] if commit else "unknown") +
-                     (" (uncommitted changes)" if prov.get("git_dirty") else ""),
-                     prov.get("written_at", "—"), str(prov.get("flow_run_id") or "—")])
+        rows.append(
+            [
+                f"results/{name}.parquet",
+                str(t.num_rows),
+                (commit[:10] if commit else "unknown")
+                + (" (uncommitted changes)" if prov.get("git_dirty") else ""),
+                prov.get("written_at", "—"),
+                str(prov.get("flow_run_id") or "—"),
+            ]
+        )
     return rows
 
 
@@ -346,29 +523,45 @@ def provenance_section(inputs: Inputs) -> list[str]:
     hardware = sorted({h for h in A.strings(inputs.runs, "hardware") if h})
     devices = sorted({d for d in A.strings(inputs.runs, "device") if d})
     keys = sorted({k for k in A.strings(inputs.runs, "data_key") if k})
-    out = ["## Provenance", "",
-           f"- Profile: `{meta.get('profile') or 'unknown'}`; grid: {_grid_sentence(inputs.runs)}.",
-           f"- Data: IMDB (Maas et al. 2011) 25,000 / 25,000 reviews, GloVe 6B 50-d; "
-           f"data_key {', '.join(f'`{k}`' for k in keys)} (the raw data's hash, the "
-           "tokenizer and the embedding).",
-           f"- Software (training): Python {prov.get('python', '?')}, " + ", ".join(
-               f"{k} {v}" for k, v in sorted(versions.items()) if v) + ".",
-           f"- Hardware of the training cells: {'; '.join(hardware) or 'unknown'} "
-           f"(device {', '.join(devices) or 'unknown'}). The driver ran on: "
-           f"{prov.get('cpu', '?')} ({prov.get('cpu_cores', '?')} cores)"
-           + (f", GPUs {', '.join(prov['gpus'])}" if prov.get("gpus") else ", no GPU") + ".",
-           ""]
+    out = [
+        "## Provenance",
+        "",
+        f"- Profile: `{meta.get('profile') or 'unknown'}`; grid: {_grid_sentence(inputs.runs)}.",
+        f"- Data: IMDB (Maas et al. 2011) 25,000 / 25,000 reviews, GloVe 6B 50-d; "
+        f"data_key {', '.join(f'`{k}`' for k in keys)} (the raw data's hash, the "
+        "tokenizer and the embedding).",
+        f"- Software (training): Python {prov.get('python', '?')}, "
+        + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v)
+        + ".",
+        f"- Hardware of the training cells: {'; '.join(hardware) or 'unknown'} "
+        f"(device {', '.join(devices) or 'unknown'}). The driver ran on: "
+        f"{prov.get('cpu', '?')} ({prov.get('cpu_cores', '?')} cores)"
+        + (f", GPUs {', '.join(prov['gpus'])}" if prov.get("gpus") else ", no GPU")
+        + ".",
+        "",
+    ]
     times = wall_times(inputs)
     if times:
-        out += ["Time per stage: the sum over its units of work, and for training the time from "
-                "the first cell's start to the last cell's end (cells run in parallel; "
-                "interruptions count too).", ""]
+        out += [
+            "Time per stage: the sum over its units of work, and for training the time from "
+            "the first cell's start to the last cell's end (cells run in parallel; "
+            "interruptions count too).",
+            "",
+        ]
         out += table(["stage", "summed", "first start → last finish"], times) + [""]
     out += ["Each file records how it was made (Parquet metadata, key `rnngen`):", ""]
-    out += table(["file", "rows", "git commit", "written (UTC)", "Prefect flow run"],
-                 _provenance_rows({"runs": inputs.runs, "history": inputs.history,
-                                   "spectrum": inputs.spectrum, "bounds": inputs.bounds,
-                                   "embed": inputs.embed})) + [""]
+    out += table(
+        ["file", "rows", "git commit", "written (UTC)", "Prefect flow run"],
+        _provenance_rows(
+            {
+                "runs": inputs.runs,
+                "history": inputs.history,
+                "spectrum": inputs.spectrum,
+                "bounds": inputs.bounds,
+                "embed": inputs.embed,
+            }
+        ),
+    ) + [""]
     return out
 
 
@@ -386,10 +579,13 @@ def other_experiments(runs: pa.Table, main: str) -> list[str]:
     others = [e for e in A.experiments(runs) if e != main]
     if not others:
         return []
-    lines = ["## Runs not included", "",
-             "This folder also holds runs of other experiments. They differ in training "
-             "settings, so they are reported neither here nor averaged into anything above:",
-             ""]
+    lines = [
+        "## Runs not included",
+        "",
+        "This folder also holds runs of other experiments. They differ in training "
+        "settings, so they are reported neither here nor averaged into anything above:",
+        "",
+    ]
     for e in others:
         n = len(A.of_experiment(runs, e))
         lines.append(f"- `{e}`: {n} runs; {A.experiment_label(runs, e)}")
@@ -399,30 +595,54 @@ def other_experiments(runs: pa.Table, main: str) -> list[str]:
 def summary(inputs: Inputs, eid: str) -> list[str]:
     verdicts = A.verdicts(inputs.runs, eid)
     lines = []
-    for q, name in (("gen_error", "the paper's generalization error"),
-                    ("clean_gap", "the clean gap")):
+    for q, name in (
+        ("gen_error", "the paper's generalization error"),
+        ("clean_gap", "the clean gap"),
+    ):
         mine = [v for v in verdicts if v.quantity == q]
         if mine:
-            lines.append(f"- U-shape in {name}: " + "; ".join(
-                f"L = {v.L}: **{v.verdict}** (σ* = {sig(v.sigma_star)})" for v in mine) + ".")
+            lines.append(
+                f"- U-shape in {name}: "
+                + "; ".join(f"L = {v.L}: **{v.verdict}** (σ* = {sig(v.sigma_star)})" for v in mine)
+                + "."
+            )
     return lines
 
 
 def render(inputs: Inputs) -> str:
     """The whole REPORT.md for the folder's main experiment (the one with most runs)."""
-    A.require(inputs.runs, ("run_id", "experiment_id", "status", "spec_json", "finished_at",
-                            "seconds", "hardware", "device", "data_key"), "runs table")
+    A.require(
+        inputs.runs,
+        (
+            "run_id",
+            "experiment_id",
+            "status",
+            "spec_json",
+            "finished_at",
+            "seconds",
+            "hardware",
+            "device",
+            "data_key",
+        ),
+        "runs table",
+    )
     experiments = A.experiments(inputs.runs)
     if not experiments:
         raise ValueError("the runs table is empty")
     eid = experiments[0]
     profile = table_metadata(inputs.runs).get("profile") or "unknown"
     main = A.of_experiment(inputs.runs, eid)
-    out = [f"# Reproduction report: profile `{profile}`", "",
-           "Generated by `rnngen report` from the Parquet files under `results/` (do not edit "
-           "by hand: the command writes it anew, and a test checks that it matches them).", "",
-           PAPER_CLAIM, "",
-           f"This folder: {_grid_sentence(main)}; {_settings_sentence(inputs.runs, eid)}.", ""]
+    out = [
+        f"# Reproduction report: profile `{profile}`",
+        "",
+        "Generated by `rnngen report` from the Parquet files under `results/` (do not edit "
+        "by hand: the command writes it anew, and a test checks that it matches them).",
+        "",
+        PAPER_CLAIM,
+        "",
+        f"This folder: {_grid_sentence(main)}; {_settings_sentence(inputs.runs, eid)}.",
+        "",
+    ]
     out += summary(inputs, eid) + [""]
     out += verdict_section(inputs, eid)
     out += cells_section(inputs, eid)

@@ -50,8 +50,9 @@ def gigabytes(n_bytes: float) -> str:
     return f"{value:.1f} GB" if value >= 0.1 else "< 0.1 GB"
 
 
-def train_cell_bytes(*, n_train: int, n_test: int, L: int, d: int, hidden: int,
-                     batch_size: int, eval_batch_size: int) -> int:
+def train_cell_bytes(
+    *, n_train: int, n_test: int, L: int, d: int, hidden: int, batch_size: int, eval_batch_size: int
+) -> int:
     """Peak memory of one training cell (rnngen.train.train_model) on its device.
 
     The padded id matrices of both splits (int32), the per-example margins, backpropagation
@@ -65,8 +66,7 @@ def train_cell_bytes(*, n_train: int, n_test: int, L: int, d: int, hidden: int,
     return WORKER_BASE_BYTES + ids + margins + bptt + evaluation
 
 
-def bound_stats_bytes(*, n_train: int, L: int, d: int, hidden: int,
-                      eval_batch_size: int) -> int:
+def bound_stats_bytes(*, n_train: int, L: int, d: int, hidden: int, eval_batch_size: int) -> int:
     """Peak memory of one model's bound statistics (rnngen.model_stats, float64 numpy):
     the padded ids, one batch as float64 with its |x| and noise, the three recurrences'
     states, the per-coordinate sums and the margins."""

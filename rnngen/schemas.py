@@ -19,8 +19,12 @@ from rnngen.bounds import TERM_COLUMNS
 from rnngen.specs import RunSpec
 from rnngen.train import QUANTILES, EpochLog
 
-_SCALARS: dict[type, pa.DataType] = {int: pa.int64(), float: pa.float64(), str: pa.string(),
-                                     bool: pa.bool_()}
+_SCALARS: dict[type, pa.DataType] = {
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+    bool: pa.bool_(),
+}
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 
 
@@ -48,65 +52,151 @@ def _fields(pairs: list[tuple[str, pa.DataType]]) -> pa.Schema:
     return pa.schema(pairs)
 
 
-_SPEC = [(name, arrow_type(f.annotation)) for name, f in RunSpec.model_fields.items()
-         if name not in ("n_train", "n_test")]
+_SPEC = [
+    (name, arrow_type(f.annotation))
+    for name, f in RunSpec.model_fields.items()
+    if name not in ("n_train", "n_test")
+]
 _MARGIN_STATS = ("mean", *(f"q{round(100 * q):02d}" for q in QUANTILES))
 
-RUNS = _fields([
-    ("run_id", STR), ("group_id", STR), ("experiment_id", STR), *_SPEC,
-    # the reviews a run used (its spec's n_train / n_test resolved; null before it ran)
-    ("n_train", I64), ("n_test", I64),
-    ("spec_json", STR), ("status", STR), ("error", STR), ("attempts", I64),
-    ("diverged_epoch", I64), ("epochs_run", I64),
-    ("train_error_noisy", F64), ("train_error_clean", F64), ("test_error_clean", F64),
-    ("gen_error", F64), ("clean_gap", F64), ("test_accuracy", F64),
-    ("final_train_loss", F64), ("final_test_loss", F64),
-    *((f"margin_{split}_{s}", F64) for split in ("train", "test") for s in _MARGIN_STATS),
-    ("seconds", F64), ("samples_per_second", F64), ("finished_at", STR), ("hardware", STR),
-])
+RUNS = _fields(
+    [
+        ("run_id", STR),
+        ("group_id", STR),
+        ("experiment_id", STR),
+        *_SPEC,
+        # the reviews a run used (its spec's n_train / n_test resolved; null before it ran)
+        ("n_train", I64),
+        ("n_test", I64),
+        ("spec_json", STR),
+        ("status", STR),
+        ("error", STR),
+        ("attempts", I64),
+        ("diverged_epoch", I64),
+        ("epochs_run", I64),
+        ("train_error_noisy", F64),
+        ("train_error_clean", F64),
+        ("test_error_clean", F64),
+        ("gen_error", F64),
+        ("clean_gap", F64),
+        ("test_accuracy", F64),
+        ("final_train_loss", F64),
+        ("final_test_loss", F64),
+        *((f"margin_{split}_{s}", F64) for split in ("train", "test") for s in _MARGIN_STATS),
+        ("seconds", F64),
+        ("samples_per_second", F64),
+        ("finished_at", STR),
+        ("hardware", STR),
+    ]
+)
 
-HISTORY = _fields([
-    ("run_id", STR), ("L", I64), ("sigma", F64), ("seed", I64),
-    *((f.name, arrow_type(f.type)) for f in dataclasses.fields(EpochLog)),
-])
+HISTORY = _fields(
+    [
+        ("run_id", STR),
+        ("L", I64),
+        ("sigma", F64),
+        ("seed", I64),
+        *((f.name, arrow_type(f.type)) for f in dataclasses.fields(EpochLog)),
+    ]
+)
 
-BOUNDS = _fields([
-    ("run_id", STR), ("group_id", STR), ("experiment_id", STR), ("L", I64), ("sigma", F64),
-    ("seed", I64), ("hidden", I64), ("data_key", STR), ("gen_error", F64),
-    ("alpha", F64), ("delta", F64), ("delta_total", F64), ("alpha_grid_size", I64),
-    ("alpha_rule", STR), ("n", I64),
-    *((name, F64) for name in TERM_COLUMNS),
-    ("indicator_loss_clean", F64), ("r_fs_clean", F64), ("B", F64),
-    ("complexity_term_thm2", F64), ("noise_draw", STR), ("alpha_best", BOOL),
-    ("status", STR), ("reason", STR), ("seconds", F64),
-])
+BOUNDS = _fields(
+    [
+        ("run_id", STR),
+        ("group_id", STR),
+        ("experiment_id", STR),
+        ("L", I64),
+        ("sigma", F64),
+        ("seed", I64),
+        ("hidden", I64),
+        ("data_key", STR),
+        ("gen_error", F64),
+        ("alpha", F64),
+        ("delta", F64),
+        ("delta_total", F64),
+        ("alpha_grid_size", I64),
+        ("alpha_rule", STR),
+        ("n", I64),
+        *((name, F64) for name in TERM_COLUMNS),
+        ("indicator_loss_clean", F64),
+        ("r_fs_clean", F64),
+        ("B", F64),
+        ("complexity_term_thm2", F64),
+        ("noise_draw", STR),
+        ("alpha_best", BOOL),
+        ("status", STR),
+        ("reason", STR),
+        ("seconds", F64),
+    ]
+)
 
 _F64_LIST = pa.list_(F64)
-SPECTRUM = _fields([
-    ("L", I64), ("n", I64), ("dim", I64), ("lambda_min", F64), ("lambda_min_estimate", F64),
-    ("lambda_min_residual", F64), ("lambda_min_error_bound", F64), ("lambda_max", F64),
-    ("lambda_max_residual", F64), ("condition", F64), ("trace", F64), ("method", STR),
-    ("iterations", I64), ("iterations_top", I64), ("status", STR), ("message", STR),
-    ("seconds", F64), ("seconds_gram", F64), ("seconds_factor", F64),
-    ("seconds_lanczos", F64), ("workers", I64), ("data_key", STR),
-    ("smallest", _F64_LIST), ("smallest_residuals", _F64_LIST), ("largest", _F64_LIST),
-    ("frob_X", F64), ("norm1_XT", F64), ("B", F64),
-    ("dense_lambda_min", F64), ("dense_rel_diff", F64), ("dense_seconds", F64),
-])
+SPECTRUM = _fields(
+    [
+        ("L", I64),
+        ("n", I64),
+        ("dim", I64),
+        ("lambda_min", F64),
+        ("lambda_min_estimate", F64),
+        ("lambda_min_residual", F64),
+        ("lambda_min_error_bound", F64),
+        ("lambda_max", F64),
+        ("lambda_max_residual", F64),
+        ("condition", F64),
+        ("trace", F64),
+        ("method", STR),
+        ("iterations", I64),
+        ("iterations_top", I64),
+        ("status", STR),
+        ("message", STR),
+        ("seconds", F64),
+        ("seconds_gram", F64),
+        ("seconds_factor", F64),
+        ("seconds_lanczos", F64),
+        ("workers", I64),
+        ("data_key", STR),
+        ("smallest", _F64_LIST),
+        ("smallest_residuals", _F64_LIST),
+        ("largest", _F64_LIST),
+        ("frob_X", F64),
+        ("norm1_XT", F64),
+        ("B", F64),
+        ("dense_lambda_min", F64),
+        ("dense_rel_diff", F64),
+        ("dense_seconds", F64),
+    ]
+)
 
-EMBED = _fields([
-    ("L", I64), ("reviews", I64), ("median_tokens", F64), ("fraction_truncated", F64),
-    ("mean_padding_fraction", F64), ("oov_rate", F64), ("empty_reviews", I64),
-    # the scale of the inputs, to put sigma in proportion: over the training split's word
-    # vectors (tokens, OOV zeros included) and over its L-windows (padding zeros included)
-    ("coord_std_tokens", F64), ("coord_rms_tokens", F64), ("coord_std_window", F64),
-    ("data_key", STR),
-])
+EMBED = _fields(
+    [
+        ("L", I64),
+        ("reviews", I64),
+        ("median_tokens", F64),
+        ("fraction_truncated", F64),
+        ("mean_padding_fraction", F64),
+        ("oov_rate", F64),
+        ("empty_reviews", I64),
+        # the scale of the inputs, to put sigma in proportion: over the training split's word
+        # vectors (tokens, OOV zeros included) and over its L-windows (padding zeros included)
+        ("coord_std_tokens", F64),
+        ("coord_rms_tokens", F64),
+        ("coord_std_window", F64),
+        ("data_key", STR),
+    ]
+)
 
-KENDALL = _fields([
-    ("experiment_id", STR), ("scope", STR), ("quantity", STR), ("tau", F64),
-    ("p_value", F64), ("n_models", I64), ("n_dropped", I64), ("n_joined", I64),
-])
+KENDALL = _fields(
+    [
+        ("experiment_id", STR),
+        ("scope", STR),
+        ("quantity", STR),
+        ("tau", F64),
+        ("p_value", F64),
+        ("n_models", I64),
+        ("n_dropped", I64),
+        ("n_joined", I64),
+    ]
+)
 
 
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -118,7 +208,10 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     for row in rows:
         unknown = set(row) - names
         if unknown:
-            raise ValueError(f"columns {sorted(unknown)} are not declared in the schema; "
-                             "declare them in rnngen/schemas.py")
-    return pa.Table.from_pylist([{n: row.get(n) for n in schema.names} for row in rows],
-                                schema=schema)
+            raise ValueError(
+                f"columns {sorted(unknown)} are not declared in the schema; "
+                "declare them in rnngen/schemas.py"
+            )
+    return pa.Table.from_pylist(
+        [{n: row.get(n) for n in schema.names} for row in rows], schema=schema
+    )

@@ -36,8 +36,7 @@ CACHE_BYTES = 1 << 20
 class ShardData:
     """A slice of the training reviews (token ids) and the means to embed it."""
 
-    def __init__(self, tokens: pa.Array, table: np.ndarray,
-                 block_rows: int = BLOCK_ROWS) -> None:
+    def __init__(self, tokens: pa.Array, table: np.ndarray, block_rows: int = BLOCK_ROWS) -> None:
         """`tokens`: one list of GloVe ids per review; `table`: the (vocabulary + 1, d)
         float32 embedding table whose last row is the zero padding vector."""
         self.tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
@@ -69,7 +68,7 @@ class ShardData:
             order = np.argsort(-kept, kind="stable")
             tails = []
             for r0 in range(0, len(order), self.block_rows):
-                rows = order[r0:r0 + self.block_rows]
+                rows = order[r0 : r0 + self.block_rows]
                 ids = pad_ids(self.tokens.take(pa.array(rows)), L, pad_id=pad)
                 first = L - int(kept[rows[0]])
                 tails.append((self.table[ids[:, first:]].reshape(len(rows), -1), d * first))
@@ -102,7 +101,7 @@ class ShardData:
             step = max(1, CACHE_BYTES // (8 * tail.shape[1]))
             part, V_part = out[start:], V2[start:]
             for r0 in range(0, tail.shape[0], step):
-                rows = tail[r0:r0 + step].astype(np.float64)
+                rows = tail[r0 : r0 + step].astype(np.float64)
                 gemm_update(part, rows.T, rows @ V_part)
         return out.reshape(V.shape)
 

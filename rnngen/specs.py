@@ -51,7 +51,8 @@ class RunSpec(BaseModel):
     hidden: int = Field(128, gt=0, strict=True, description="a positive hidden size m")
     # IRNN (W = I) keeps gradients O(1) through L = 100..300 ReLU steps at the start.
     init: Literal["irnn", "orthogonal", "default"] = Field(
-        "irnn", description="one of 'irnn', 'orthogonal', 'default'")
+        "irnn", description="one of 'irnn', 'orthogonal', 'default'"
+    )
     init_scale: float = Field(1.0, gt=0.0, description="the initial gain of W, a number > 0")
 
     # Optimisation: Adam, lr 5e-4 rather than the usual 1e-3. Adam moves every entry of W by
@@ -61,41 +62,52 @@ class RunSpec(BaseModel):
     # L = 300 accuracy unchanged (~86 %) and the best L = 100 accuracy (83 %); 3e-4 was as
     # stable but 1-2 points worse at L = 100. Batch 64: ~390 updates per epoch.
     optimizer: Literal["adam", "sgd", "rmsprop"] = Field(
-        "adam", description="one of 'adam', 'sgd', 'rmsprop'")
+        "adam", description="one of 'adam', 'sgd', 'rmsprop'"
+    )
     lr: float = Field(5e-4, gt=0.0, description="a learning rate > 0")
-    momentum: float = Field(0.0, ge=0.0, lt=1.0,
-                            description="a momentum in [0, 1) (sgd and rmsprop only)")
+    momentum: float = Field(
+        0.0, ge=0.0, lt=1.0, description="a momentum in [0, 1) (sgd and rmsprop only)"
+    )
     # No weight decay: the study measures the norms plain training produces.
     weight_decay: float = Field(0.0, ge=0.0, description="a weight decay >= 0")
     # Clipping bounds the step a rare exploding batch can take (W near I). 5.0 trained more
     # smoothly than 1.0 at L = 100; at L = 300 a run clipped at 1.0 diverged.
-    clip_grad_norm: float | None = Field(5.0, gt=0.0,
-                                         description="a gradient-norm limit > 0, or null for none")
+    clip_grad_norm: float | None = Field(
+        5.0, gt=0.0, description="a gradient-norm limit > 0, or null for none"
+    )
     batch_size: int = Field(64, gt=0, strict=True, description="a positive batch size")
     # The paper's bounds are polynomial in L only when beta_W = ||W^T||_1 <= 1. None leaves
     # W free (the paper's setting); a number projects W after every optimizer step: each
     # row whose absolute sum exceeds it is scaled down to it (the `constrained` profile).
     w_row_sum_max: float | None = Field(
-        None, gt=0.0, description="a bound > 0 on every absolute row sum of W after each "
-        "step, or null for none")
+        None,
+        gt=0.0,
+        description="a bound > 0 on every absolute row sum of W after each step, or null for none",
+    )
     # Test accuracy levels off by ~10 epochs (15 epochs gained < 1 point at L = 100 and
     # widened the train-test gap); 10 epochs is ~1-1.5 min at L = 100 on two CPU cores.
     epochs: int = Field(10, gt=0, strict=True, description="a positive number of epochs")
 
     # Data and evaluation. None = the full 25,000-review split.
-    n_train: int | None = Field(None, gt=1, strict=True,
-                                description="a training subset size >= 2, or null for all")
-    n_test: int | None = Field(None, gt=1, strict=True,
-                               description="a test subset size >= 2, or null for all")
+    n_train: int | None = Field(
+        None, gt=1, strict=True, description="a training subset size >= 2, or null for all"
+    )
+    n_test: int | None = Field(
+        None, gt=1, strict=True, description="a test subset size >= 2, or null for all"
+    )
     # 250 rows per evaluation batch: a pass over 25,000 reviews at L = 100 took 1.6 s on one
     # CPU thread against 2.7 s with 1,000 rows (the batch's activations leave the cache).
-    eval_batch_size: int = Field(250, gt=0, strict=True,
-                                 description="a positive evaluation batch size")
+    eval_batch_size: int = Field(
+        250, gt=0, strict=True, description="a positive evaluation batch size"
+    )
 
     # Where, not what: kept out of run_id (a CPU and a GPU run of one spec are one run).
     # 'auto' is resolved against the cluster before any spec is built (tasks/ray_pool.py).
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
-                        description="a torch device: 'cpu', 'cuda' or 'cuda:N'")
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="a torch device: 'cpu', 'cuda' or 'cuda:N'",
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -165,22 +177,30 @@ def _check_axes(base: dict[str, Any], sweep: dict[str, list[Any]]) -> None:
     known = RunSpec.model_fields
     for name in [*base, *sweep]:
         if name not in known:
-            raise ParameterError(f"unknown run parameter {name!r} in the grid; the known "
-                                 f"parameters are {', '.join(known)}.")
+            raise ParameterError(
+                f"unknown run parameter {name!r} in the grid; the known "
+                f"parameters are {', '.join(known)}."
+            )
     for name, values in sweep.items():
         if name in base:
-            raise ParameterError(f"run parameter {name!r} is both fixed and swept; give it in "
-                                 "one place only.")
+            raise ParameterError(
+                f"run parameter {name!r} is both fixed and swept; give it in one place only."
+            )
         if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
-            raise ParameterError(f"the sweep over {name!r} must be a list of values, got "
-                                 f"{values!r}.")
+            raise ParameterError(
+                f"the sweep over {name!r} must be a list of values, got {values!r}."
+            )
         if len(values) == 0:
-            raise ParameterError(f"the sweep over {name!r} is empty; give at least one value "
-                                 "(e.g. seeds [0, 1, 2, 3, 4]).")
+            raise ParameterError(
+                f"the sweep over {name!r} is empty; give at least one value "
+                "(e.g. seeds [0, 1, 2, 3, 4])."
+            )
         for i, v in enumerate(values):
             if any(v == w for w in values[:i]):
-                raise ParameterError(f"the sweep over {name!r} lists the value {v!r} twice; "
-                                     "each value must appear once.")
+                raise ParameterError(
+                    f"the sweep over {name!r} lists the value {v!r} twice; "
+                    "each value must appear once."
+                )
 
 
 def expand_grid(base: dict[str, Any], sweep: dict[str, list[Any]]) -> list[RunSpec]:
@@ -202,7 +222,9 @@ def expand_grid(base: dict[str, Any], sweep: dict[str, list[Any]]) -> list[RunSp
             raise ParameterError(f"grid point {point}: {err}") from None
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
-        raise ParameterError("the grid yields the same run more than once (an axis such as "
-                             "'device' does not change what a run computes); sweep only "
-                             "fields that change the result.")
+        raise ParameterError(
+            "the grid yields the same run more than once (an axis such as "
+            "'device' does not change what a run computes); sweep only "
+            "fields that change the result."
+        )
     return specs

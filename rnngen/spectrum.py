@@ -57,7 +57,8 @@ def check_rank(n: int, dim: int) -> None:
     if n < dim:
         raise SingularMatrixError(
             f"E(xxᵀ) is singular: n={n} training sequences < D={dim} dimensions (D = L·d), "
-            "so its rank is at most n and λ_min = 0. Use more samples or a smaller L.")
+            "so its rank is at most n and λ_min = 0. Use more samples or a smaller L."
+        )
 
 
 def default_block(k: int, dim: int) -> int:
@@ -91,10 +92,19 @@ def factorize(sigma: np.ndarray, n: int) -> Factorization:
     return Factorization(solve, trace, time.perf_counter() - t0)
 
 
-def certified_spectrum(factorization: Factorization, apply_sigma: Operator, n: int, dim: int,
-                       *, k_small: int = 20, k_large: int = 5, tol: float = 1e-8,
-                       seed: int = 0, max_blocks: int | None = None, block: int | None = None
-                       ) -> SpectrumResult:
+def certified_spectrum(
+    factorization: Factorization,
+    apply_sigma: Operator,
+    n: int,
+    dim: int,
+    *,
+    k_small: int = 20,
+    k_large: int = 5,
+    tol: float = 1e-8,
+    seed: int = 0,
+    max_blocks: int | None = None,
+    block: int | None = None,
+) -> SpectrumResult:
     """Smallest `k_small` and largest `k_large` eigenvalues of Σ (dimension `dim`, n samples).
 
     `factorization` is Σ's (:func:`factorize`, wherever Σ lives: its solve may run in the
@@ -111,20 +121,37 @@ def certified_spectrum(factorization: Factorization, apply_sigma: Operator, n: i
     t0 = time.perf_counter()
     # Iterate with the factor's solve, certify with the independent matrix-free operator.
     low: EigenResult = block_smallest_eigenpairs(
-        apply_sigma, factorization.solve, dim, k_small,
+        apply_sigma,
+        factorization.solve,
+        dim,
+        k_small,
         block=default_block(k_small, dim) if block is None else block,
-        tol=tol, seed=seed, max_blocks=max_blocks, norm_estimate=float(top.eigenvalues[-1]))
+        tol=tol,
+        seed=seed,
+        max_blocks=max_blocks,
+        norm_estimate=float(top.eigenvalues[-1]),
+    )
     times["lanczos_bottom"] = time.perf_counter() - t0
     values, residuals = low.eigenvalues, low.residuals
     ok = bool(low.converged and top.converged)
     return SpectrumResult(
-        n=n, dim=dim, lambda_min=float(values[0]), lambda_min_residual=float(residuals[0]),
+        n=n,
+        dim=dim,
+        lambda_min=float(values[0]),
+        lambda_min_residual=float(residuals[0]),
         lambda_min_error_bound=float(low.error_bounds[0]),
-        lambda_max=float(top.eigenvalues[-1]), lambda_max_residual=float(top.residuals[-1]),
-        trace=factorization.trace, smallest=values.tolist(), smallest_residuals=residuals.tolist(),
-        largest=top.eigenvalues[::-1].tolist(), iterations=low.iterations,
-        iterations_top=top.iterations, converged=ok,
-        message="; ".join(m for m in (low.message, top.message) if m), seconds=times)
+        lambda_max=float(top.eigenvalues[-1]),
+        lambda_max_residual=float(top.residuals[-1]),
+        trace=factorization.trace,
+        smallest=values.tolist(),
+        smallest_residuals=residuals.tolist(),
+        largest=top.eigenvalues[::-1].tolist(),
+        iterations=low.iterations,
+        iterations_top=top.iterations,
+        converged=ok,
+        message="; ".join(m for m in (low.message, top.message) if m),
+        seconds=times,
+    )
 
 
 def dense_smallest(x: np.ndarray) -> tuple[float, float]:

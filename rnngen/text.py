@@ -48,8 +48,9 @@ def _punctuation_pattern(punctuation: str) -> str:
     return "[" + "".join("\\" + ch if not ch.isalnum() else ch for ch in punctuation) + "]"
 
 
-def tokenize_many(texts: Sequence[str] | pa.Array, cfg: TokenizerConfig = TokenizerConfig()
-                  ) -> pa.LargeListArray:
+def tokenize_many(
+    texts: Sequence[str] | pa.Array, cfg: TokenizerConfig = TokenizerConfig()
+) -> pa.LargeListArray:
     """Tokenize many reviews at once; returns a list<string> array, one list per review."""
     arr = texts if isinstance(texts, pa.Array) else pa.array(texts, type=pa.large_string())
     if cfg.lowercase:
@@ -58,7 +59,8 @@ def tokenize_many(texts: Sequence[str] | pa.Array, cfg: TokenizerConfig = Tokeni
         arr = pc.replace_substring(arr, pattern=cfg.html_break, replacement=" ")
     if cfg.punctuation:
         arr = pc.replace_substring_regex(
-            arr, pattern=_punctuation_pattern(cfg.punctuation),
+            arr,
+            pattern=_punctuation_pattern(cfg.punctuation),
             replacement=cfg.punctuation_replacement,
         )
     return _drop_empty_tokens(pc.utf8_split_whitespace(arr))

@@ -99,8 +99,10 @@ def spec_splits(table: pa.Table, pad_id: int, spec: RunSpec) -> tuple[SplitArray
     Subsets are class-balanced and fixed (split_arrays' own seed), the same for every run
     seed, so that the seeds of one group differ only in init, order and noise.
     """
-    return (split_arrays(table, "train", spec.L, pad_id, limit=spec.n_train),
-            split_arrays(table, "test", spec.L, pad_id, limit=spec.n_test))
+    return (
+        split_arrays(table, "train", spec.L, pad_id, limit=spec.n_train),
+        split_arrays(table, "test", spec.L, pad_id, limit=spec.n_test),
+    )
 
 
 def embedding_tensor(embeddings: np.ndarray) -> torch.Tensor:
@@ -120,9 +122,13 @@ def embed(ids: np.ndarray, table: torch.Tensor) -> torch.Tensor:
     return F.embedding(torch.from_numpy(ids).to(table.device, torch.long), table)
 
 
-def split_batches(split: SplitArrays, table: torch.Tensor, batch_size: int, sigma: float = 0.0,
-                  generator: torch.Generator | None = None
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def split_batches(
+    split: SplitArrays,
+    table: torch.Tensor,
+    batch_size: int,
+    sigma: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches of a split in stored order, with noise from `generator` if sigma > 0.
 
     This is THE definition of the recorded noisy training set: with batch_size =
@@ -132,15 +138,16 @@ def split_batches(split: SplitArrays, table: torch.Tensor, batch_size: int, sigm
     """
     labels = torch.from_numpy(split.labels).to(table.device)
     for start in range(0, len(split), batch_size):
-        x = embed(split.ids[start:start + batch_size], table)
+        x = embed(split.ids[start : start + batch_size], table)
         if sigma > 0.0:
             assert generator is not None, "split_batches: sigma > 0 needs a generator"
             x = add_noise(x, sigma, generator)
-        yield x, labels[start:start + batch_size]
+        yield x, labels[start : start + batch_size]
 
 
-def epoch_batches(split: SplitArrays, table: torch.Tensor, spec: RunSpec, streams: Streams
-                  ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+def epoch_batches(
+    split: SplitArrays, table: torch.Tensor, spec: RunSpec, streams: Streams
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled (indices, noisy x, y) batches; each use gets new noise.
 
     The indices (rows of `split`) say which examples a batch holds, for instrumentation.
@@ -148,7 +155,7 @@ def epoch_batches(split: SplitArrays, table: torch.Tensor, spec: RunSpec, stream
     order = torch.randperm(len(split), generator=streams.order).numpy()
     labels = torch.from_numpy(split.labels).to(table.device)
     for start in range(0, len(order), spec.batch_size):
-        idx = order[start:start + spec.batch_size]
+        idx = order[start : start + spec.batch_size]
         x = add_noise(embed(split.ids[idx], table), spec.sigma, streams.noise)
         yield idx, x, labels[torch.from_numpy(idx).to(table.device)]
 
@@ -179,8 +186,7 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: ReLURNN, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
-             ) -> Evaluation:
+def evaluate(model: ReLURNN, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Evaluation:
     """Margins and loss of `model` over the given batches (no gradients, eval mode)."""
     model.eval()
     parts, loss_sum, n = [], 0.0, 0
@@ -208,10 +214,12 @@ def make_optimizer(spec: RunSpec, params: Any) -> torch.optim.Optimizer:
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     if spec.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=spec.lr, momentum=spec.momentum,
-                                   weight_decay=spec.weight_decay)
-    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
-                           weight_decay=spec.weight_decay)
+        return torch.optim.RMSprop(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    return torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
 
 
 def project_rows(W: torch.Tensor, max_row_sum: float) -> None:
@@ -233,8 +241,12 @@ class EpochStats:
     accuracy_noisy: float  # share of the epoch's noisy training examples classified right
 
 
-def train_epoch(model: ReLURNN, opt: torch.optim.Optimizer, spec: RunSpec,
-                batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> EpochStats:
+def train_epoch(
+    model: ReLURNN,
+    opt: torch.optim.Optimizer,
+    spec: RunSpec,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+) -> EpochStats:
     """One pass of minibatch training; NaN loss once it is non-finite.
 
     Stops at the first non-finite loss, before the step that would spread it into the
@@ -299,9 +311,14 @@ def subset(split: SplitArrays, rows: int, seed: int = 0) -> SplitArrays:
         return split
     rng = np.random.default_rng(seed)
     classes = np.unique(split.labels)
-    chosen = np.sort(np.concatenate([
-        rng.permutation(np.flatnonzero(split.labels == c))[: rows // len(classes)]
-        for c in classes]))
+    chosen = np.sort(
+        np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(split.labels == c))[: rows // len(classes)]
+                for c in classes
+            ]
+        )
+    )
     return SplitArrays(split.ids[chosen], split.labels[chosen])
 
 
@@ -312,8 +329,7 @@ class _Monitor:
     train: SplitArrays
     test: SplitArrays
 
-    def accuracies(self, model: ReLURNN, table: torch.Tensor, batch: int
-                   ) -> tuple[float, float]:
+    def accuracies(self, model: ReLURNN, table: torch.Tensor, batch: int) -> tuple[float, float]:
         train = evaluate(model, split_batches(self.train, table, batch))
         test = evaluate(model, split_batches(self.test, table, batch))
         return 1.0 - train.error, 1.0 - test.error
@@ -351,18 +367,39 @@ class TrainResult:
 
     def to_row(self) -> dict[str, Any]:
         """Flat scalars for one Parquet row (arrays and history stay out)."""
-        row = {name: getattr(self, name) for name in (
-            "status", "diverged_epoch", "epochs_run", "train_error_noisy", "train_error_clean",
-            "test_error_clean", "gen_error", "test_accuracy", "final_train_loss",
-            "final_test_loss", "seconds", "samples_per_second", "n_train", "n_test")}
+        row = {
+            name: getattr(self, name)
+            for name in (
+                "status",
+                "diverged_epoch",
+                "epochs_run",
+                "train_error_noisy",
+                "train_error_clean",
+                "test_error_clean",
+                "gen_error",
+                "test_accuracy",
+                "final_train_loss",
+                "final_test_loss",
+                "seconds",
+                "samples_per_second",
+                "n_train",
+                "n_test",
+            )
+        }
         row.update({f"margin_train_{k}": v for k, v in self.margin_train.items()})
         row.update({f"margin_test_{k}": v for k, v in self.margin_test.items()})
         return row
 
 
-def _fit(model: ReLURNN, spec: RunSpec, train: SplitArrays, table: torch.Tensor,
-         streams: Streams, monitor: _Monitor, on_epoch: Callable[[EpochLog], None] | None
-         ) -> tuple[list[EpochLog], int | None, float]:
+def _fit(
+    model: ReLURNN,
+    spec: RunSpec,
+    train: SplitArrays,
+    table: torch.Tensor,
+    streams: Streams,
+    monitor: _Monitor,
+    on_epoch: Callable[[EpochLog], None] | None,
+) -> tuple[list[EpochLog], int | None, float]:
     """Run the epochs: the history, the epoch of divergence (None if none), and the
     seconds spent training (the history's measurements and `on_epoch` not counted)."""
     opt = make_optimizer(spec, model.parameters())
@@ -377,22 +414,42 @@ def _fit(model: ReLURNN, spec: RunSpec, train: SplitArrays, table: torch.Tensor,
         if math.isnan(stats.loss):
             return history, epoch, seconds
         train_acc, test_acc = monitor.accuracies(model, table, spec.eval_batch_size)
-        history.append(EpochLog(epoch, stats.loss, stats.accuracy_noisy, train_acc, test_acc,
-                                len(monitor.train), trained - start,
-                                time.perf_counter() - trained))
+        history.append(
+            EpochLog(
+                epoch,
+                stats.loss,
+                stats.accuracy_noisy,
+                train_acc,
+                test_acc,
+                len(monitor.train),
+                trained - start,
+                time.perf_counter() - trained,
+            )
+        )
         if on_epoch is not None:
             on_epoch(history[-1])
     return history, None, seconds
 
 
-def _measure(model: ReLURNN, spec: RunSpec, train: SplitArrays, test: SplitArrays,
-             table: torch.Tensor, streams: Streams) -> dict[str, Evaluation]:
+def _measure(
+    model: ReLURNN,
+    spec: RunSpec,
+    train: SplitArrays,
+    test: SplitArrays,
+    table: torch.Tensor,
+    streams: Streams,
+) -> dict[str, Evaluation]:
     """Clean test, clean train and (if sigma > 0) one recorded noisy pass over train."""
     bs = spec.eval_batch_size
-    evals = {"test": evaluate(model, split_batches(test, table, bs)),
-             "train_clean": evaluate(model, split_batches(train, table, bs))}
-    evals["train_noisy"] = evals["train_clean"] if spec.sigma == 0.0 else evaluate(
-        model, split_batches(train, table, bs, spec.sigma, streams.eval_noise))
+    evals = {
+        "test": evaluate(model, split_batches(test, table, bs)),
+        "train_clean": evaluate(model, split_batches(train, table, bs)),
+    }
+    evals["train_noisy"] = (
+        evals["train_clean"]
+        if spec.sigma == 0.0
+        else evaluate(model, split_batches(train, table, bs, spec.sigma, streams.eval_noise))
+    )
     return evals
 
 
@@ -401,21 +458,31 @@ def _nan_evaluation() -> Evaluation:
     return Evaluation(np.array([math.nan]), math.nan)
 
 
-def _check_inputs(spec: RunSpec, train: SplitArrays, test: SplitArrays,
-                  embeddings: np.ndarray) -> None:
+def _check_inputs(
+    spec: RunSpec, train: SplitArrays, test: SplitArrays, embeddings: np.ndarray
+) -> None:
     """Catch a split padded to another L, or an embedding table of the wrong shape."""
     for name, split in (("train", train), ("test", test)):
         if split.ids.ndim != 2 or split.ids.shape[1] != spec.L or len(split) == 0:
-            raise ParameterError(f"the {name} split has ids of shape {split.ids.shape}, but the "
-                                 f"spec asks for L = {spec.L}; build it with split_arrays(..., "
-                                 f"L={spec.L}, ...).")
+            raise ParameterError(
+                f"the {name} split has ids of shape {split.ids.shape}, but the "
+                f"spec asks for L = {spec.L}; build it with split_arrays(..., "
+                f"L={spec.L}, ...)."
+            )
     if embeddings.ndim != 2:
-        raise ParameterError(f"embeddings must be a (vocabulary, d) table, got shape "
-                             f"{embeddings.shape}.")
+        raise ParameterError(
+            f"embeddings must be a (vocabulary, d) table, got shape {embeddings.shape}."
+        )
 
 
-def train_model(spec: RunSpec, train: SplitArrays, test: SplitArrays, embeddings: np.ndarray,
-                *, on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
+def train_model(
+    spec: RunSpec,
+    train: SplitArrays,
+    test: SplitArrays,
+    embeddings: np.ndarray,
+    *,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> TrainResult:
     """Train eq. (1) as `spec` says on `train`, evaluate on `test` (clean) and on `train`.
 
     `embeddings` is the (vocabulary, d) GloVe table whose last row is the zero padding
@@ -426,11 +493,18 @@ def train_model(spec: RunSpec, train: SplitArrays, test: SplitArrays, embeddings
     began = time.perf_counter()
     table = embedding_tensor(embeddings).to(spec.device)
     k = max(2, int(max(train.labels.max(), test.labels.max())) + 1)
-    model = ReLURNN(table.shape[1], spec.hidden, k, init=spec.init, init_scale=spec.init_scale,
-                    generator=streams.init).to(spec.device)
+    model = ReLURNN(
+        table.shape[1],
+        spec.hidden,
+        k,
+        init=spec.init,
+        init_scale=spec.init_scale,
+        generator=streams.init,
+    ).to(spec.device)
     monitor = _Monitor(subset(train, HISTORY_ROWS), subset(test, HISTORY_ROWS))
-    history, diverged_epoch, fit_seconds = _fit(model, spec, train, table, streams, monitor,
-                                                on_epoch)
+    history, diverged_epoch, fit_seconds = _fit(
+        model, spec, train, table, streams, monitor, on_epoch
+    )
     if diverged_epoch is None:
         evals = _measure(model, spec, train, test, table, streams)
     else:
@@ -438,13 +512,23 @@ def train_model(spec: RunSpec, train: SplitArrays, test: SplitArrays, embeddings
     noisy, test_eval = evals["train_noisy"], evals["test"]
     return TrainResult(
         status="done" if diverged_epoch is None else "diverged",
-        diverged_epoch=diverged_epoch, epochs_run=len(history),
-        train_error_noisy=noisy.error, train_error_clean=evals["train_clean"].error,
-        test_error_clean=test_eval.error, gen_error=test_eval.error - noisy.error,
+        diverged_epoch=diverged_epoch,
+        epochs_run=len(history),
+        train_error_noisy=noisy.error,
+        train_error_clean=evals["train_clean"].error,
+        test_error_clean=test_eval.error,
+        gen_error=test_eval.error - noisy.error,
         test_accuracy=1.0 - test_eval.error,
-        final_train_loss=noisy.loss, final_test_loss=test_eval.loss,
-        margin_train=margin_summary(noisy.margins), margin_test=margin_summary(test_eval.margins),
-        history=history, seconds=time.perf_counter() - began,
+        final_train_loss=noisy.loss,
+        final_test_loss=test_eval.loss,
+        margin_train=margin_summary(noisy.margins),
+        margin_test=margin_summary(test_eval.margins),
+        history=history,
+        seconds=time.perf_counter() - began,
         samples_per_second=len(train) * len(history) / max(fit_seconds, 1e-9),
-        n_train=len(train), n_test=len(test), weights=model.weights_numpy(),
-        train_margins=noisy.margins, test_margins=test_eval.margins)
+        n_train=len(train),
+        n_test=len(test),
+        weights=model.weights_numpy(),
+        train_margins=noisy.margins,
+        test_margins=test_eval.margins,
+    )

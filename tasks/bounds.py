@@ -50,14 +50,22 @@ def _lambda_min(spectra: list[dict], L: int, data_key: str) -> tuple[float | Non
 
 
 def _base(spec: RunSpec, gen_error: float | None) -> dict[str, Any]:
-    return {"run_id": spec.run_id, "group_id": spec.group_id,
-            "experiment_id": spec.experiment_id, "L": spec.L, "sigma": spec.sigma,
-            "seed": spec.seed, "hidden": spec.hidden, "gen_error": gen_error,
-            "data_key": spec.data_key}
+    return {
+        "run_id": spec.run_id,
+        "group_id": spec.group_id,
+        "experiment_id": spec.experiment_id,
+        "L": spec.L,
+        "sigma": spec.sigma,
+        "seed": spec.seed,
+        "hidden": spec.hidden,
+        "gen_error": gen_error,
+        "data_key": spec.data_key,
+    }
 
 
-def model_rows(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
-               ) -> list[dict[str, Any]]:
+def model_rows(
+    payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
+) -> list[dict[str, Any]]:
     """Worker side: the rows of one model (all α), or one row saying why there are none.
     The corpus and the embedding table come through Ray's object store."""
     started = time.perf_counter()
@@ -71,20 +79,46 @@ def model_rows(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
     delta = B.union_bound_delta(payload["delta"], len(grid))
     rows = []
     for alpha in grid:
-        terms = B.bound_row(clean, noisy, alpha=alpha, sigma=spec.sigma,
-                            lambda_min=payload["lambda_min"], delta=delta)
-        rows.append(base | terms | {
-            "alpha": float(alpha), "delta": delta, "delta_total": payload["delta"],
-            "alpha_grid_size": len(grid), "alpha_rule": payload["alpha_rule"], "n": clean.n,
-            "indicator_loss_clean": B.indicator_margin_loss(clean.margins, alpha),
-            "r_fs_clean": clean.r_fs, "B": float(clean.B),
-            "complexity_term_thm2": B.complexity_term(
-                B.rademacher_fs_term(2, alpha, clean.r_fs, clean.frob_X, clean.n,
-                                     payload["lambda_min"]),
-                B.rademacher_norm1_term(2, alpha, terms["beta_V"], terms["beta_U"],
-                                        clean.norm1_XT, terms["Lambda"], clean.n)),
-            "noise_draw": "the recorded training draw (eval_noise stream)",
-            "status": "ok", "reason": ""})
+        terms = B.bound_row(
+            clean,
+            noisy,
+            alpha=alpha,
+            sigma=spec.sigma,
+            lambda_min=payload["lambda_min"],
+            delta=delta,
+        )
+        rows.append(
+            base
+            | terms
+            | {
+                "alpha": float(alpha),
+                "delta": delta,
+                "delta_total": payload["delta"],
+                "alpha_grid_size": len(grid),
+                "alpha_rule": payload["alpha_rule"],
+                "n": clean.n,
+                "indicator_loss_clean": B.indicator_margin_loss(clean.margins, alpha),
+                "r_fs_clean": clean.r_fs,
+                "B": float(clean.B),
+                "complexity_term_thm2": B.complexity_term(
+                    B.rademacher_fs_term(
+                        2, alpha, clean.r_fs, clean.frob_X, clean.n, payload["lambda_min"]
+                    ),
+                    B.rademacher_norm1_term(
+                        2,
+                        alpha,
+                        terms["beta_V"],
+                        terms["beta_U"],
+                        clean.norm1_XT,
+                        terms["Lambda"],
+                        clean.n,
+                    ),
+                ),
+                "noise_draw": "the recorded training draw (eval_noise stream)",
+                "status": "ok",
+                "reason": "",
+            }
+        )
     best = int(np.argmin([r["bound_thm3"] for r in rows])) if rows else -1
     seconds = time.perf_counter() - started
     for i, row in enumerate(rows):
@@ -93,21 +127,32 @@ def model_rows(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
     return rows
 
 
-def _payload(out: str, run: dict, spectra: list[dict], delta: float,
-             alphas: list[float] | None) -> dict[str, Any]:
+def _payload(
+    out: str, run: dict, spectra: list[dict], delta: float, alphas: list[float] | None
+) -> dict[str, Any]:
     spec = RunSpec.from_json(run["spec_json"])
     lam, reason = _lambda_min(spectra, spec.L, spec.data_key)
-    payload = {"spec": spec, "gen_error": run["gen_error"], "delta": delta,
-               "alphas": list(alphas or B.DEFAULT_ALPHA_GRID), "lambda_min": lam,
-               "reason": reason,
-               "alpha_rule": (f"given grid of {len(alphas)} values; δ split evenly over it "
-                              "(union bound); the best α minimizes Theorem 3" if alphas
-                              else B.DEFAULT_ALPHA_RULE)}
+    payload = {
+        "spec": spec,
+        "gen_error": run["gen_error"],
+        "delta": delta,
+        "alphas": list(alphas or B.DEFAULT_ALPHA_GRID),
+        "lambda_min": lam,
+        "reason": reason,
+        "alpha_rule": (
+            f"given grid of {len(alphas)} values; δ split evenly over it "
+            "(union bound); the best α minimizes Theorem 3"
+            if alphas
+            else B.DEFAULT_ALPHA_RULE
+        ),
+    }
     try:
         weights, stored = load_weights(Layout.at(out).models / f"{spec.run_id}.npz")
         if RunSpec.from_json(stored).run_id != spec.run_id:
-            raise DataError(f"models/{spec.run_id}.npz holds the weights of another run "
-                            f"({RunSpec.from_json(stored).run_id}); delete it and retrain.")
+            raise DataError(
+                f"models/{spec.run_id}.npz holds the weights of another run "
+                f"({RunSpec.from_json(stored).run_id}); delete it and retrain."
+            )
     except DataError as err:
         payload.update(lambda_min=None, reason=str(err))
         weights = None
@@ -122,9 +167,17 @@ def read_bounds(out: str) -> list[dict[str, Any]]:
 
 def model_request(spec: RunSpec, n_train: int) -> Request:
     """What one model's bound statistics ask of Ray: a CPU and their memory."""
-    return Request(1, 0, bound_stats_bytes(n_train=min(spec.n_train or n_train, n_train),
-                                           L=spec.L, d=GLOVE_DIM, hidden=spec.hidden,
-                                           eval_batch_size=spec.eval_batch_size))
+    return Request(
+        1,
+        0,
+        bound_stats_bytes(
+            n_train=min(spec.n_train or n_train, n_train),
+            L=spec.L,
+            d=GLOVE_DIM,
+            hidden=spec.hidden,
+            eval_batch_size=spec.eval_batch_size,
+        ),
+    )
 
 
 class BoundsRun:
@@ -132,8 +185,15 @@ class BoundsRun:
     it to the model tasks as it is): their payloads, the data in Ray's object store, the
     rows written so far, and the counts."""
 
-    def __init__(self, out: str, payloads: dict[str, dict], kept: list[dict], delta: float,
-                 n_train: int, max_retries: int) -> None:
+    def __init__(
+        self,
+        out: str,
+        payloads: dict[str, dict],
+        kept: list[dict],
+        delta: float,
+        n_train: int,
+        max_retries: int,
+    ) -> None:
         corpus = load_corpus(out)
         self.out, self.payloads, self.delta = out, payloads, delta
         self.n_train, self.max_retries = n_train, max_retries
@@ -150,14 +210,20 @@ class BoundsRun:
         """Keep a model's rows, rewrite bounds.parquet; the progress suffix of its line."""
         with self._lock:
             self.rows[spec.run_id] = rows
-            ordered = sorted((r for rs in self.rows.values() for r in rs), key=lambda r: (
-                r["L"], r["sigma"], r["seed"], r["run_id"], r.get("alpha") or 0.0))
-            write_parquet(schemas.to_table(ordered, schemas.BOUNDS), Layout.at(self.out).bounds,
-                          {"stage": "bounds", "delta": self.delta})
+            ordered = sorted(
+                (r for rs in self.rows.values() for r in rs),
+                key=lambda r: (r["L"], r["sigma"], r["seed"], r["run_id"], r.get("alpha") or 0.0),
+            )
+            write_parquet(
+                schemas.to_table(ordered, schemas.BOUNDS),
+                Layout.at(self.out).bounds,
+                {"stage": "bounds", "delta": self.delta},
+            )
             self.finished += 1
             self.progress.advance()
-            return (f"[{self.finished}/{len(self.payloads)}] "
-                    f"({time.perf_counter() - self.began:.0f} s)")
+            return (
+                f"[{self.finished}/{len(self.payloads)}] ({time.perf_counter() - self.began:.0f} s)"
+            )
 
 
 def model_name(spec: RunSpec) -> str:
@@ -165,8 +231,9 @@ def model_name(spec: RunSpec) -> str:
 
 
 @task(name="prepare-bounds", cache_policy=NO_CACHE)
-def prepare_bounds(out: str, delta: float = 0.05, alphas: list[float] | None = None,
-                   max_retries: int = 1) -> tuple[list[RunSpec], BoundsRun | None]:
+def prepare_bounds(
+    out: str, delta: float = 0.05, alphas: list[float] | None = None, max_retries: int = 1
+) -> tuple[list[RunSpec], BoundsRun | None]:
     """The finished models, and what the ones without bound rows need (None if none)."""
     done_runs = [r for r in read_runs(out) if r["status"] == "done"]
     specs = [RunSpec.from_json(r["spec_json"]) for r in done_runs]
@@ -178,43 +245,63 @@ def prepare_bounds(out: str, delta: float = 0.05, alphas: list[float] | None = N
     spectra = spectrum_rows(out)
     payloads = {r["run_id"]: _payload(out, r, spectra, delta, alphas) for r in todo}
     n_train = split_sizes(out)[0]
-    worst = max((p["spec"] for p in payloads.values()),
-                key=lambda s: model_request(s, n_train).memory)
-    ray_pool.check_request(model_request(worst, n_train), "model's bound statistics",
-                           f"L={worst.L}, {worst.n_train or n_train} training reviews",
-                           "Use a node with more memory.")
+    worst = max(
+        (p["spec"] for p in payloads.values()), key=lambda s: model_request(s, n_train).memory
+    )
+    ray_pool.check_request(
+        model_request(worst, n_train),
+        "model's bound statistics",
+        f"L={worst.L}, {worst.n_train or n_train} training reviews",
+        "Use a node with more memory.",
+    )
     print(f"bounds: {len(todo)} of {len(done_runs)} models to compute")
     return specs, BoundsRun(out, payloads, kept, delta, n_train, max_retries)
 
 
-@task(name="bounds-model", task_run_name="bounds L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
-      cache_policy=NO_CACHE)
+@task(
+    name="bounds-model",
+    task_run_name="bounds L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+    cache_policy=NO_CACHE,
+)
 def model_bounds(spec: RunSpec, run: BoundsRun) -> str:
     """One model's bound rows, computed as a Ray task of the same name; 'ok', or the
     reason in its row ('skipped': no certified λ_min or no usable weights; 'failed')."""
     logger = get_run_logger()
     payload = run.payloads[spec.run_id]
     try:
-        rows = ray_pool.run_remote(model_rows, payload, *run.refs,
-                                   request=model_request(spec, run.n_train),
-                                   name=model_name(spec), max_retries=run.max_retries,
-                                   cancelled=run.cancelled)
+        rows = ray_pool.run_remote(
+            model_rows,
+            payload,
+            *run.refs,
+            request=model_request(spec, run.n_train),
+            name=model_name(spec),
+            max_retries=run.max_retries,
+            cancelled=run.cancelled,
+        )
     except (ray_pool.Cancelled, UserError):
         raise
     except Exception as err:
         logger.error(f"{model_name(spec)} failed: {err}")  # the whole traceback
-        rows = [_base(spec, payload["gen_error"]) | {"status": "failed",
-                                                     "reason": error_text(err)}]
+        rows = [_base(spec, payload["gen_error"]) | {"status": "failed", "reason": error_text(err)}]
     progress = run.record(spec, rows)
     best = next((r for r in rows if r.get("alpha_best")), None)
-    logger.info(f"{model_name(spec)}: " + (
-        f"bound_thm3 {best['bound_thm3']:.3g} at α={best['alpha']:.3g}" if best else
-        f"{rows[0]['status']}: {rows[0]['reason']}") + f" {progress}")
+    logger.info(
+        f"{model_name(spec)}: "
+        + (
+            f"bound_thm3 {best['bound_thm3']:.3g} at α={best['alpha']:.3g}"
+            if best
+            else f"{rows[0]['status']}: {rows[0]['reason']}"
+        )
+        + f" {progress}"
+    )
     return rows[0]["status"]
 
 
-@task(name="bounds-model", task_run_name="bounds L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
-      cache_policy=NO_CACHE)
+@task(
+    name="bounds-model",
+    task_run_name="bounds L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+    cache_policy=NO_CACHE,
+)
 def finished_model(spec: RunSpec) -> State:
     """A model whose rows are already on disk: shown as Skipped."""
     return Completed(name="Skipped", message=f"run {spec.run_id}: bound rows on disk")
@@ -222,25 +309,44 @@ def finished_model(spec: RunSpec) -> State:
 
 def publish_best(out: str) -> None:
     """Each model's best-α row as a table artifact `bounds-best`."""
-    publish_table("bounds-best", [
-        {k: r.get(k) for k in ("L", "sigma", "seed", "run_id", "alpha", "bound_thm3",
-                               "bound_thm2", "rademacher_norm1_term", "beta_W", "gen_error")}
-        for r in read_bounds(out) if r.get("alpha_best")], "Every model's bounds at its best α")
+    publish_table(
+        "bounds-best",
+        [
+            {
+                k: r.get(k)
+                for k in (
+                    "L",
+                    "sigma",
+                    "seed",
+                    "run_id",
+                    "alpha",
+                    "bound_thm3",
+                    "bound_thm2",
+                    "rademacher_norm1_term",
+                    "beta_W",
+                    "gen_error",
+                )
+            }
+            for r in read_bounds(out)
+            if r.get("alpha_best")
+        ],
+        "Every model's bounds at its best α",
+    )
 
 
 def bounds_grid(specs: list[RunSpec], run: BoundsRun | None) -> dict[str, int]:
     """One task run per finished model (those with rows as Skipped); their counts."""
     todo = run.payloads if run is not None else {}
-    futures = [model_bounds.submit(s, run) if s.run_id in todo else finished_model.submit(s)
-               for s in specs]
+    futures = [
+        model_bounds.submit(s, run) if s.run_id in todo else finished_model.submit(s) for s in specs
+    ]
     try:
         wait(futures)
     except BaseException:
         if run is not None:
             run.cancelled.set()
         raise
-    counts = {"models": len(specs), "skipped": len(specs) - len(todo), "ok": 0,
-              "not_computed": 0}
+    counts = {"models": len(specs), "skipped": len(specs) - len(todo), "ok": 0, "not_computed": 0}
     for spec, future in zip(specs, futures, strict=True):
         if spec.run_id in todo:
             status = future.result()  # a driver error (disk full, ...) stops the run here

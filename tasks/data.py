@@ -46,7 +46,9 @@ def _npm_pack(dest: Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=".npm-pack-", dir=dest))
     proc = subprocess.run(
         ["npm", "pack", imdb.NPM_SPEC, "--pack-destination", str(scratch), "--silent"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     tarball = scratch / imdb.NPM_TARBALL
     if proc.returncode != 0 or not tarball.is_file():
@@ -68,8 +70,11 @@ def _verified_marker_ok(layout: Layout) -> bool:
 def _write_marker(layout: Layout) -> None:
     stat = layout.imdb_tarball.stat()
     with atomic_path(layout.imdb_verified) as tmp:
-        tmp.write_text(json.dumps({"sha256": imdb.NPM_SHA256, "size": stat.st_size,
-                                   "mtime_ns": stat.st_mtime_ns}))
+        tmp.write_text(
+            json.dumps(
+                {"sha256": imdb.NPM_SHA256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            )
+        )
 
 
 def _verify_npm(path: Path) -> None:
@@ -89,8 +94,13 @@ def _retry_only_fetch_errors(task, task_run, state) -> bool:
     return False
 
 
-@task(name="fetch-imdb", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
-      retry_condition_fn=_retry_only_fetch_errors)
+@task(
+    name="fetch-imdb",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_only_fetch_errors,
+)
 def fetch_imdb(out: str, imdb_path: str | None = None) -> ImdbSource:
     """Make a verified IMDB copy available; reuse it when it is already there and verified."""
     layout = Layout.at(out)
@@ -121,8 +131,10 @@ def _user_source(path: Path) -> ImdbSource:
     if path.is_dir():
         return ImdbSource("acl", str(path), _folder_digest(path))
     if not path.is_file():
-        raise DataError(f"--imdb {path}: no such file or folder. Give the npm tarball "
-                        f"{imdb.NPM_TARBALL}, aclImdb_v1.tar.gz, or an extracted aclImdb/ folder.")
+        raise DataError(
+            f"--imdb {path}: no such file or folder. Give the npm tarball "
+            f"{imdb.NPM_TARBALL}, aclImdb_v1.tar.gz, or an extracted aclImdb/ folder."
+        )
     if path.name == imdb.NPM_TARBALL:
         _verify_npm(path)
         return ImdbSource("npm", str(path), imdb.NPM_SHA256)
@@ -139,8 +151,9 @@ def read_reviews(source: ImdbSource, layout: Layout) -> imdb.Reviews:
 
 
 @task(name="build-corpus", cache_policy=NO_CACHE)
-def build_corpus_task(out: str, source: ImdbSource, tokenizer: TokenizerConfig,
-                      glove_path: str | None = None) -> str:
+def build_corpus_task(
+    out: str, source: ImdbSource, tokenizer: TokenizerConfig, glove_path: str | None = None
+) -> str:
     """Tokenize IMDB into `interim/corpus-<data_key>.parquet`; skip if it already exists."""
     layout = Layout.at(out)
     glove = load_glove(glove_path)
@@ -149,11 +162,24 @@ def build_corpus_task(out: str, source: ImdbSource, tokenizer: TokenizerConfig,
     if not target.is_file() or read_metadata(target).get("schema_version") != SCHEMA_VERSION:
         # absent, or written by an rnngen of another schema version: derived data, rebuilt
         table = build_corpus(read_reviews(source, layout), glove, tokenizer)
-        write_parquet(table, target, {"data_key": key, "tokenizer": tokenizer.to_dict(),
-                                      "glove": glove.source, "imdb": asdict(source)})
-    pointer = {"data_key": key, "corpus": target.name, "glove": glove_path,
-               "pad_id": glove.pad_id,
-               "tokenizer": tokenizer.to_dict(), "imdb": asdict(source)}
+        write_parquet(
+            table,
+            target,
+            {
+                "data_key": key,
+                "tokenizer": tokenizer.to_dict(),
+                "glove": glove.source,
+                "imdb": asdict(source),
+            },
+        )
+    pointer = {
+        "data_key": key,
+        "corpus": target.name,
+        "glove": glove_path,
+        "pad_id": glove.pad_id,
+        "tokenizer": tokenizer.to_dict(),
+        "imdb": asdict(source),
+    }
     with atomic_path(layout.corpus_pointer) as tmp:
         tmp.write_text(json.dumps(pointer, indent=2))
     return key
@@ -168,16 +194,20 @@ def summarize_lengths(out: str, key: str, lengths: list[int]) -> str:
             done = read_parquet(layout.embed_summary).to_pylist()
         except DataError:  # an older summary: cheap to write anew
             done = []
-        if done and sorted(lengths) == sorted(r["L"] for r in done) and all(
-                r["data_key"] == key and r.get("coord_std_window") is not None for r in done):
+        if (
+            done
+            and sorted(lengths) == sorted(r["L"] for r in done)
+            and all(r["data_key"] == key and r.get("coord_std_window") is not None for r in done)
+        ):
             return str(layout.embed_summary)
     table = read_parquet(layout.corpus(key), required=("token_ids",))
     pad_id = corpus_pointer(out)["pad_id"]
     embeddings = load_glove(corpus_pointer(out).get("glove")).table
-    rows = [length_summary(table, L, pad_id) | input_scale(table, L, embeddings) |
-            {"data_key": key} for L in lengths]
-    write_parquet(schemas.to_table(rows, schemas.EMBED), layout.embed_summary,
-                  {"data_key": key})
+    rows = [
+        length_summary(table, L, pad_id) | input_scale(table, L, embeddings) | {"data_key": key}
+        for L in lengths
+    ]
+    write_parquet(schemas.to_table(rows, schemas.EMBED), layout.embed_summary, {"data_key": key})
     return str(layout.embed_summary)
 
 
@@ -185,8 +215,10 @@ def corpus_pointer(out: str) -> dict:
     """The current corpus' pointer; a clear error when the data stage has not run yet."""
     path = Layout.at(out).corpus_pointer
     if not path.is_file():
-        raise DataError(f"no tokenized corpus under {Layout.at(out).interim}. Run "
-                        f"`rnngen embed --out {out}` (or `rnngen study`) first.")
+        raise DataError(
+            f"no tokenized corpus under {Layout.at(out).interim}. Run "
+            f"`rnngen embed --out {out}` (or `rnngen study`) first."
+        )
     return json.loads(path.read_text())
 
 
@@ -213,8 +245,7 @@ def load_corpus(out: str) -> Corpus:
     when the corpus file or the pointer changes."""
     pointer = corpus_pointer(out)
     path = Layout.at(out).interim / pointer["corpus"]
-    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None,
-           pointer.get("glove"))
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None, pointer.get("glove"))
     if key not in _LOADED:
         table = read_parquet(path, required=CORPUS_COLUMNS)
         glove = load_glove(pointer.get("glove"))

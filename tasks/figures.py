@@ -44,8 +44,11 @@ def draw_figures(out: str) -> tuple[list[str], bool]:
     The drawing is skipped when neither the results nor the drawing code changed since the
     last time and every output is there."""
     layout = Layout.at(out)
-    for path, stage in ((layout.runs, "train"), (layout.spectrum, "spectrum"),
-                        (layout.bounds, "bounds")):
+    for path, stage in (
+        (layout.runs, "train"),
+        (layout.spectrum, "spectrum"),
+        (layout.bounds, "bounds"),
+    ):
         if not path.is_file():
             raise DataError(f"{path} is missing: run `rnngen {stage} --out {out}` first.")
     stamp, key = layout.figures / ".drawn.json", _inputs_key(layout)
@@ -65,23 +68,26 @@ def draw_figures(out: str) -> tuple[list[str], bool]:
     if 100 in lengths:
         paths += F.fig_gen_error(runs, [100], fig / "fig1_gen_error_L100", lambda_min=lam)
     if lengths & {200, 300}:
-        paths += F.fig_gen_error(runs, [200, 300], fig / "fig2_gen_error_L200_L300",
-                                 lambda_min=lam)
+        paths += F.fig_gen_error(runs, [200, 300], fig / "fig2_gen_error_L200_L300", lambda_min=lam)
     if not lengths & {100, 200, 300}:  # a grid of other lengths: all of them in one figure
         paths += F.fig_gen_error(runs, sorted(lengths), fig / "gen_error", lambda_min=lam)
-    paths += [*F.fig_clean_gap(runs, fig / "clean_gap", lambda_min=lam),
-             *F.fig_spectrum(spectrum, fig / "spectrum"),
-             *F.fig_bound_terms(bounds, fig / "bound_terms", runs=runs),
-             *F.fig_bound_vs_gap(bounds, runs, fig / "bound_vs_gap")]
+    paths += [
+        *F.fig_clean_gap(runs, fig / "clean_gap", lambda_min=lam),
+        *F.fig_spectrum(spectrum, fig / "spectrum"),
+        *F.fig_bound_terms(bounds, fig / "bound_terms", runs=runs),
+        *F.fig_bound_vs_gap(bounds, runs, fig / "bound_vs_gap"),
+    ]
     if _history(layout).is_file():
         history = read_parquet(_history(layout), required=schemas.HISTORY)
         paths += F.fig_history(history, runs, fig / "history")
     tau = schemas.to_table(analysis.kendall_rows(bounds, runs), schemas.KENDALL)
-    paths.append(write_parquet(tau, layout.results / "kendall_tau.parquet",
-                               {"stage": "figures", "method": analysis.KENDALL_METHOD}))
+    paths.append(
+        write_parquet(
+            tau,
+            layout.results / "kendall_tau.parquet",
+            {"stage": "figures", "method": analysis.KENDALL_METHOD},
+        )
+    )
     with atomic_path(stamp) as tmp:
-        tmp.write_text(json.dumps({"key": key,
-                                   "paths": [_relative(p, layout) for p in paths]}))
+        tmp.write_text(json.dumps({"key": key, "paths": [_relative(p, layout) for p in paths]}))
     return [str(p) for p in paths], True
-
-

@@ -51,8 +51,12 @@ def ensure_connected() -> None:
     address, num_cpus = _chosen["address"], _chosen["num_cpus"]
     try:
         if address in (None, "", "local"):
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
-                     include_dashboard=False, log_to_driver=True)
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=True,
+            )
         else:
             ray.init(address=address, log_to_driver=True)
     except (OSError, RuntimeError, ValueError) as err:
@@ -60,9 +64,11 @@ def ensure_connected() -> None:
 
 
 def _unreachable(address: str | None, err: Exception) -> UserError:
-    return UserError(f"cannot reach the Ray cluster at {address!r} ({err}). Check the "
-                     "address (ray://host:10001 or host:6379) and that the head is up, "
-                     "or leave --ray-address/RAY_ADDRESS unset to run on a local Ray.")
+    return UserError(
+        f"cannot reach the Ray cluster at {address!r} ({err}). Check the "
+        "address (ray://host:10001 or host:6379) and that the head is up, "
+        "or leave --ray-address/RAY_ADDRESS unset to run on a local Ray."
+    )
 
 
 def _check_reachable(address: str) -> None:
@@ -91,10 +97,12 @@ def describe_cluster() -> str:
         return "no live node"
     big = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0), r.get("memory", 0)))
     total = ray.cluster_resources()
-    return (f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} with {total.get('CPU', 0):g} "
-            f"CPUs and {total.get('GPU', 0):g} GPUs in all; the largest has "
-            f"{big.get('CPU', 0):g} CPUs, {big.get('GPU', 0):g} GPUs and "
-            f"{gigabytes(big.get('memory', 0))} of memory for tasks")
+    return (
+        f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} with {total.get('CPU', 0):g} "
+        f"CPUs and {total.get('GPU', 0):g} GPUs in all; the largest has "
+        f"{big.get('CPU', 0):g} CPUs, {big.get('GPU', 0):g} GPUs and "
+        f"{gigabytes(big.get('memory', 0))} of memory for tasks"
+    )
 
 
 def resolve_device(requested: str) -> str:
@@ -106,9 +114,11 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if gpus > 0 else "cpu"
     if gpus == 0:
-        raise UserError(f"--device {requested}: the Ray cluster has no GPU "
-                        f"({describe_cluster()}). Use --device cpu (or auto), or add a GPU "
-                        "node to the cluster.")
+        raise UserError(
+            f"--device {requested}: the Ray cluster has no GPU "
+            f"({describe_cluster()}). Use --device cpu (or auto), or add a GPU "
+            "node to the cluster."
+        )
     return requested
 
 
@@ -119,9 +129,11 @@ def check_request(request: Request, unit: str, detail: str, hint: str) -> None:
     wanted = request.as_ray()
     if any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in _nodes()):
         return
-    raise UserError(f"each {unit} asks Ray for {request.describe()} ({detail}), but no node "
-                    f"of the cluster has that: {describe_cluster()}. Nothing was submitted. "
-                    f"{hint}")
+    raise UserError(
+        f"each {unit} asks Ray for {request.describe()} ({detail}), but no node "
+        f"of the cluster has that: {describe_cluster()}. Nothing was submitted. "
+        f"{hint}"
+    )
 
 
 def share(*values: object) -> tuple:
@@ -140,8 +152,14 @@ def _remote(fn: Callable):
     return ray.remote(fn)
 
 
-def run_remote(fn: Callable, *args: object, request: Request, name: str, max_retries: int,
-               cancelled: threading.Event | None = None) -> object:
+def run_remote(
+    fn: Callable,
+    *args: object,
+    request: Request,
+    name: str,
+    max_retries: int,
+    cancelled: threading.Event | None = None,
+) -> object:
     """Run `fn(*args)` as one Ray task called `name` (as `ray list tasks` and the dashboard
     show it) and wait for its result in the calling thread.
 
@@ -150,8 +168,13 @@ def run_remote(fn: Callable, *args: object, request: Request, name: str, max_ret
     Setting `cancelled` stops the wait and the task.
     """
     ensure_connected()
-    ref = _remote(fn).options(name=name, max_retries=max_retries, retry_exceptions=False,
-                              **_ray_options(request)).remote(*args)
+    ref = (
+        _remote(fn)
+        .options(
+            name=name, max_retries=max_retries, retry_exceptions=False, **_ray_options(request)
+        )
+        .remote(*args)
+    )
     while not ray.wait([ref], timeout=0.5)[0]:
         if cancelled is not None and cancelled.is_set():
             ray.cancel(ref, force=True)
@@ -239,5 +262,3 @@ def get(refs):
         if isinstance(err.cause, UserError):
             raise err.cause from None
         raise
-
-

@@ -31,8 +31,7 @@ class CorpusShard:
     """One shard (rnngen.shard.ShardData) in a Ray actor, with its partial Gram and, in
     the first shard after the reduction, Σ's Cholesky factor."""
 
-    def __init__(self, tokens: pa.Array, table: np.ndarray,
-                 block_rows: int = BLOCK_ROWS) -> None:
+    def __init__(self, tokens: pa.Array, table: np.ndarray, block_rows: int = BLOCK_ROWS) -> None:
         # `table` is read-only, shared with the node's other shards (object store)
         self._data = ShardData(tokens, table, block_rows)
         self._acc: MomentAccumulator | None = None
@@ -104,8 +103,14 @@ class ShardPool:
     seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, tokens: pa.Array, table: np.ndarray, workers: int,
-               block_rows: int = BLOCK_ROWS, memory: int | None = None) -> ShardPool:
+    def create(
+        cls,
+        tokens: pa.Array,
+        table: np.ndarray,
+        workers: int,
+        block_rows: int = BLOCK_ROWS,
+        memory: int | None = None,
+    ) -> ShardPool:
         """Shard the reviews' token ids over `workers` actors, each reserving `memory`
         bytes of its node when given. `table` is the (vocabulary + 1, d) embedding table;
         it goes to the object store once, so the shards of a node share one copy and
@@ -115,8 +120,10 @@ class ShardPool:
         bounds = np.linspace(0, len(tokens), workers + 1).astype(int)
         table_ref = ray.put(np.ascontiguousarray(table, dtype=np.float32))
         shard = CorpusShard.options(memory=memory) if memory else CorpusShard
-        actors = [shard.remote(tokens.slice(a, b - a), table_ref, block_rows)
-                  for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        actors = [
+            shard.remote(tokens.slice(a, b - a), table_ref, block_rows)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
         return cls(actors, len(tokens))
 
     def reduce_gram(self, L: int, columns_per_slab: int = 1024) -> DataStats:
@@ -148,8 +155,7 @@ class ShardPool:
                 get(adds[-2])
         get(adds + [a.release_gram.remote() for a in rest])
         self._stats = stats
-        self.seconds.update(ready=t1 - t0, accumulate=t2 - t1,
-                            reduce=time.perf_counter() - t2)
+        self.seconds.update(ready=t1 - t0, accumulate=t2 - t1, reduce=time.perf_counter() - t2)
         return functools.reduce(DataStats.merge, stats)
 
     def gram(self) -> MomentAccumulator:
@@ -171,8 +177,9 @@ class ShardPool:
         operator whose solves run there (only (D, k) blocks cross the network).
         """
         head = self.actors[0]
-        others = functools.reduce(DataStats.merge, self._stats[1:],
-                                  DataStats.empty(self._stats[0].dim))
+        others = functools.reduce(
+            DataStats.merge, self._stats[1:], DataStats.empty(self._stats[0].dim)
+        )
         nodes = get([a.node.remote() for a in self.actors])
         threads = sum(node == nodes[0] for node in nodes)
         trace, seconds = get(head.factorize.remote(others, threads))
@@ -192,8 +199,13 @@ class ShardPool:
         top Lanczos at L = 100 took 3.1 s with two driver threads, 1.7 s with one).
         """
         with threadpool_limits(limits=1, user_api="blas"):
-            return certified_spectrum(self.factorize(), self.second_moment_operator(L), self.n,
-                                      self._stats[0].dim, **options)
+            return certified_spectrum(
+                self.factorize(),
+                self.second_moment_operator(L),
+                self.n,
+                self._stats[0].dim,
+                **options,
+            )
 
     def second_moment_operator(self, L: int) -> Callable[[np.ndarray], np.ndarray]:
         """v -> Σ v = (1/n) Σ_shards X_sᵀ (X_s v), matrix-free, exact float64."""

@@ -18,11 +18,16 @@ def report_inputs(out: str) -> Inputs:
     """The result tables of `out` (runs, spectrum and bounds must be there) and the names
     of the figures drawn; a missing or foreign file is a one-paragraph error."""
     layout = Layout.at(out)
-    for path, stage in ((layout.runs, "train"), (layout.spectrum, "spectrum"),
-                        (layout.bounds, "bounds")):
+    for path, stage in (
+        (layout.runs, "train"),
+        (layout.spectrum, "spectrum"),
+        (layout.bounds, "bounds"),
+    ):
         if not path.is_file():
-            raise DataError(f"{path} is missing: run `rnngen {stage} --out {out}` first (or "
-                            f"`rnngen study --out {out}`).")
+            raise DataError(
+                f"{path} is missing: run `rnngen {stage} --out {out}` first (or "
+                f"`rnngen study --out {out}`)."
+            )
 
     def optional(path: Path, schema) -> object:
         return read_parquet(path, required=schema) if path.is_file() else None

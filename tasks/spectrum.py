@@ -24,8 +24,10 @@ from tasks import ray_pool
 from tasks.data import load_corpus
 from tasks.ray_shards import ShardPool
 
-METHOD = "float64 Gram (Ray shards) + in-place Cholesky; shift-invert Lanczos (bottom), " \
-         "matrix-free distributed Lanczos (top); residuals by the matrix-free operator"
+METHOD = (
+    "float64 Gram (Ray shards) + in-place Cholesky; shift-invert Lanczos (bottom), "
+    "matrix-free distributed Lanczos (top); residuals by the matrix-free operator"
+)
 
 
 class UncertifiedSpectrum(UserError):
@@ -38,8 +40,12 @@ def train_tokens(corpus, n_train: int | None) -> pa.Array:
     if n_train is not None and n_train < train.num_rows:
         labels = train.column("label")
         half = n_train // 2
-        keep = np.concatenate([np.flatnonzero(pc.equal(labels, c).to_numpy(
-            zero_copy_only=False))[:half] for c in (0, 1)])
+        keep = np.concatenate(
+            [
+                np.flatnonzero(pc.equal(labels, c).to_numpy(zero_copy_only=False))[:half]
+                for c in (0, 1)
+            ]
+        )
         train = train.take(np.sort(keep))
     return train.column("token_ids").combine_chunks()
 
@@ -54,17 +60,26 @@ def _row_key(row: dict) -> tuple:
 
 
 @task(name="spectrum-L", task_run_name="spectrum L={L}", cache_policy=NO_CACHE)
-def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: int | None = None,
-                        check_dense: bool = False, tol: float = 1e-8,
-                        max_blocks: int | None = None) -> dict[str, Any]:
+def spectrum_for_length(
+    out: str,
+    L: int,
+    n_train: int | None = None,
+    workers: int | None = None,
+    check_dense: bool = False,
+    tol: float = 1e-8,
+    max_blocks: int | None = None,
+) -> dict[str, Any]:
     """Compute, certify and record the spectrum of Σ at one L; skip if already recorded."""
     L = check_length(L, "--L")
     corpus = load_corpus(out)
     tokens = train_tokens(corpus, n_train)
     n, dim = len(tokens), L * GLOVE_DIM
     row = _recorded(out, L, corpus.data_key, n)
-    if max_blocks is None and row is not None and (
-            not check_dense or row.get("dense_lambda_min") is not None):
+    if (
+        max_blocks is None
+        and row is not None
+        and (not check_dense or row.get("dense_lambda_min") is not None)
+    ):
         return Completed(name="Skipped", message=f"L={L}: certified row on disk", data=row)
     check_rank(n, dim)
     workers, request = shard_plan(L, n, workers)
@@ -86,7 +101,8 @@ def spectrum_for_length(out: str, L: int, n_train: int | None = None, workers: i
             f"L={L}: λ_min could not be certified (residual ‖Σv−λv‖ = "
             f"{result.lambda_min_residual:.3e} for λ = {result.lambda_min:.6e}; {result.message}). "
             "The row is recorded with status 'uncertified' and no λ_min; bounds at this L "
-            "are not computed.")
+            "are not computed."
+        )
     return row
 
 
@@ -126,36 +142,54 @@ def shard_plan(L: int, n: int, workers: int | None = None) -> tuple[int, Request
         if ray_pool.units_that_fit(request) >= count:
             break
     ray_pool.check_request(
-        request, "spectrum shard", f"L={L}: a {L * GLOVE_DIM}² float64 Gram and "
-        f"{-(-n // count)} reviews", "Use a smaller L (the Gram grows as L²) or a node with "
-        "more memory.")
+        request,
+        "spectrum shard",
+        f"L={L}: a {L * GLOVE_DIM}² float64 Gram and {-(-n // count)} reviews",
+        "Use a smaller L (the Gram grows as L²) or a node with more memory.",
+    )
     if count < wanted:
-        print(f"spectrum L={L}: {count} shards instead of {wanted}, so that every shard's "
-              f"{gigabytes(request.memory)} fits in the cluster's memory at once")
+        print(
+            f"spectrum L={L}: {count} shards instead of {wanted}, so that every shard's "
+            f"{gigabytes(request.memory)} fits in the cluster's memory at once"
+        )
     return count, request
 
 
 def _row(L, key, result, stats, seconds, t_gram, workers) -> dict[str, Any]:
     good = result.converged
     return {
-        "L": L, "n": result.n, "dim": result.dim,
+        "L": L,
+        "n": result.n,
+        "dim": result.dim,
         "lambda_min": result.lambda_min if good else None,
         "lambda_min_estimate": result.lambda_min,
         "lambda_min_residual": result.lambda_min_residual,
         "lambda_min_error_bound": result.lambda_min_error_bound,
-        "lambda_max": result.lambda_max, "lambda_max_residual": result.lambda_max_residual,
-        "condition": result.condition, "trace": result.trace, "method": METHOD,
-        "iterations": result.iterations, "iterations_top": result.iterations_top,
-        "status": "certified" if good else "uncertified", "message": result.message,
-        "seconds": seconds, "seconds_gram": t_gram,
+        "lambda_max": result.lambda_max,
+        "lambda_max_residual": result.lambda_max_residual,
+        "condition": result.condition,
+        "trace": result.trace,
+        "method": METHOD,
+        "iterations": result.iterations,
+        "iterations_top": result.iterations_top,
+        "status": "certified" if good else "uncertified",
+        "message": result.message,
+        "seconds": seconds,
+        "seconds_gram": t_gram,
         "seconds_factor": result.seconds.get("factor"),
-        "seconds_lanczos": result.seconds.get("lanczos_top", 0) + result.seconds.get(
-            "lanczos_bottom", 0),
-        "workers": workers, "data_key": key,
-        "smallest": result.smallest, "smallest_residuals": result.smallest_residuals,
+        "seconds_lanczos": result.seconds.get("lanczos_top", 0)
+        + result.seconds.get("lanczos_bottom", 0),
+        "workers": workers,
+        "data_key": key,
+        "smallest": result.smallest,
+        "smallest_residuals": result.smallest_residuals,
         "largest": result.largest,
-        "frob_X": stats.frobenius, "norm1_XT": stats.norm1_T, "B": stats.B,
-        "dense_lambda_min": None, "dense_rel_diff": None, "dense_seconds": None,
+        "frob_X": stats.frobenius,
+        "norm1_XT": stats.norm1_T,
+        "B": stats.B,
+        "dense_lambda_min": None,
+        "dense_rel_diff": None,
+        "dense_seconds": None,
     }
 
 
@@ -163,13 +197,19 @@ def _dense_check(corpus, tokens, L, estimate) -> dict[str, Any]:
     t0 = time.perf_counter()
     x = embed_batch(tokens, L, corpus.embeddings).reshape(len(tokens), -1)
     dense_min, _ = dense_smallest(x)
-    return {"dense_lambda_min": dense_min, "dense_rel_diff": abs(estimate - dense_min) / dense_min,
-            "dense_seconds": time.perf_counter() - t0}
+    return {
+        "dense_lambda_min": dense_min,
+        "dense_rel_diff": abs(estimate - dense_min) / dense_min,
+        "dense_seconds": time.perf_counter() - t0,
+    }
 
 
 def record(out: str, row: dict[str, Any]) -> None:
     """Insert or replace the row for (L, data_key, n) and rewrite the file atomically."""
     rows = [r for r in existing_rows(out) if _row_key(r) != _row_key(row)] + [row]
     rows.sort(key=lambda r: (r["L"], r["n"]))
-    write_parquet(schemas.to_table(rows, schemas.SPECTRUM), Layout.at(out).spectrum,
-                  {"stage": "spectrum", "method": METHOD})
+    write_parquet(
+        schemas.to_table(rows, schemas.SPECTRUM),
+        Layout.at(out).spectrum,
+        {"stage": "spectrum", "method": METHOD},
+    )

@@ -66,8 +66,7 @@ def _splits(spec: RunSpec, table: pa.Table, pad_id: int) -> tuple[SplitArrays, S
     return _SPLITS[key]
 
 
-def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
-             ) -> dict[str, Any]:
+def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -> dict[str, Any]:
     """Train one cell inside a Ray worker; returns its row, history and weights (no file
     I/O, so it works the same on a cluster whose nodes do not share the driver's disk).
     The corpus' token ids and the embedding table come through Ray's object store, one
@@ -84,15 +83,21 @@ def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
     def progress(log: EpochLog) -> None:
         spent.append(log.seconds + log.eval_seconds)
         left = sum(spent) / len(spent) * (spec.epochs - log.epoch)
-        send(spec.run_id, "epoch",
-             f"epoch {log.epoch}/{spec.epochs}: loss {log.train_loss:.4f}, train acc "
-             f"{log.train_accuracy_clean:.3f} (noisy {log.train_accuracy_noisy:.3f}), test acc "
-             f"{log.test_accuracy:.3f}, {len(train) / log.seconds:,.0f} samples/s, ~{left:.0f} s "
-             "left in this cell")
+        send(
+            spec.run_id,
+            "epoch",
+            f"epoch {log.epoch}/{spec.epochs}: loss {log.train_loss:.4f}, train acc "
+            f"{log.train_accuracy_clean:.3f} (noisy {log.train_accuracy_noisy:.3f}), test acc "
+            f"{log.test_accuracy:.3f}, {len(train) / log.seconds:,.0f} samples/s, ~{left:.0f} s "
+            "left in this cell",
+        )
 
     result = train_model(spec, train, test, embeddings, on_epoch=progress)
-    return {"row": result.to_row() | {"hardware": hardware()}, "weights": result.weights,
-            "history": [asdict(h) for h in result.history]}
+    return {
+        "row": result.to_row() | {"hardware": hardware()},
+        "weights": result.weights,
+        "history": [asdict(h) for h in result.history],
+    }
 
 
 def _maybe_inject_failure(spec: RunSpec, inject: dict | None) -> None:
@@ -113,9 +118,14 @@ def _injection() -> dict | None:
 # --------------------------------------------------------------------------- the grid
 
 
-def build_grid(out: str, profile: str = "quick", lengths: list[int] | None = None,
-               sigmas: list[float] | None = None, seeds: list[int] | None = None,
-               overrides: dict[str, Any] | None = None) -> list[RunSpec]:
+def build_grid(
+    out: str,
+    profile: str = "quick",
+    lengths: list[int] | None = None,
+    sigmas: list[float] | None = None,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[RunSpec]:
     """The profile's grid with the caller's overrides; validated before anything runs.
 
     The specs say device 'cpu' whatever the profile asks: the device is no part of a run's
@@ -124,9 +134,11 @@ def build_grid(out: str, profile: str = "quick", lengths: list[int] | None = Non
     prof = get_profile(profile)
     base = {**prof.train, **(overrides or {}), "data_key": corpus_pointer(out)["data_key"]}
     check_device(base.pop("device", prof.device))
-    sweep = {"L": list(prof.lengths if lengths is None else lengths),
-             "sigma": list(prof.sigmas if sigmas is None else sigmas),
-             "seed": list(prof.seeds if seeds is None else seeds)}
+    sweep = {
+        "L": list(prof.lengths if lengths is None else lengths),
+        "sigma": list(prof.sigmas if sigmas is None else sigmas),
+        "seed": list(prof.seeds if seeds is None else seeds),
+    }
     return expand_grid(base, sweep)
 
 
@@ -142,15 +154,23 @@ class Placement:
     def request(self, spec: RunSpec) -> Request:
         n_train = spec.n_train or self.split_sizes[0]
         n_test = spec.n_test or self.split_sizes[1]
-        memory = train_cell_bytes(n_train=min(n_train, self.split_sizes[0]),
-                                  n_test=min(n_test, self.split_sizes[1]), L=spec.L,
-                                  d=GLOVE_DIM, hidden=spec.hidden, batch_size=spec.batch_size,
-                                  eval_batch_size=spec.eval_batch_size)
+        memory = train_cell_bytes(
+            n_train=min(n_train, self.split_sizes[0]),
+            n_test=min(n_test, self.split_sizes[1]),
+            L=spec.L,
+            d=GLOVE_DIM,
+            hidden=spec.hidden,
+            batch_size=spec.batch_size,
+            eval_batch_size=spec.eval_batch_size,
+        )
         return Request(1, self.gpu_fraction if self.device.startswith("cuda") else 0, memory)
 
     def describe(self) -> str:
-        why = {"auto": "the cluster's GPUs" if self.device != "cpu" else
-               "the Ray cluster has no GPU, so cells run on CPUs"}.get(self.requested, "as asked")
+        why = {
+            "auto": "the cluster's GPUs"
+            if self.device != "cpu"
+            else "the Ray cluster has no GPU, so cells run on CPUs"
+        }.get(self.requested, "as asked")
         return f"device {self.requested} -> {self.device} ({why})"
 
 
@@ -165,21 +185,25 @@ def split_sizes(out: str) -> tuple[int, int]:
 def place(out: str, specs: list[RunSpec], requested: str, gpu_fraction: float) -> Placement:
     """Resolve the device against the cluster and refuse a grid that no node can run: the
     cell with the largest request is checked (CPU, GPU share, memory)."""
-    placement = Placement(requested, ray_pool.resolve_device(check_device(requested)),
-                          gpu_fraction, split_sizes(out))
+    placement = Placement(
+        requested, ray_pool.resolve_device(check_device(requested)), gpu_fraction, split_sizes(out)
+    )
     if specs:
         worst = max(specs, key=lambda s: placement.request(s).memory)
         ray_pool.check_request(
-            placement.request(worst), "training cell",
+            placement.request(worst),
+            "training cell",
             f"L={worst.L}, {worst.n_train or placement.split_sizes[0]} training reviews, "
             f"batch {worst.batch_size}, hidden {worst.hidden}, on {placement.device}",
             "Use a smaller --L, --n-train, --batch-size or --hidden, another --device, or a "
-            "cluster with a larger node.")
+            "cluster with a larger node.",
+        )
     return placement
 
 
-def preflight(out: str, specs: list[RunSpec], device: str | None, profile: str,
-              ray_address: str | None = None) -> Placement | None:
+def preflight(
+    out: str, specs: list[RunSpec], device: str | None, profile: str, ray_address: str | None = None
+) -> Placement | None:
     """Check, before anything else starts, that the cluster can run the grid's unfinished
     cells on `device` (default: the profile's); None when every cell is finished."""
     todo = pending_specs(out, specs)
@@ -205,8 +229,13 @@ def read_runs(out: str) -> list[dict[str, Any]]:
 
 def _spec_columns(spec: RunSpec) -> dict[str, Any]:
     fields = spec.model_dump()
-    return {"run_id": spec.run_id, "group_id": spec.group_id,
-            "experiment_id": spec.experiment_id, **fields, "spec_json": spec.to_json()}
+    return {
+        "run_id": spec.run_id,
+        "group_id": spec.group_id,
+        "experiment_id": spec.experiment_id,
+        **fields,
+        "spec_json": spec.to_json(),
+    }
 
 
 class RunsWriter:
@@ -218,11 +247,20 @@ class RunsWriter:
         self.meta = {"stage": "train", **meta}
         self.rows = {r["run_id"]: r for r in read_runs(out)}
         history = self.layout.results / "history.parquet"
-        self.history = (read_parquet(history, required=schemas.HISTORY).to_pylist()
-                        if history.is_file() else [])
-        self.queued = {s.run_id: {"L": s.L, "sigma": s.sigma, "seed": s.seed,
-                                  "experiment_id": s.experiment_id, "since": time.time(),
-                                  "started": None} for s in specs}
+        self.history = (
+            read_parquet(history, required=schemas.HISTORY).to_pylist() if history.is_file() else []
+        )
+        self.queued = {
+            s.run_id: {
+                "L": s.L,
+                "sigma": s.sigma,
+                "seed": s.seed,
+                "experiment_id": s.experiment_id,
+                "since": time.time(),
+                "started": None,
+            }
+            for s in specs
+        }
         self._lock = threading.Lock()
         self._write_state()
 
@@ -238,14 +276,28 @@ class RunsWriter:
             self.rows[spec.run_id] = _spec_columns(spec) | row | {"finished_at": utc_now()}
             if history or row["status"] != "failed":  # a failed retry keeps the last history
                 self.history = [h for h in self.history if h["run_id"] != spec.run_id] + [
-                    {"run_id": spec.run_id, "L": spec.L, "sigma": spec.sigma, "seed": spec.seed,
-                     **h} for h in history]
-                self.history.sort(key=lambda h: (h["L"], h["sigma"], h["seed"], h["run_id"],
-                                                 h["epoch"]))
-                write_parquet(schemas.to_table(self.history, schemas.HISTORY),
-                              self.layout.results / "history.parquet", self.meta)
-            write_parquet(schemas.to_table(sorted(self.rows.values(), key=_order),
-                                           schemas.RUNS), self.layout.runs, self.meta)
+                    {
+                        "run_id": spec.run_id,
+                        "L": spec.L,
+                        "sigma": spec.sigma,
+                        "seed": spec.seed,
+                        **h,
+                    }
+                    for h in history
+                ]
+                self.history.sort(
+                    key=lambda h: (h["L"], h["sigma"], h["seed"], h["run_id"], h["epoch"])
+                )
+                write_parquet(
+                    schemas.to_table(self.history, schemas.HISTORY),
+                    self.layout.results / "history.parquet",
+                    self.meta,
+                )
+            write_parquet(
+                schemas.to_table(sorted(self.rows.values(), key=_order), schemas.RUNS),
+                self.layout.runs,
+                self.meta,
+            )
             self.queued.pop(spec.run_id, None)
             self._write_state()
 
@@ -268,8 +320,17 @@ def pending_specs(out: str, specs: list[RunSpec]) -> list[RunSpec]:
     """Specs whose run is not finished on disk (row done/diverged AND weights present)."""
     layout = Layout.at(out)
     rows = {r["run_id"]: r for r in read_runs(out)}
-    return [s for s in specs if not (rows.get(s.run_id, {}).get("status") in FINISHED and (
-        rows[s.run_id]["status"] == "diverged" or (layout.models / f"{s.run_id}.npz").is_file()))]
+    return [
+        s
+        for s in specs
+        if not (
+            rows.get(s.run_id, {}).get("status") in FINISHED
+            and (
+                rows[s.run_id]["status"] == "diverged"
+                or (layout.models / f"{s.run_id}.npz").is_file()
+            )
+        )
+    ]
 
 
 class CellFailed(RuntimeError):
@@ -297,14 +358,27 @@ class TrainingRun:
     Ray's object store, the writer, the progress relay and the counts. (A plain class:
     Prefect passes it to the cell tasks as it is.)"""
 
-    def __init__(self, out: str, todo: list[RunSpec], total: int, placement: Placement,
-                 profile: str | None, max_retries: int) -> None:
+    def __init__(
+        self,
+        out: str,
+        todo: list[RunSpec],
+        total: int,
+        placement: Placement,
+        profile: str | None,
+        max_retries: int,
+    ) -> None:
         corpus = load_corpus(out)
         self.todo, self.total, self.placement = todo, total, placement
         self.max_retries = max_retries
-        self.writer = RunsWriter(out, todo, {"profile": profile,
-                                             "device_requested": placement.requested,
-                                             "device": placement.device})
+        self.writer = RunsWriter(
+            out,
+            todo,
+            {
+                "profile": profile,
+                "device_requested": placement.requested,
+                "device": placement.device,
+            },
+        )
         self.refs = ray_pool.share(corpus.table, corpus.embeddings)
         self.relay = ray_pool.ProgressRelay()
         self.cancelled = threading.Event()
@@ -328,9 +402,14 @@ class TrainingRun:
 
 
 @task(name="prepare-training", cache_policy=NO_CACHE)
-def prepare_training(out: str, specs: list[RunSpec], device: str = "cpu",
-                     gpu_fraction: float = 0.25, profile: str | None = None,
-                     max_retries: int = 2) -> TrainingRun | None:
+def prepare_training(
+    out: str,
+    specs: list[RunSpec],
+    device: str = "cpu",
+    gpu_fraction: float = 0.25,
+    profile: str | None = None,
+    max_retries: int = 2,
+) -> TrainingRun | None:
     """The unfinished cells placed on the cluster (device resolved, requests checked),
     or None when every cell is finished."""
     todo = pending_specs(out, specs)
@@ -338,14 +417,20 @@ def prepare_training(out: str, specs: list[RunSpec], device: str = "cpu",
         print(f"train: all {len(specs)} cells already finished")
         return None
     placement = place(out, todo, device, gpu_fraction)
-    print(f"train: {len(todo)} of {len(specs)} cells to train; {placement.describe()}; each "
-          f"cell asks Ray for {placement.request(todo[-1]).describe()}")
+    print(
+        f"train: {len(todo)} of {len(specs)} cells to train; {placement.describe()}; each "
+        f"cell asks Ray for {placement.request(todo[-1]).describe()}"
+    )
     todo = [on_device(s, placement.device) for s in todo]
     return TrainingRun(out, todo, len(specs), placement, profile, max_retries)
 
 
-@task(name="train-cell", task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
-      cache_policy=NO_CACHE, retry_condition_fn=_retry_failed_cells)
+@task(
+    name="train-cell",
+    task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_failed_cells,
+)
 def train_cell(spec: RunSpec, run: TrainingRun) -> str:
     """Train one cell as a Ray task named like this task run, and record its row; its epochs
     are logged here as the worker reports them. Returns the cell's status ('done' or
@@ -366,36 +451,55 @@ def train_cell(spec: RunSpec, run: TrainingRun) -> str:
     run.relay.listen(spec.run_id, relayed)
     payload = {"spec": spec.to_json(), "inject": _injection(), "progress": run.relay.sender()}
     try:
-        result = ray_pool.run_remote(run_cell, payload, *run.refs,
-                                     request=run.placement.request(spec), name=cell_name(spec),
-                                     max_retries=run.max_retries, cancelled=run.cancelled)
+        result = ray_pool.run_remote(
+            run_cell,
+            payload,
+            *run.refs,
+            request=run.placement.request(spec),
+            name=cell_name(spec),
+            max_retries=run.max_retries,
+            cancelled=run.cancelled,
+        )
     except (ray_pool.Cancelled, UserError):
         raise
     except Exception as err:
         attempt, attempts = task_run.run_count, run.max_retries + 1
         logger.error(f"attempt {attempt} of {attempts} failed: {err}")  # the whole traceback
         if attempt >= attempts:
-            run.writer.record(spec, {"status": "failed", "error": error_text(err),
-                                     "attempts": attempt}, [])
+            run.writer.record(
+                spec, {"status": "failed", "error": error_text(err), "attempts": attempt}, []
+            )
             logger.error(f"{cell_name(spec)}: failed {run.eta()}: {error_text(err)}")
         raise CellFailed(error_text(err)) from err
     finally:
         run.relay.forget(spec.run_id)
     row = result["row"]
     if row["status"] == "done":
-        save_weights(run.writer.layout.models / f"{spec.run_id}.npz", result["weights"],
-                     spec.to_json())
-    row |= {"clean_gap": row["test_error_clean"] - row["train_error_clean"],
-            "attempts": task_run.run_count}
+        save_weights(
+            run.writer.layout.models / f"{spec.run_id}.npz", result["weights"], spec.to_json()
+        )
+    row |= {
+        "clean_gap": row["test_error_clean"] - row["train_error_clean"],
+        "attempts": task_run.run_count,
+    }
     run.writer.record(spec, row, result["history"])
-    logger.info(f"{cell_name(spec)}: {row['status']}" + (
-        f", test acc {row['test_accuracy']:.3f}, gen err {row['gen_error']:+.3f}"
-        if row["status"] == "done" else "") + f" {run.eta()}")
+    logger.info(
+        f"{cell_name(spec)}: {row['status']}"
+        + (
+            f", test acc {row['test_accuracy']:.3f}, gen err {row['gen_error']:+.3f}"
+            if row["status"] == "done"
+            else ""
+        )
+        + f" {run.eta()}"
+    )
     return row["status"]
 
 
-@task(name="train-cell", task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
-      cache_policy=NO_CACHE)
+@task(
+    name="train-cell",
+    task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
+    cache_policy=NO_CACHE,
+)
 def finished_cell(spec: RunSpec) -> State:
     """A cell already on disk: shown as Skipped, not trained again."""
     return Completed(name="Skipped", message=f"run {spec.run_id}: row and weights on disk")
@@ -404,20 +508,42 @@ def finished_cell(spec: RunSpec) -> State:
 def publish_grid(out: str, specs: list[RunSpec]) -> None:
     """The grid's cells as a table artifact `train-grid` (status, accuracy, errors)."""
     rows = {r["run_id"]: r for r in read_runs(out)}
-    publish_table("train-grid", [
-        {"L": s.L, "sigma": s.sigma, "seed": s.seed, "run_id": s.run_id,
-         **{k: rows.get(s.run_id, {}).get(k) for k in (
-             "status", "test_accuracy", "gen_error", "clean_gap", "seconds", "error")}}
-        for s in specs], f"The training grid in {Layout.at(out).out}")
+    publish_table(
+        "train-grid",
+        [
+            {
+                "L": s.L,
+                "sigma": s.sigma,
+                "seed": s.seed,
+                "run_id": s.run_id,
+                **{
+                    k: rows.get(s.run_id, {}).get(k)
+                    for k in (
+                        "status",
+                        "test_accuracy",
+                        "gen_error",
+                        "clean_gap",
+                        "seconds",
+                        "error",
+                    )
+                },
+            }
+            for s in specs
+        ],
+        f"The training grid in {Layout.at(out).out}",
+    )
 
 
-def train_grid(specs: list[RunSpec], run: TrainingRun | None, max_retries: int
-               ) -> dict[str, int]:
+def train_grid(specs: list[RunSpec], run: TrainingRun | None, max_retries: int) -> dict[str, int]:
     """Submit one task run per cell (finished ones as Skipped) to the flow's task runner
     and wait for all; the counts of the grid. Stopping (Ctrl-C) cancels the Ray tasks."""
     todo = {s.run_id for s in run.todo} if run else set()
-    futures = [train_cell.with_options(retries=max_retries).submit(s, run)
-               if s.run_id in todo else finished_cell.submit(s) for s in specs]
+    futures = [
+        train_cell.with_options(retries=max_retries).submit(s, run)
+        if s.run_id in todo
+        else finished_cell.submit(s)
+        for s in specs
+    ]
     try:
         wait(futures)
     except BaseException:
@@ -430,8 +556,13 @@ def train_grid(specs: list[RunSpec], run: TrainingRun | None, max_retries: int
         raise
     if run is not None:
         run.close()
-    counts = {"total": len(specs), "skipped": len(specs) - len(todo), "done": 0,
-              "diverged": 0, "failed": 0}
+    counts = {
+        "total": len(specs),
+        "skipped": len(specs) - len(todo),
+        "done": 0,
+        "diverged": 0,
+        "failed": 0,
+    }
     for spec, future in zip(specs, futures, strict=True):
         if spec.run_id not in todo:
             continue

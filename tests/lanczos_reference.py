@@ -64,8 +64,9 @@ class _Krylov:
     vector v = Q s, so its certificate costs no extra (possibly distributed) matvec.
     """
 
-    def __init__(self, op: Operator, dim: int, max_iter: int, v0: Array, seed: int,
-                 keep_images: bool) -> None:
+    def __init__(
+        self, op: Operator, dim: int, max_iter: int, v0: Array, seed: int, keep_images: bool
+    ) -> None:
         self.op, self.dim = op, dim
         self.rng = np.random.default_rng(seed)
         self.Q = np.zeros((dim, max_iter + 1), order="F")
@@ -150,8 +151,9 @@ def _steps(dim: int, k: int, max_iter: int | None) -> int:
 Certifier = Callable[[Array, Array, Array], _Pairs]
 
 
-def _drive(kry: _Krylov, k: int, max_iter: int, which: Which, tol: float,
-           certify: Certifier) -> EigenResult:
+def _drive(
+    kry: _Krylov, k: int, max_iter: int, which: Which, tol: float, certify: Certifier
+) -> EigenResult:
     """Step until the certified pairs pass, max_iter is reached, or the space is exhausted.
 
     The cheap Ritz estimates gate the (possibly costly) certificate; the certificate alone
@@ -169,14 +171,25 @@ def _drive(kry: _Krylov, k: int, max_iter: int, which: Which, tol: float,
         if done or np.all(kry.estimates(S[:, idx]) <= limit):
             pairs = certify(theta, S, idx)
             if pairs.ok or done:
-                stop = (f"Krylov space exhausted at dim={kry.dim}" if kry.exhausted
-                        else f"max_iter={max_iter} reached")
+                stop = (
+                    f"Krylov space exhausted at dim={kry.dim}"
+                    if kry.exhausted
+                    else f"max_iter={max_iter} reached"
+                )
                 return _result(pairs, kry.m, stop)
 
 
-def lanczos(matvec: Operator, dim: int, k: int = 1, *, which: Which = "largest",
-            max_iter: int | None = None, tol: float = DEFAULT_TOL, seed: int = 0,
-            v0: Array | None = None) -> EigenResult:
+def lanczos(
+    matvec: Operator,
+    dim: int,
+    k: int = 1,
+    *,
+    which: Which = "largest",
+    max_iter: int | None = None,
+    tol: float = DEFAULT_TOL,
+    seed: int = 0,
+    v0: Array | None = None,
+) -> EigenResult:
     """k extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
 
     Exactly one matvec per iteration, and none for the certificate, because the images
@@ -199,9 +212,17 @@ def lanczos(matvec: Operator, dim: int, k: int = 1, *, which: Which = "largest",
     return _drive(kry, k, steps, which, tol, certify)
 
 
-def smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int = 1, *,
-                        tol: float = DEFAULT_TOL, max_iter: int | None = None, seed: int = 0,
-                        norm_estimate: float | None = None) -> EigenResult:
+def smallest_eigenpairs(
+    apply_A: Operator,
+    solve_A: Operator,
+    dim: int,
+    k: int = 1,
+    *,
+    tol: float = DEFAULT_TOL,
+    max_iter: int | None = None,
+    seed: int = 0,
+    norm_estimate: float | None = None,
+) -> EigenResult:
     """k smallest eigenpairs of a symmetric positive definite A by shift-invert Lanczos.
 
     Lanczos runs on A⁻¹ (``solve_A``), where λ_min becomes the dominant eigenvalue 1/λ_min;
@@ -214,7 +235,8 @@ def smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int =
     if not callable(apply_A) or not callable(solve_A):
         raise ParameterError(
             "apply_A and solve_A must both be callables; cholesky_operator(overwrite=True) "
-            "returns apply_A=None, so pass an operator of A (e.g. the matrix-free Gram).")
+            "returns apply_A=None, so pass an operator of A (e.g. the matrix-free Gram)."
+        )
     _check_args(dim, k, tol)
     steps = _steps(dim, k, max_iter)
     norm_A = _norm_lower_bound(apply_A, dim, seed) if norm_estimate is None else norm_estimate
@@ -222,8 +244,10 @@ def smallest_eigenpairs(apply_A: Operator, solve_A: Operator, dim: int, k: int =
 
     def certify(theta: Array, S: Array, idx: Array) -> _Pairs:
         if np.any(theta[idx] <= 0):
-            raise ParameterError("solve_A has non-positive Ritz values: it is not the inverse "
-                                 "of a positive definite matrix")
+            raise ParameterError(
+                "solve_A has non-positive Ritz values: it is not the inverse "
+                "of a positive definite matrix"
+            )
         V = _purified(kry, theta[idx], S[:, idx])
         AV = _checked_images(apply_A(V.copy()), dim, idx.size)
         with np.errstate(divide="ignore"):

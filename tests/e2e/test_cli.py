@@ -16,16 +16,41 @@ pytestmark = pytest.mark.e2e
 
 def rnngen(*args, env_extra=None, timeout=600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_every_stage_through_the_cli(corpus_out):
     out = corpus_out
-    tiny = ["--L", 4, "--sigma", 0, 0.3, "--seeds", 0, "--n-train", 300,  # the README's spelling
-            "--n-test", 200, "--epochs", 1, "--hidden", 6]
-    steps = [("spectrum", "--L", 4, "--n-train", 1000), ("train", *tiny), ("bounds",),
-             ("figures",), ("report",)]
+    tiny = [
+        "--L",
+        4,
+        "--sigma",
+        0,
+        0.3,
+        "--seeds",
+        0,
+        "--n-train",
+        300,  # the README's spelling
+        "--n-test",
+        200,
+        "--epochs",
+        1,
+        "--hidden",
+        6,
+    ]
+    steps = [
+        ("spectrum", "--L", 4, "--n-train", 1000),
+        ("train", *tiny),
+        ("bounds",),
+        ("figures",),
+        ("report",),
+    ]
     for step in steps:
         proc = rnngen(*step, "--out", out)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -34,8 +59,7 @@ def test_every_stage_through_the_cli(corpus_out):
     assert pq.read_table(layout.runs).num_rows == 2
     assert pq.read_table(layout.bounds).num_rows > 2
     # L = 4 is none of the paper's lengths: one gen_error figure instead of Figures 1 and 2
-    for name in ("gen_error", "clean_gap", "history", "spectrum", "bound_terms",
-                 "bound_vs_gap"):
+    for name in ("gen_error", "clean_gap", "history", "spectrum", "bound_terms", "bound_vs_gap"):
         for ext in ("png", "pdf"):
             assert (layout.figures / f"{name}.{ext}").stat().st_size > 1000
     report = (out / "REPORT.md").read_text()
@@ -46,16 +70,19 @@ def test_every_stage_through_the_cli(corpus_out):
     assert "spectrum L=4" in status.stdout and "certified" in status.stdout
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("train", "--sigma", "-1"), "'sigma' must be the input-noise standard deviation"),
-    (("train", "--L", "0"), "'L' must be a positive sequence length"),
-    (("train", "--seeds", "0", "--seeds", "0"), "lists the value 0 twice"),
-    (("train", "--optimizer", "adamw"), "optimizer"),
-    (("study", "--profile", "nope"), "Invalid value for '--profile'"),
-    (("train", "--device", "gpu"), "Invalid value for '--device'"),
-    (("bounds", "--delta", "2"), "--delta must be in (0, 1)"),
-    (("spectrum", "--L", "-5"), "--L must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "--sigma", "-1"), "'sigma' must be the input-noise standard deviation"),
+        (("train", "--L", "0"), "'L' must be a positive sequence length"),
+        (("train", "--seeds", "0", "--seeds", "0"), "lists the value 0 twice"),
+        (("train", "--optimizer", "adamw"), "optimizer"),
+        (("study", "--profile", "nope"), "Invalid value for '--profile'"),
+        (("train", "--device", "gpu"), "Invalid value for '--device'"),
+        (("bounds", "--delta", "2"), "--delta must be in (0, 1)"),
+        (("spectrum", "--L", "-5"), "--L must be a positive integer"),
+    ],
+)
 def test_bad_parameters_are_refused_in_one_paragraph(corpus_out, args, message):
     proc = rnngen(*args, "--out", corpus_out, timeout=120)
     assert proc.returncode != 0
@@ -63,10 +90,13 @@ def test_bad_parameters_are_refused_in_one_paragraph(corpus_out, args, message):
     assert not (corpus_out / "results").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--device", "cuda"), "--device cuda: the Ray cluster has no GPU"),
-    (("--L", "100000"), "but no node of the cluster has that"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--device", "cuda"), "--device cuda: the Ray cluster has no GPU"),
+        (("--L", "100000"), "but no node of the cluster has that"),
+    ],
+)
 def test_a_grid_the_cluster_cannot_run_fails_in_seconds(corpus_out, args, message):
     started = time.perf_counter()
     proc = rnngen("train", *args, "--out", corpus_out, timeout=120)
@@ -83,9 +113,26 @@ def test_missing_data_stage_names_the_command(tmp_path):
 
 def test_list_options_take_several_values_after_one_flag():
     assert expand_list_options(["spectrum", "--L", "100", "200", "300", "--check-dense"]) == [
-        "spectrum", "--L", "100", "--L", "200", "--L", "300", "--check-dense"]
+        "spectrum",
+        "--L",
+        "100",
+        "--L",
+        "200",
+        "--L",
+        "300",
+        "--check-dense",
+    ]
     assert expand_list_options(["train", "--sigma", "-1", "0.3", "--seeds", "0", "--L", "4"]) == [
-        "train", "--sigma", "-1", "--sigma", "0.3", "--seeds", "0", "--L", "4"]
+        "train",
+        "--sigma",
+        "-1",
+        "--sigma",
+        "0.3",
+        "--seeds",
+        "0",
+        "--L",
+        "4",
+    ]
     # Other options keep their single value; a repeated flag stays as it was.
     argv = ["train", "--n-train", "300", "--L", "4", "--L", "5", "--out", "d"]
     assert expand_list_options(argv) == argv

@@ -20,14 +20,19 @@ def fault_env(tmp_path_factory) -> dict[str, str]:
     """The CLI's environment: a private Prefect home (its temporary API server, no analytics),
     a private local Ray, no fault injection, unbuffered output, wide lines."""
     home = tmp_path_factory.mktemp("prefect-home")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "RAY_", "RNNGEN_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-               RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
-               COLUMNS="200")
-    env.update({k: os.environ[k] for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-                if k in os.environ})  # the session's token (tests/conftest.py)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_", "RNNGEN_"))}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+        RAY_AUTH_MODE="token",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+        COLUMNS="200",
+    )
+    env.update(
+        {k: os.environ[k] for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH") if k in os.environ}
+    )  # the session's token (tests/conftest.py)
     return env
 
 
@@ -35,8 +40,12 @@ def fault_env(tmp_path_factory) -> dict[str, str]:
 def trained_base(real_data, fault_env, tmp_path_factory) -> Path:
     """L=10, σ=0, seeds 0-2, tiny: trained once per session by `rnngen train`."""
     out = link_interim(real_data, tmp_path_factory.mktemp("base") / "out")
-    run = run_cli(["train", "--out", str(out), *grid_args(BASE_SEEDS)], fault_env,
-                  out.parent / "train.log", timeout=300)
+    run = run_cli(
+        ["train", "--out", str(out), *grid_args(BASE_SEEDS)],
+        fault_env,
+        out.parent / "train.log",
+        timeout=300,
+    )
     assert run.proc.returncode == 0, run.tail()
     assert statuses(out) == dict.fromkeys(grid_ids(out, BASE_SEEDS), "done")
     return out
@@ -71,14 +80,18 @@ def tmpfs(tmp_path) -> Iterator[Path]:
     point = tmp_path / "disk"
     point.mkdir()
     try:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=755", "tmpfs",
-                               str(point)], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m,mode=755", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
         why = (proc.stderr or proc.stdout).strip() if proc.returncode else ""
     except OSError as err:
         why = str(err)
     if why:
-        pytest.skip(f"cannot mount a tmpfs here ({why}); the RLIMIT_FSIZE variant covers "
-                    "a full disk")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({why}); the RLIMIT_FSIZE variant covers a full disk"
+        )
     try:
         yield point
     finally:

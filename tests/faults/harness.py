@@ -49,8 +49,9 @@ def grid_ids(out: Path, seeds: list[int], overrides: dict[str, Any] | None = Non
     """The run_ids of that grid, in seed order, as the CLI computes them."""
     from tasks.train import build_grid
 
-    specs = build_grid(str(out), lengths=[10], sigmas=[0.0], seeds=seeds,
-                       overrides=dict(overrides or TINY))
+    specs = build_grid(
+        str(out), lengths=[10], sigmas=[0.0], seeds=seeds, overrides=dict(overrides or TINY)
+    )
     return [s.run_id for s in specs]
 
 
@@ -140,7 +141,7 @@ def message_line(output: str, *starts: str) -> str:
     for i, line in enumerate(lines):
         if line.startswith(starts):
             paragraph = [line.strip()]
-            for more in lines[i + 1:]:
+            for more in lines[i + 1 :]:
                 if not more.strip() or _LOG_LINE.match(more):
                     break
                 paragraph.append(more.strip())
@@ -156,11 +157,23 @@ def line_with(output: str, needle: str) -> str:
     return ""
 
 
-def report(record_property: Callable[[str, object], None], *, fault: str, injected: str,
-           message: str, rows_lost: int | None, **extra: object) -> None:
+def report(
+    record_property: Callable[[str, object], None],
+    *,
+    fault: str,
+    injected: str,
+    message: str,
+    rows_lost: int | None,
+    **extra: object,
+) -> None:
     """Numbers for bench/reliability_table.py (they land in the junit XML)."""
-    for name, value in {"fault": fault, "injected": injected, "message": message,
-                        "rows_lost": "" if rows_lost is None else rows_lost, **extra}.items():
+    for name, value in {
+        "fault": fault,
+        "injected": injected,
+        "message": message,
+        "rows_lost": "" if rows_lost is None else rows_lost,
+        **extra,
+    }.items():
         record_property(name, value)
 
 
@@ -197,8 +210,9 @@ class CliRun:
             if value:
                 return value
             if self.proc.poll() is not None:
-                raise AssertionError(f"the CLI exited ({self.proc.returncode}) before {what}:"
-                                     f"\n{self.tail()}")
+                raise AssertionError(
+                    f"the CLI exited ({self.proc.returncode}) before {what}:\n{self.tail()}"
+                )
             time.sleep(0.1)
         raise AssertionError(f"no {what} within {timeout} s:\n{self.tail()}")
 
@@ -211,7 +225,8 @@ class CliRun:
                 if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
                     continue
                 if os.getsid(proc.pid) == self.pid or ray_session.search(
-                        " ".join(proc.info["cmdline"] or [])):
+                    " ".join(proc.info["cmdline"] or [])
+                ):
                     found.append(proc)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
@@ -267,10 +282,12 @@ def _describe(proc: psutil.Process) -> str:
 
 
 @contextmanager
-def cli(args: list[str], env: dict[str, str], log: Path, *,
-        preexec_fn: Callable[[], None] | None = None) -> Iterator[CliRun]:
+def cli(
+    args: list[str], env: dict[str, str], log: Path, *, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[CliRun]:
     """Start `python -m flows.cli ARGS`; on the way out, kill whatever of it still runs and
     fail if any process of the run (raylet, gcs_server, worker, ...) survives that."""
+
     def as_from_a_shell() -> None:
         # A launcher that ran pytest in the background (`cmd &`, nohup, some CI) leaves SIGINT
         # ignored, and children inherit that: give the CLI the default, as a terminal would.
@@ -280,9 +297,16 @@ def cli(args: list[str], env: dict[str, str], log: Path, *,
             preexec_fn()
 
     with open(log, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env,
-                                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=as_from_a_shell)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=as_from_a_shell,
+        )
     run = CliRun(proc, log)
     try:
         yield run
@@ -291,13 +315,20 @@ def cli(args: list[str], env: dict[str, str], log: Path, *,
     assert not survivors, f"processes of CLI run {run.pid} survived SIGKILL: {survivors}"
 
 
-def run_cli(args: list[str], env: dict[str, str], log: Path, timeout: float = 240, *,
-            preexec_fn: Callable[[], None] | None = None) -> CliRun:
+def run_cli(
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    timeout: float = 240,
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+) -> CliRun:
     """Run the CLI to its end (bounded); the finished run, for its status and output."""
     with cli(args, env, log, preexec_fn=preexec_fn) as run:
         if run.wait(timeout) is None:
-            raise AssertionError(f"rnngen {' '.join(args)} still running after {timeout} s:"
-                                 f"\n{run.tail()}")
+            raise AssertionError(
+                f"rnngen {' '.join(args)} still running after {timeout} s:\n{run.tail()}"
+            )
     return run
 
 

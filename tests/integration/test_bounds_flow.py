@@ -50,10 +50,12 @@ def test_bounds_rows_terms_and_reasons(trained):
         for r in mine:
             assert r["lambda_min"] == lam and r["n"] == 300
             assert r["confidence_term"] == pytest.approx(B.confidence_term(r["delta"], 300))
-            assert r["bound_thm3"] == pytest.approx(r["margin_loss"] + r["complexity_term"]
-                                                   + r["noise_term"] + r["confidence_term"])
-            assert r["bound_thm2"] == pytest.approx(r["indicator_loss_clean"] + r[
-                "complexity_term_thm2"] + r["confidence_term"])
+            assert r["bound_thm3"] == pytest.approx(
+                r["margin_loss"] + r["complexity_term"] + r["noise_term"] + r["confidence_term"]
+            )
+            assert r["bound_thm2"] == pytest.approx(
+                r["indicator_loss_clean"] + r["complexity_term_thm2"] + r["confidence_term"]
+            )
             if r["beta_W"] >= 1:
                 assert r["bound_thm2_remark6"] is None
     # Independent recomputation of β's from the saved weights.

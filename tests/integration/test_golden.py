@@ -33,8 +33,17 @@ def test_lambda_min_of_the_first_thousand_training_reviews(real_data):
 
 def test_first_padded_ids_and_the_losses_of_a_tiny_run(real_data):
     corpus = load_corpus(str(real_data))
-    spec = RunSpec(L=20, sigma=0.1, seed=0, data_key=corpus.data_key, hidden=8, epochs=3,
-                   n_train=200, n_test=200, batch_size=16)
+    spec = RunSpec(
+        L=20,
+        sigma=0.1,
+        seed=0,
+        data_key=corpus.data_key,
+        hidden=8,
+        epochs=3,
+        n_train=200,
+        n_test=200,
+        batch_size=16,
+    )
     train, test = spec_splits(corpus.table, corpus.pad_id, spec)
     assert train.ids[:2, -5:].tolist() == [[0, 19736, 922, 128100, 2602], [1005, 10, 81, 46, 36]]
     threads = torch.get_num_threads()
@@ -44,6 +53,7 @@ def test_first_padded_ids_and_the_losses_of_a_tiny_run(real_data):
     finally:
         torch.set_num_threads(threads)
     losses = [h.train_loss for h in result.history]
-    np.testing.assert_allclose(losses, [0.6926457095146179, 0.6703442740440368,
-                                        0.6582174277305604], rtol=1e-5)
+    np.testing.assert_allclose(
+        losses, [0.6926457095146179, 0.6703442740440368, 0.6582174277305604], rtol=1e-5
+    )
     assert result.test_accuracy == pytest.approx(0.55, abs=0.011)  # within one review of 200

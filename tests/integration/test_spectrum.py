@@ -24,8 +24,11 @@ def test_distributed_gram_and_matvec_equal_dense_products(ray_local, real_data):
     # do not divide D = 6000.
     L = 120
     x = embed_batch(tokens, L, corpus.embeddings).reshape(len(tokens), -1).astype(np.float64)
-    lengths = np.diff(tokens.combine_chunks().offsets.to_numpy()
-                      if isinstance(tokens, pa.ChunkedArray) else tokens.offsets.to_numpy())
+    lengths = np.diff(
+        tokens.combine_chunks().offsets.to_numpy()
+        if isinstance(tokens, pa.ChunkedArray)
+        else tokens.offsets.to_numpy()
+    )
     assert 0.1 < np.mean(lengths < L) < 0.9
     pool = ShardPool.create(tokens, corpus.embeddings, workers=2, block_rows=64)
     try:

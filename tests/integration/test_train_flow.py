@@ -23,8 +23,12 @@ def test_tiny_grid_writes_rows_and_resumes(prefect_harness, ray_local, corpus_ou
     counts = train(out=out, lengths=[10, 20], sigmas=[0.0, 0.3], seeds=[0], overrides=TINY)
     assert counts == {"total": 4, "skipped": 0, "done": 4, "diverged": 0, "failed": 0}
     rows = pq.read_table(Layout.at(out).runs).to_pylist()
-    assert sorted((r["L"], r["sigma"]) for r in rows) == [(10, 0.0), (10, 0.3), (20, 0.0),
-                                                          (20, 0.3)]
+    assert sorted((r["L"], r["sigma"]) for r in rows) == [
+        (10, 0.0),
+        (10, 0.3),
+        (20, 0.0),
+        (20, 0.3),
+    ]
     specs = build_grid(out, lengths=[10, 20], sigmas=[0.0, 0.3], seeds=[0], overrides=TINY)
     assert {r["run_id"] for r in rows} == {s.run_id for s in specs}
     for r in rows:
@@ -48,7 +52,8 @@ def test_tiny_grid_writes_rows_and_resumes(prefect_harness, ray_local, corpus_ou
 
 
 def test_a_raising_cell_is_retried_then_failed_while_others_finish(
-        prefect_harness, ray_local, corpus_out, monkeypatch, tmp_path):
+    prefect_harness, ray_local, corpus_out, monkeypatch, tmp_path
+):
     out = str(corpus_out)
     specs = build_grid(out, lengths=[10], sigmas=[0.0, 0.1, 0.2], seeds=[1], overrides=TINY)
     bad = specs[1].run_id
@@ -56,8 +61,9 @@ def test_a_raising_cell_is_retried_then_failed_while_others_finish(
     monkeypatch.setenv("RNNGEN_FAIL_RUN_IDS", bad)
     monkeypatch.setenv("RNNGEN_FAIL_LOG", str(log))
     with pytest.raises(UserError, match="1 of 3 training cells failed"):
-        train(out=out, lengths=[10], sigmas=[0.0, 0.1, 0.2], seeds=[1], overrides=TINY,
-              max_retries=2)
+        train(
+            out=out, lengths=[10], sigmas=[0.0, 0.1, 0.2], seeds=[1], overrides=TINY, max_retries=2
+        )
     rows = {r["run_id"]: r for r in pq.read_table(Layout.at(out).runs).to_pylist()}
     assert len(rows) == 3 and rows[bad]["status"] == "failed"
     assert "injected failure" in rows[bad]["error"]
@@ -71,28 +77,37 @@ def test_a_raising_cell_is_retried_then_failed_while_others_finish(
     assert len(rows) == 3 and all(r["status"] == "done" for r in rows)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"sigmas": [-0.1]}, "sigma"),
-    ({"lengths": [0]}, "'L'"),
-    ({"seeds": []}, "seed"),
-    ({"sigmas": [0.1, 0.1]}, "twice"),
-    ({"overrides": {"optimizer": "adamw"}}, "optimizer"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sigmas": [-0.1]}, "sigma"),
+        ({"lengths": [0]}, "'L'"),
+        ({"seeds": []}, "seed"),
+        ({"sigmas": [0.1, 0.1]}, "twice"),
+        ({"overrides": {"optimizer": "adamw"}}, "optimizer"),
+    ],
+)
 def test_bad_grids_are_refused_before_anything_runs(corpus_out, kwargs, match):
     with pytest.raises(ParameterError, match=match):
         build_grid(str(corpus_out), **kwargs)
     assert not Layout.at(corpus_out).runs.exists()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    # no GPU in the local cluster: refused, not queued forever
-    ({"lengths": [10], "overrides": {**TINY, "device": "cuda"}}, "has no GPU"),
-    # one cell's padded ids alone (50,000 × 100,000 int32) exceed every node's memory
-    ({"lengths": [100_000], "overrides": {"hidden": 8, "epochs": 1}},
-     r"asks Ray for 1 CPU, ~2\d\.\d GB of memory .*no node"),
-])
-def test_a_grid_no_node_can_run_is_refused_in_seconds(prefect_harness, ray_local, corpus_out,
-                                                       kwargs, match):
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # no GPU in the local cluster: refused, not queued forever
+        ({"lengths": [10], "overrides": {**TINY, "device": "cuda"}}, "has no GPU"),
+        # one cell's padded ids alone (50,000 × 100,000 int32) exceed every node's memory
+        (
+            {"lengths": [100_000], "overrides": {"hidden": 8, "epochs": 1}},
+            r"asks Ray for 1 CPU, ~2\d\.\d GB of memory .*no node",
+        ),
+    ],
+)
+def test_a_grid_no_node_can_run_is_refused_in_seconds(
+    prefect_harness, ray_local, corpus_out, kwargs, match
+):
     started = time.perf_counter()
     with pytest.raises(UserError, match=match):
         train(out=str(corpus_out), sigmas=[0.0], seeds=[0], **kwargs)

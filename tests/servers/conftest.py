@@ -55,19 +55,29 @@ def kill_group(pgid: int, grace: float = 10.0) -> None:
             time.sleep(0.2)
 
 
-def run(args: list, env: dict[str, str], timeout: float,
-        cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run(
+    args: list, env: dict[str, str], timeout: float, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
     """Run a command in its own session (stdout and stderr together); on timeout kill its whole
     process group and fail with the tail of its output."""
-    proc = subprocess.Popen([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(a) for a in args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc.pid, grace=3.0)
         out, _ = proc.communicate()
-        pytest.fail(f"`{' '.join(map(str, args))}` did not finish within {timeout:.0f}s; "
-                    f"output tail:\n{out[-4000:]}")
+        pytest.fail(
+            f"`{' '.join(map(str, args))}` did not finish within {timeout:.0f}s; "
+            f"output tail:\n{out[-4000:]}"
+        )
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
 
@@ -93,8 +103,11 @@ def servers_env(tmp_path_factory) -> dict[str, str]:
     """Environment for the scripts and CLIs: private state, 127.0.0.1, Ray token auth on
     (the session's token, from tests/conftest.py)."""
     state = tmp_path_factory.mktemp("servers")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PREFECT_API_URL", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_API_URL", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+    }
     env.update(
         HOST="127.0.0.1",
         RNNGEN_RUN_DIR=str(state / "run"),
@@ -138,12 +151,15 @@ def ray_head(servers_env) -> Iterator[RayHead]:
     """A Ray head (2 CPUs) on free ports, token auth on (127.0.0.1, throw-away)."""
     # Short, private temp dir: Ray's socket paths inside it must stay under 107 characters.
     temp_dir = tempfile.mkdtemp(prefix="rnngen-ray-", dir="/tmp")
-    ports = {name: str(free_port()) for name in
-             ("RAY_PORT", "RAY_DASHBOARD_PORT", "RAY_CLIENT_PORT", "RAY_AGENT_PORT")}
+    ports = {
+        name: str(free_port())
+        for name in ("RAY_PORT", "RAY_DASHBOARD_PORT", "RAY_CLIENT_PORT", "RAY_AGENT_PORT")
+    }
     env = {**servers_env, **ports, "RAY_NUM_CPUS": "2", "RAY_TEMP_DIR": temp_dir}
     try:
         with service("ray-head", env):
-            yield RayHead(f"127.0.0.1:{ports['RAY_PORT']}",
-                          f"http://127.0.0.1:{ports['RAY_DASHBOARD_PORT']}")
+            yield RayHead(
+                f"127.0.0.1:{ports['RAY_PORT']}", f"http://127.0.0.1:{ports['RAY_DASHBOARD_PORT']}"
+            )
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -60,16 +60,20 @@ def test_prefect_yaml_parses_with_prefects_model(prefect_yaml):
     assert {d.work_pool.name for d in model.deployments} == {"rnngen-process"}
     assert model.build is None and model.push is None
     [step] = model.pull
-    assert step == {"prefect.deployments.steps.set_working_directory":
-                    {"directory": "{{ $RNNGEN_ROOT }}"}}
+    assert step == {
+        "prefect.deployments.steps.set_working_directory": {"directory": "{{ $RNNGEN_ROOT }}"}
+    }
 
 
 def test_deployments_study_nightly_paper_by_hand_and_one_per_stage(prefect_yaml):
     from prefect.client.schemas.schedules import CronSchedule
 
     deployments = _by_name(prefect_yaml)
-    assert set(deployments) == {"study/quick-nightly", "study/paper",
-                                *(f"{stage}/default" for stage in STAGES)}
+    assert set(deployments) == {
+        "study/quick-nightly",
+        "study/paper",
+        *(f"{stage}/default" for stage in STAGES),
+    }
     nightly, paper = deployments["study/quick-nightly"], deployments["study/paper"]
     assert nightly["parameters"]["profile"] == "quick"
     [schedule] = nightly["schedules"]
@@ -146,8 +150,11 @@ def test_ray_cluster_yaml_fits_rays_cluster_schema(cluster, ray_schema):
 def test_ray_cluster_has_a_head_and_gpu_workers(cluster):
     types = cluster["available_node_types"]
     assert cluster["head_node_type"] in types
-    gpu = [t for name, t in types.items()
-           if name != cluster["head_node_type"] and t["resources"].get("GPU", 0) >= 1]
+    gpu = [
+        t
+        for name, t in types.items()
+        if name != cluster["head_node_type"] and t["resources"].get("GPU", 0) >= 1
+    ]
     assert gpu and all(t["max_workers"] >= 1 for t in gpu)
 
 
@@ -181,8 +188,7 @@ def test_job_upload_leaves_out_venv_data_and_git(tmp_path):
 
     runtime_env = yaml.safe_load((INFRA / "ray-runtime-env.yaml").read_text())
     package = tmp_path / "working_dir.zip"
-    create_package(str(ROOT), package, include_gitignore=False,
-                   excludes=runtime_env["excludes"])
+    create_package(str(ROOT), package, include_gitignore=False, excludes=runtime_env["excludes"])
     names = zipfile.ZipFile(package).namelist()
     assert "flows/cli.py" in names and "pyproject.toml" in names
     for left_out in (".venv/", "data/", ".git/", ".prefect/", "infra/.run/", "tmp/", ".gpu/"):
@@ -214,16 +220,21 @@ def test_kuberay_raycluster_head_and_gpu_workers(kuberay):
     [head_container] = _containers(head)
     image = head_container["image"]
     assert {p["containerPort"] for p in head_container["ports"]} >= {6379, 8265}
-    gpu_groups = [g for g in spec["workerGroupSpecs"]
-                  if int(_containers(g)[0]["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1]
+    gpu_groups = [
+        g
+        for g in spec["workerGroupSpecs"]
+        if int(_containers(g)[0]["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1
+    ]
     assert gpu_groups
     for group in spec["workerGroupSpecs"]:
         assert group["groupName"] and isinstance(group["rayStartParams"], dict)
         assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         assert [c["image"] for c in _containers(group)] == [image]
-    claims = {v["persistentVolumeClaim"]["claimName"]
-              for v in head["template"]["spec"].get("volumes", [])
-              if "persistentVolumeClaim" in v}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in head["template"]["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
     pvcs = {d["metadata"]["name"] for d in kuberay if d["kind"] == "PersistentVolumeClaim"}
     assert claims <= pvcs
 
@@ -241,8 +252,11 @@ def test_kuberay_manifest_holds_no_token(kuberay):
 def _docker_instructions() -> list[str]:
     """The Dockerfile's instructions, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", (INFRA / "Dockerfile").read_text())
-    return [line.strip() for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_dockerfile_python_311_npm_and_torch_before_the_project():
@@ -251,8 +265,9 @@ def test_dockerfile_python_311_npm_and_torch_before_the_project():
     assert steps[0].startswith("FROM python:3.11") and "3.11" in python
     runs = [s for s in steps if s.startswith("RUN ")]
     assert any("npm" in s and "apt-get install" in s for s in runs)
-    torch = [i for i, s in enumerate(steps) if s.startswith("RUN ") and "pip install" in s
-             and TORCH in s]
+    torch = [
+        i for i, s in enumerate(steps) if s.startswith("RUN ") and "pip install" in s and TORCH in s
+    ]
     project = [i for i, s in enumerate(steps) if re.fullmatch(r"RUN pip install .*\s\.", s)]
     copies = [i for i, s in enumerate(steps) if s.startswith("COPY ")]
     assert torch and project and copies, steps

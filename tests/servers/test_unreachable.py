@@ -31,8 +31,22 @@ def test_unreachable_ray_address(prefect_server, servers_env, corpus_out):
     env = {**servers_env, "PREFECT_API_URL": prefect_server}  # no temporary API to wait for
     with refused_port() as port:
         address = f"127.0.0.1:{port}"
-        done = run([BIN / "rnngen", "spectrum", "--L", "3", "--n-train", "600",
-                    "--out", corpus_out, "--ray-address", address], env, timeout=45)
+        done = run(
+            [
+                BIN / "rnngen",
+                "spectrum",
+                "--L",
+                "3",
+                "--n-train",
+                "600",
+                "--out",
+                corpus_out,
+                "--ray-address",
+                address,
+            ],
+            env,
+            timeout=45,
+        )
     assert done.returncode != 0
     assert address in _error_paragraph(done.stdout)
 
@@ -40,8 +54,11 @@ def test_unreachable_ray_address(prefect_server, servers_env, corpus_out):
 def test_unreachable_prefect_api(servers_env, tmp_path):
     with refused_port() as port:
         url = f"http://127.0.0.1:{port}/api"
-        done = run([BIN / "rnngen", "figures", "--out", tmp_path],
-                   {**servers_env, "PREFECT_API_URL": url}, timeout=120)
+        done = run(
+            [BIN / "rnngen", "figures", "--out", tmp_path],
+            {**servers_env, "PREFECT_API_URL": url},
+            timeout=120,
+        )
     assert done.returncode != 0
     assert "Traceback" not in done.stdout
     assert url in _error_paragraph(done.stdout)

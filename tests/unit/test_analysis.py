@@ -49,6 +49,7 @@ def test_a_flat_line_is_inconclusive():
 def test_an_interior_minimum_without_significance_is_inconclusive():
     def noisy_u(L, sigma, seed):  # a shallow dip buried in seed noise that changes sign
         return 0.03 - 0.001 * (sigma == 0.2) + 0.01 * (-1) ** (seed + round(sigma * 5))
+
     v = verdict_of(noisy_u)
     assert v.verdict == A.INCONCLUSIVE
 
@@ -90,7 +91,8 @@ def test_term_cells_are_geometric_means_at_the_best_alpha():
     cells = {t.sigma: t for t in A.term_cells(make_bounds(runs))}
     fs = [1e3 * (1 + s) for s in SEEDS]
     assert cells[0.2].means["rademacher_fs_term"] == pytest.approx(
-        math.exp(np.mean(np.log(fs))), rel=1e-12)
+        math.exp(np.mean(np.log(fs))), rel=1e-12
+    )
     assert cells[0.0].means["noise_term"] == 0.0
     assert cells[0.2].means["beta_W_pow_L"] == pytest.approx(1.5**100, rel=1e-9)
     name, orders = cells[0.2].dominant()

@@ -17,7 +17,7 @@ def layouts(x: np.ndarray) -> list[np.ndarray]:
     big_f = np.asfortranarray(rng.standard_normal((x.shape[0] + 4, x.shape[1] + 6)))
     out = [np.ascontiguousarray(x), np.asfortranarray(x)]
     for big in (big_c, big_f):
-        block = big[2:2 + x.shape[0], 1:1 + x.shape[1]]
+        block = big[2 : 2 + x.shape[0], 1 : 1 + x.shape[1]]
         block[...] = x
         out.append(block)
     return out
@@ -31,13 +31,13 @@ def test_gemm_update_adds_the_product_into_a_block_in_place(shape: tuple[int, in
         for b in layouts(B):
             G = np.asfortranarray(rng.standard_normal((m + 6, n + 4)))
             before = G.copy()
-            c = G[3:3 + m, 2:2 + n]
+            c = G[3 : 3 + m, 2 : 2 + n]
             gemm_update(c, a, b)
             expected = before.copy()
-            expected[3:3 + m, 2:2 + n] += A @ B
+            expected[3 : 3 + m, 2 : 2 + n] += A @ B
             np.testing.assert_allclose(G, expected, rtol=1e-13, atol=1e-13)
             untouched = np.ones(G.shape, bool)
-            untouched[3:3 + m, 2:2 + n] = False
+            untouched[3 : 3 + m, 2 : 2 + n] = False
             assert np.array_equal(G[untouched], before[untouched])
 
 
@@ -47,13 +47,13 @@ def test_syrk_update_adds_the_gram_to_the_upper_triangle_only(n: int, k: int) ->
     for a in layouts(A):
         G = np.asfortranarray(rng.standard_normal((n + 3, n + 5)))
         before = G.copy()
-        syrk_update(G[1:1 + n, 2:2 + n], a)
+        syrk_update(G[1 : 1 + n, 2 : 2 + n], a)
         upper = np.triu(np.ones((n, n), bool))
-        block, old = G[1:1 + n, 2:2 + n], before[1:1 + n, 2:2 + n]
+        block, old = G[1 : 1 + n, 2 : 2 + n], before[1 : 1 + n, 2 : 2 + n]
         np.testing.assert_allclose(block[upper], (old + A.T @ A)[upper], rtol=1e-13, atol=1e-13)
         assert np.array_equal(block[~upper], old[~upper])  # strict lower triangle untouched
         rest = np.ones(G.shape, bool)
-        rest[1:1 + n, 2:2 + n] = False
+        rest[1 : 1 + n, 2 : 2 + n] = False
         assert np.array_equal(G[rest], before[rest])
 
 

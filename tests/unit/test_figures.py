@@ -57,15 +57,22 @@ def make_runs() -> pa.Table:
     for s in make_specs():
         gen, train_noisy = gen_error(s), 0.1 + s.sigma
         diverged = s.run_id == DIVERGED
-        rows.append({
-            "run_id": s.run_id, "group_id": s.group_id, "experiment_id": s.experiment_id,
-            **s.model_dump(), "spec_json": s.to_json(),
-            "status": "diverged" if diverged else "done",
-            "train_error_noisy": train_noisy, "test_error_clean": train_noisy + gen,
-            "train_error_clean": 0.1, "gen_error": None if diverged else gen,
-            "clean_gap": None if diverged else gen + s.sigma - 0.05 * s.seed,
-            "test_accuracy": 0.9 - gen,
-        })
+        rows.append(
+            {
+                "run_id": s.run_id,
+                "group_id": s.group_id,
+                "experiment_id": s.experiment_id,
+                **s.model_dump(),
+                "spec_json": s.to_json(),
+                "status": "diverged" if diverged else "done",
+                "train_error_noisy": train_noisy,
+                "test_error_clean": train_noisy + gen,
+                "train_error_clean": 0.1,
+                "gen_error": None if diverged else gen,
+                "clean_gap": None if diverged else gen + s.sigma - 0.05 * s.seed,
+                "test_accuracy": 0.9 - gen,
+            }
+        )
     return schemas.to_table(rows, schemas.RUNS)
 
 
@@ -81,23 +88,55 @@ def make_bounds(runs: pa.Table, beta_w: float = 1.5) -> pa.Table:
             row["bound_thm3"] *= 1e6
             row["beta_W"] = beta_w
             row["bound_thm2_remark6"] = row["bound_thm2"] if beta_w < 1 else None
-            row.update({k: run[k] for k in ("run_id", "group_id", "experiment_id", "L",
-                                            "sigma", "seed", "hidden", "gen_error")})
-            rows.append({**row, "alpha": alpha, "alpha_best": alpha == ALPHAS[0],
-                         "status": "ok"})
+            row.update(
+                {
+                    k: run[k]
+                    for k in (
+                        "run_id",
+                        "group_id",
+                        "experiment_id",
+                        "L",
+                        "sigma",
+                        "seed",
+                        "hidden",
+                        "gen_error",
+                    )
+                }
+            )
+            rows.append({**row, "alpha": alpha, "alpha_best": alpha == ALPHAS[0], "status": "ok"})
     return schemas.to_table(rows, schemas.BOUNDS)
 
 
 def make_spectrum() -> pa.Table:
     """L=100, 200 certified; L=300 uncertified (λ_min null, one non-positive Ritz value)."""
-    return schemas.to_table([
-        {"L": 100, "n": 25000, "lambda_min": 2e-5, "lambda_min_residual": 1e-6,
-         "status": "certified", "smallest": list(np.geomspace(2e-5, 1e-3, 20))},
-        {"L": 200, "n": 25000, "lambda_min": 1.73e-4, "lambda_min_residual": 1e-6,
-         "status": "certified", "smallest": list(np.geomspace(1.73e-4, 1e-2, 20))},
-        {"L": 300, "n": 25000, "lambda_min": None, "status": "uncertified",
-         "smallest": [-1e-9, *np.geomspace(1e-6, 1e-3, 19)]},
-    ], schemas.SPECTRUM)
+    return schemas.to_table(
+        [
+            {
+                "L": 100,
+                "n": 25000,
+                "lambda_min": 2e-5,
+                "lambda_min_residual": 1e-6,
+                "status": "certified",
+                "smallest": list(np.geomspace(2e-5, 1e-3, 20)),
+            },
+            {
+                "L": 200,
+                "n": 25000,
+                "lambda_min": 1.73e-4,
+                "lambda_min_residual": 1e-6,
+                "status": "certified",
+                "smallest": list(np.geomspace(1.73e-4, 1e-2, 20)),
+            },
+            {
+                "L": 300,
+                "n": 25000,
+                "lambda_min": None,
+                "status": "uncertified",
+                "smallest": [-1e-9, *np.geomspace(1e-6, 1e-3, 19)],
+            },
+        ],
+        schemas.SPECTRUM,
+    )
 
 
 def history_value(run_id: str, epoch: int, kind: str) -> float:
@@ -107,12 +146,24 @@ def history_value(run_id: str, epoch: int, kind: str) -> float:
 
 
 def make_history(runs: pa.Table) -> pa.Table:
-    rows = [{"run_id": r["run_id"], "L": r["L"], "sigma": r["sigma"], "seed": r["seed"],
-             "epoch": e, "train_loss": 0.5, "train_accuracy_noisy": 0.6,
-             "train_accuracy_clean": history_value(r["run_id"], e, "train"),
-             "test_accuracy": history_value(r["run_id"], e, "test"), "eval_rows": 500,
-             "seconds": 1.0, "eval_seconds": 0.1}
-            for r in runs.to_pylist() for e in range(1, EPOCHS + 1)]
+    rows = [
+        {
+            "run_id": r["run_id"],
+            "L": r["L"],
+            "sigma": r["sigma"],
+            "seed": r["seed"],
+            "epoch": e,
+            "train_loss": 0.5,
+            "train_accuracy_noisy": 0.6,
+            "train_accuracy_clean": history_value(r["run_id"], e, "train"),
+            "test_accuracy": history_value(r["run_id"], e, "test"),
+            "eval_rows": 500,
+            "seconds": 1.0,
+            "eval_seconds": 0.1,
+        }
+        for r in runs.to_pylist()
+        for e in range(1, EPOCHS + 1)
+    ]
     return schemas.to_table(rows, schemas.HISTORY)
 
 
@@ -145,10 +196,12 @@ def all_figures(tmp_path: Path) -> dict[str, list[Path]]:
     bounds, lam = make_bounds(runs), fg.certified_lambda_min(spectrum)
     out = tmp_path / "figures"
     return {
-        "fig1_gen_error_L100": fg.fig_gen_error(runs, [100], out / "fig1_gen_error_L100",
-                                                lambda_min=lam),
+        "fig1_gen_error_L100": fg.fig_gen_error(
+            runs, [100], out / "fig1_gen_error_L100", lambda_min=lam
+        ),
         "fig2_gen_error_L200_L300": fg.fig_gen_error(
-            runs, [200, 300], out / "fig2_gen_error_L200_L300", lambda_min=lam),
+            runs, [200, 300], out / "fig2_gen_error_L200_L300", lambda_min=lam
+        ),
         "clean_gap": fg.fig_clean_gap(runs, out / "clean_gap", lambda_min=lam),
         "spectrum": fg.fig_spectrum(spectrum, out / "spectrum"),
         "bound_terms": fg.fig_bound_terms(bounds, out / "bound_terms", runs=runs),
@@ -202,12 +255,14 @@ def test_two_experiments_are_two_series_never_averaged() -> None:
     for eid, hidden, seeds in ((a, 64, 3), (b, 32, 2)):
         x, y = drawn[f"mean:{eid}"]
         assert list(x) == list(SIGMAS)
-        expected = [np.mean([gen_error(spec(100, s, k, hidden)) for k in range(seeds)])
-                    for s in SIGMAS]
+        expected = [
+            np.mean([gen_error(spec(100, s, k, hidden)) for k in range(seeds)]) for s in SIGMAS
+        ]
         np.testing.assert_allclose(y, expected, rtol=1e-12)
         _, seed_y = drawn[f"seeds:{eid}"]
         assert sorted(seed_y) == pytest.approx(
-            sorted(gen_error(spec(100, s, k, hidden)) for s in SIGMAS for k in range(seeds)))
+            sorted(gen_error(spec(100, s, k, hidden)) for s in SIGMAS for k in range(seeds))
+        )
     # the largest experiment first in the legend, each labelled by its settings
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "hidden 64" in legend[0] and "hidden 32" in legend[1]
@@ -242,7 +297,8 @@ def test_lambda_min_in_the_panel_titles_and_the_caveat() -> None:
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["L = 200, λ_min(E xxᵀ) = 1.73e-04", "L = 300, λ_min(E xxᵀ) not certified"]
     assert "subtracts the noisy training error, which rises with σ by itself" in (
-        fig.get_suptitle().replace("\n", " "))
+        fig.get_suptitle().replace("\n", " ")
+    )
     assert fg.draw_gen_error(make_runs(), [100]).axes[0].get_title() == "L = 100"
 
 
@@ -269,8 +325,11 @@ def test_clean_gap_has_a_panel_per_length_and_draws_the_clean_gap() -> None:
     for ax, L in zip(fig.axes, LENGTHS, strict=True):
         drawn = fg.series(ax)
         for eid in (a, b):
-            want = [c.mean for c in analysis.cells(runs, "clean_gap")
-                    if c.experiment_id == eid and c.L == L]
+            want = [
+                c.mean
+                for c in analysis.cells(runs, "clean_gap")
+                if c.experiment_id == eid and c.L == L
+            ]
             if want:
                 np.testing.assert_allclose(drawn[f"mean:{eid}"][1], want)
             else:
@@ -293,8 +352,9 @@ def test_bound_terms_draws_every_term_and_total_apart() -> None:
     assert set(bottom) == {"total:bound_thm3", "total:bound_thm2", "total:zhang_order"}
     for q in ("margin_loss", "rademacher_norm1_term", "confidence_term"):
         np.testing.assert_allclose(top[f"term:{q}"][1], [c.means[q] for c in cells])
-    np.testing.assert_allclose(bottom["total:bound_thm3"][1],
-                               [c.means["bound_thm3"] for c in cells])
+    np.testing.assert_allclose(
+        bottom["total:bound_thm3"][1], [c.means["bound_thm3"] for c in cells]
+    )
     x, _ = top["term:noise_term"]
     assert list(x) == [0.1, 0.2]  # σ = 0 has noise term 0: not on the log axis ...
     notes = [t.get_text() for t in axes[0, 0].texts]
@@ -315,8 +375,7 @@ def test_bound_terms_draws_every_term_and_total_apart() -> None:
 
 def test_bound_terms_without_runs_and_with_remark6() -> None:
     runs = make_runs()
-    one = runs.filter(pa.array([e == ids()[0] for e in analysis.strings(runs,
-                                                                        "experiment_id")]))
+    one = runs.filter(pa.array([e == ids()[0] for e in analysis.strings(runs, "experiment_id")]))
     fig = fg.draw_bound_terms(make_bounds(one, beta_w=0.5))
     assert len(fig.axes) == 2 * 3
     assert "total:bound_thm2_remark6" in fg.series(fig.axes[3])
@@ -333,8 +392,7 @@ def test_bound_vs_gap_remark6_sentence_when_every_beta_w_is_at_least_one() -> No
     n_a = sum(1 for r in runs.to_pylist() if r["experiment_id"] == a and r["status"] == "done")
     remark6 = fig.axes[2]
     sentence = " ".join(t.get_text() for t in remark6.texts).replace("\n", " ")
-    assert f"Remark 6 needs β_W < 1; all {n_a} models have β_W ≥ 1 (median β_W = 1.5)" in (
-        sentence)
+    assert f"Remark 6 needs β_W < 1; all {n_a} models have β_W ≥ 1 (median β_W = 1.5)" in (sentence)
     fine = fg.draw_bound_vs_gap(make_bounds(runs, beta_w=0.5), runs)
     assert "Remark 6 needs" not in texts(fine)
 
@@ -344,10 +402,13 @@ def test_bound_vs_gap_prints_the_tau_of_the_kendall_table() -> None:
     bounds = make_bounds(runs)
     a, b = ids()
     fig = fg.draw_bound_vs_gap(bounds, runs)
-    rows = {(r["experiment_id"], r["quantity"]): r for r in analysis.kendall_rows(bounds, runs)
-            if r["scope"] == "all"}
+    rows = {
+        (r["experiment_id"], r["quantity"]): r
+        for r in analysis.kendall_rows(bounds, runs)
+        if r["scope"] == "all"
+    }
     for block, eid in ((0, a), (4, b)):
-        for ax, q in zip(fig.axes[block:block + 4], fg.SCATTER_QUANTITIES, strict=True):
+        for ax, q in zip(fig.axes[block : block + 4], fg.SCATTER_QUANTITIES, strict=True):
             row = rows[(eid, q)]
             if math.isfinite(row["tau"]):
                 assert f"Kendall τ = {row['tau']:.3f}" in ax.get_title()
@@ -370,17 +431,23 @@ def test_history_means_over_seeds_per_sigma_and_experiment() -> None:
     for kind in ("train", "test"):
         x, y = drawn[f"{kind}:{a}:100:0.1"]
         assert list(x) == [1, 2, 3]
-        want = [np.mean([history_value(spec(100, 0.1, k, 64).run_id, e, kind)
-                         for k in range(3)]) for e in (1, 2, 3)]
+        want = [
+            np.mean([history_value(spec(100, 0.1, k, 64).run_id, e, kind) for k in range(3)])
+            for e in (1, 2, 3)
+        ]
         np.testing.assert_allclose(y, want)
     x, y = fg.series(axes[1, 0])[f"train:{b}:100:0.2"]
-    want = [np.mean([history_value(spec(100, 0.2, k, 32).run_id, e, "train") for k in range(2)])
-            for e in (1, 2, 3)]
+    want = [
+        np.mean([history_value(spec(100, 0.2, k, 32).run_id, e, "train") for k in range(2)])
+        for e in (1, 2, 3)
+    ]
     np.testing.assert_allclose(y, want)
     # the diverged run (L = 200, σ = 0.1, seed 2) is left out of its mean
     _, y = fg.series(axes[0, 1])[f"train:{a}:200:0.1"]
-    want = [np.mean([history_value(spec(200, 0.1, k, 64).run_id, e, "train") for k in range(2)])
-            for e in (1, 2, 3)]
+    want = [
+        np.mean([history_value(spec(200, 0.1, k, 64).run_id, e, "train") for k in range(2)])
+        for e in (1, 2, 3)
+    ]
     np.testing.assert_allclose(y, want)
     assert "1 run not done left out" in fig.get_suptitle()
 
@@ -400,9 +467,15 @@ def test_flow_task_draws_everything_and_recognises_its_stamp_elsewhere(tmp_path:
     paths, drawn = draw_figures.fn(str(out))
     assert drawn
     names = {Path(p).name for p in paths}
-    assert {"fig1_gen_error_L100.png", "fig2_gen_error_L200_L300.pdf", "clean_gap.png",
-            "bound_terms.png", "bound_vs_gap.png", "spectrum.png",
-            "kendall_tau.parquet"} <= names
+    assert {
+        "fig1_gen_error_L100.png",
+        "fig2_gen_error_L200_L300.pdf",
+        "clean_gap.png",
+        "bound_terms.png",
+        "bound_vs_gap.png",
+        "spectrum.png",
+        "kendall_tau.parquet",
+    } <= names
     assert "history.png" not in names  # no history.parquet in this folder
     stamp = (layout.figures / ".drawn.json").read_text()
     assert str(tmp_path) not in stamp  # paths relative to the output folder
@@ -412,7 +485,8 @@ def test_flow_task_draws_everything_and_recognises_its_stamp_elsewhere(tmp_path:
     shutil.copytree(out, copy)
     again, drawn = draw_figures.fn(str(copy))
     assert not drawn and again == [p.replace(str(out), str(Layout.at(copy).out)) for p in paths]
-    write_parquet(make_history(runs), Layout.at(copy).results / "history.parquet",
-                  {"stage": "train"})
+    write_parquet(
+        make_history(runs), Layout.at(copy).results / "history.parquet", {"stage": "train"}
+    )
     third, drawn = draw_figures.fn(str(copy))  # a new input: drawn again, with history
     assert drawn and any(p.endswith("history.png") for p in third)

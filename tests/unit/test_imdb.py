@@ -14,10 +14,14 @@ from rnngen.imdb import read_acl_archive, read_acl_folder, read_npm_tarball, saf
 PER_CLASS = 2
 # Block order of the npm package: test/neg, train/neg, test/pos, train/pos.
 NPM_RECORDS = [
-    {"t": "test neg one", "s": 0}, {"t": "test neg two", "s": 0},
-    {"t": "train neg one", "s": 0}, {"t": "train neg two", "s": 0},
-    {"t": "test pos one", "s": 1}, {"t": "test pos two", "s": 1},
-    {"t": "train pos one", "s": 1}, {"t": "train pos two", "s": 1},
+    {"t": "test neg one", "s": 0},
+    {"t": "test neg two", "s": 0},
+    {"t": "train neg one", "s": 0},
+    {"t": "train neg two", "s": 0},
+    {"t": "test pos one", "s": 1},
+    {"t": "test pos two", "s": 1},
+    {"t": "train pos one", "s": 1},
+    {"t": "train pos two", "s": 1},
 ]
 
 
@@ -31,8 +35,7 @@ def _tar_with(path: Path, files: dict[str, bytes], mode: str = "w:gz") -> Path:
 
 
 def _npm_tarball(tmp_path: Path, records=NPM_RECORDS) -> Path:
-    return _tar_with(tmp_path / "imdb.tgz",
-                     {"package/reviews.json": json.dumps(records).encode()})
+    return _tar_with(tmp_path / "imdb.tgz", {"package/reviews.json": json.dumps(records).encode()})
 
 
 def _acl_files(prefix: str = "aclImdb/") -> dict[str, bytes]:
@@ -49,7 +52,11 @@ def test_npm_reader_recovers_the_split(tmp_path):
     assert len(r) == 8
     train = r.splits == "train"
     assert [t for t, s in zip(r.texts, train, strict=True) if s] == [
-        "train neg one", "train neg two", "train pos one", "train pos two"]
+        "train neg one",
+        "train neg two",
+        "train pos one",
+        "train pos two",
+    ]
     np.testing.assert_array_equal(r.labels[train], [0, 0, 1, 1])
     np.testing.assert_array_equal(r.index[train], [0, 1, 2, 3])
     np.testing.assert_array_equal(r.index[~train], [0, 1, 2, 3])
@@ -78,7 +85,11 @@ def test_acl_archive_and_folder_give_the_same_reviews(tmp_path):
     assert from_archive.texts == from_folder.texts
     train = from_folder.splits == "train"
     assert [t for t, s in zip(from_folder.texts, train, strict=True) if s] == [
-        "train neg 2", "train neg 10", "train pos 2", "train pos 10"]
+        "train neg 2",
+        "train neg 10",
+        "train pos 2",
+        "train pos 10",
+    ]
     np.testing.assert_array_equal(from_folder.labels[train], [0, 0, 1, 1])
 
 
@@ -103,8 +114,9 @@ def test_an_archive_without_acl_folder_is_refused(tmp_path):
     assert list((tmp_path / "x").iterdir()) == []
 
 
-@pytest.mark.parametrize("evil", ["../escape.txt", "/tmp/rnngen-abs-escape.txt",
-                                  "aclImdb/../../escape.txt"])
+@pytest.mark.parametrize(
+    "evil", ["../escape.txt", "/tmp/rnngen-abs-escape.txt", "aclImdb/../../escape.txt"]
+)
 def test_extraction_refuses_escaping_members(tmp_path, evil):
     archive = _tar_with(tmp_path / "evil.tar.gz", {**_acl_files(), evil: b"pwned"})
     with pytest.raises(DataError, match="refused to extract"):

@@ -32,8 +32,12 @@ def test_schema_version_and_required_columns_are_checked(tmp_path):
     old = tmp_path / "old.parquet"
     import pyarrow.parquet as pq
 
-    pq.write_table(with_metadata(pa.table({"a": [1]}), {}).replace_schema_metadata(
-        {b"rnngen": b'{"schema_version": "0"}'}), old)
+    pq.write_table(
+        with_metadata(pa.table({"a": [1]}), {}).replace_schema_metadata(
+            {b"rnngen": b'{"schema_version": "0"}'}
+        ),
+        old,
+    )
     with pytest.raises(DataError, match="schema version '0'"):
         read_parquet(old)
     write_parquet(pa.table({"a": [1]}), tmp_path / "new.parquet")
@@ -58,10 +62,19 @@ def test_every_file_records_its_provenance(tmp_path):
 
 
 def test_second_process_is_refused_and_lock_dies_with_its_holder(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from rnngen.io import output_lock\n"
-        f"with output_lock({str(tmp_path)!r}):\n"
-        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from rnngen.io import output_lock\n"
+                f"with output_lock({str(tmp_path)!r}):\n"
+                "    print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=f"in use by pid {holder.pid}"), output_lock(tmp_path):

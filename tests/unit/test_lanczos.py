@@ -35,8 +35,15 @@ CONDS = [1e2, 1e4, 1e6, 1e8, 1e10]
 
 
 @lru_cache(maxsize=16)
-def spd(dim: int, cond: float, *, cluster: int = 10, spread: float = 1e-3, top: float = 1e3,
-        seed: int = 0) -> np.ndarray:
+def spd(
+    dim: int,
+    cond: float,
+    *,
+    cluster: int = 10,
+    spread: float = 1e-3,
+    top: float = 1e3,
+    seed: int = 0,
+) -> np.ndarray:
     """Random SPD matrix: log-uniform spectrum [top/cond, top], the bottom ``cluster``
     eigenvalues within relative ``spread`` of each other (like Σ's bottom).
     Cached (read-only) because the parametrized tests share matrices."""
@@ -130,8 +137,9 @@ def test_block_variant_reports_non_convergence() -> None:
     A = spd(300, 1e8, cluster=20)
     apply_A, solve_A = cholesky_operator(A)
     norm = float(np.linalg.eigvalsh(A)[-1])
-    res = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=20, max_blocks=1,
-                                    norm_estimate=norm)
+    res = block_smallest_eigenpairs(
+        apply_A, solve_A, 300, 20, block=20, max_blocks=1, norm_estimate=norm
+    )
     assert not res.converged and res.message.startswith("NOT converged after 1 iterations")
     with pytest.raises(ParameterError, match="block=4 must be >= k=5"):
         block_smallest_eigenpairs(apply_A, solve_A, 300, 5, block=4, norm_estimate=norm)
@@ -291,8 +299,9 @@ def test_shift_moves_spectrum_exactly() -> None:
     apply_A, solve_A = cholesky_operator(A)
     _, solve_s = cholesky_operator(A + s * np.eye(200))
     apply_s = shifted(apply_A, s)
-    lo, lo_s = (smallest_eigenpairs(a, b, 200, 2) for a, b in
-                ((apply_A, solve_A), (apply_s, solve_s)))
+    lo, lo_s = (
+        smallest_eigenpairs(a, b, 200, 2) for a, b in ((apply_A, solve_A), (apply_s, solve_s))
+    )
     hi, hi_s = lanczos(apply_A, 200, 2), lanczos(apply_s, 200, 2)
     for r, r_s in ((lo, lo_s), (hi, hi_s)):
         assert r.converged and r_s.converged
@@ -314,8 +323,7 @@ def test_noise_shifts_second_moment_by_sigma_squared() -> None:
     # Entry std <= sqrt((4σ² max E x_i² + 2σ⁴)/N), N = n·reps; 6 std is a loose envelope.
     std = np.sqrt((4 * sigma**2 * np.diag(S).max() + 2 * sigma**4) / (n * reps))
     assert np.abs(dev).max() <= 6 * std
-    lam, lam_n = (smallest_eigenpairs(*cholesky_operator(M), dim).eigenvalues[0]
-                  for M in (S, Sn))
+    lam, lam_n = (smallest_eigenpairs(*cholesky_operator(M), dim).eigenvalues[0] for M in (S, Sn))
     assert abs(lam_n - lam - sigma**2) <= np.linalg.norm(dev, 2) + 1e-12
     assert abs(lam_n - lam - sigma**2) <= 0.1 * sigma**2
 
@@ -330,6 +338,7 @@ def test_matrix_free_certificate_after_in_place_factorization(solver: str) -> No
     Sigma = acc.second_moment()
     ev = np.linalg.eigvalsh(Sigma)
     _, solve = cholesky_operator(Sigma, overwrite=True, context="test")
+
     def gram(V: np.ndarray) -> np.ndarray:
         return X.T @ (X @ V) / 600
 
@@ -344,8 +353,14 @@ def test_matrix_free_certificate_after_in_place_factorization(solver: str) -> No
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"k": 0}, "k"), ({"k": 11}, "k"), ({"which": "top"}, "which"),
-     ({"tol": 0.0}, "tol"), ({"v0": np.ones(3)}, "v0"), ({"k": 5, "max_iter": 2}, "max_iter")],
+    [
+        ({"k": 0}, "k"),
+        ({"k": 11}, "k"),
+        ({"which": "top"}, "which"),
+        ({"tol": 0.0}, "tol"),
+        ({"v0": np.ones(3)}, "v0"),
+        ({"k": 5, "max_iter": 2}, "max_iter"),
+    ],
 )
 def test_reference_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ParameterError, match=match):
@@ -361,8 +376,13 @@ def test_reference_bad_operator_output_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"k": 0}, "1 <= k <= dim"), ({"k": 11}, "1 <= k <= dim"), ({"which": "top"}, "which"),
-     ({"tol": 0.0}, "tol must be positive"), ({"k": 3, "block": 2}, "block=2 must be >= k=3")],
+    [
+        ({"k": 0}, "1 <= k <= dim"),
+        ({"k": 11}, "1 <= k <= dim"),
+        ({"which": "top"}, "which"),
+        ({"tol": 0.0}, "tol must be positive"),
+        ({"k": 3, "block": 2}, "block=2 must be >= k=3"),
+    ],
 )
 def test_block_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ParameterError, match=match):
@@ -390,13 +410,16 @@ def test_block_solvers_agree_with_the_single_vector_reference(cond: float) -> No
     ev = np.linalg.eigvalsh(A)
     apply_A, solve_A = cholesky_operator(A)
     top = block_lanczos(apply_A, 300, 5)
-    low = block_smallest_eigenpairs(apply_A, solve_A, 300, 20, block=24,
-                                    norm_estimate=float(top.eigenvalues[-1]))
+    low = block_smallest_eigenpairs(
+        apply_A, solve_A, 300, 20, block=24, norm_estimate=float(top.eigenvalues[-1])
+    )
     ref_top = lanczos(apply_A, 300, 1, seed=1)
     ref_low = smallest_eigenpairs(apply_A, solve_A, 300, 1, seed=1)
     for res in (top, low, ref_top, ref_low):
         assert res.converged, res.message
-    for ours, oracle, exact in ((low.eigenvalues[0], ref_low.eigenvalues[0], ev[0]),
-                                (top.eigenvalues[-1], ref_top.eigenvalues[-1], ev[-1])):
+    for ours, oracle, exact in (
+        (low.eigenvalues[0], ref_low.eigenvalues[0], ev[0]),
+        (top.eigenvalues[-1], ref_top.eigenvalues[-1], ev[-1]),
+    ):
         assert abs(ours - oracle) <= 1e-8 * exact
         assert abs(ours - exact) <= 1e-8 * exact and abs(oracle - exact) <= 1e-8 * exact

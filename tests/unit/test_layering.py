@@ -20,6 +20,9 @@ def _imported_roots(path: Path) -> set[str]:
 def test_pure_layer_imports_no_orchestration():
     files = sorted(PURE.rglob("*.py"))
     assert files, "no pure-layer modules found"
-    offenders = {str(f.relative_to(PURE)): sorted(_imported_roots(f) & FORBIDDEN)
-                 for f in files if _imported_roots(f) & FORBIDDEN}
+    offenders = {
+        str(f.relative_to(PURE)): sorted(_imported_roots(f) & FORBIDDEN)
+        for f in files
+        if _imported_roots(f) & FORBIDDEN
+    }
     assert offenders == {}

@@ -41,8 +41,9 @@ def test_forward_matches_explicit_loop(init: str) -> None:
     x = padded_batch(rng)
     w = model.weights_numpy()
     got = model(torch.from_numpy(x)).detach().numpy()
-    np.testing.assert_allclose(got, reference_forward(w["U"], w["W"], w["V"], x),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        got, reference_forward(w["U"], w["W"], w["V"], x), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_exactly_three_weight_matrices_and_no_bias() -> None:
@@ -61,8 +62,10 @@ def test_pre_padding_is_neutral() -> None:
     w = model64().weights_numpy()
     x = rng.normal(size=(3, 5, D))
     padded = np.concatenate([np.zeros((3, 4, D)), x], axis=1)
-    np.testing.assert_array_equal(reference_forward(w["U"], w["W"], w["V"], padded),
-                                  reference_forward(w["U"], w["W"], w["V"], x))
+    np.testing.assert_array_equal(
+        reference_forward(w["U"], w["W"], w["V"], padded),
+        reference_forward(w["U"], w["W"], w["V"], x),
+    )
 
 
 def test_weights_numpy_are_float64_copies() -> None:
@@ -141,8 +144,9 @@ def _write_bad(path: Path, kind: str) -> None:
         with open(path, "wb") as fh:
             np.save(fh, w["U"])
     elif kind == "object_array":
-        np.savez(path, U=np.array([object()], dtype=object), W=w["W"], V=w["V"],
-                 spec_json=np.array("{}"))
+        np.savez(
+            path, U=np.array([object()], dtype=object), W=w["W"], V=w["V"], spec_json=np.array("{}")
+        )
     elif kind == "no_V":
         np.savez(path, U=w["U"], W=w["W"], spec_json=np.array("{}"))
     elif kind == "no_spec":
@@ -151,8 +155,9 @@ def _write_bad(path: Path, kind: str) -> None:
         np.savez(path, U=w["U"], W=w["W"][:3], V=w["V"], spec_json=np.array("{}"))
 
 
-@pytest.mark.parametrize("kind", ["pickle", "garbage", "bare_array", "object_array", "no_V",
-                                  "no_spec", "bad_shapes"])
+@pytest.mark.parametrize(
+    "kind", ["pickle", "garbage", "bare_array", "object_array", "no_V", "no_spec", "bad_shapes"]
+)
 def test_load_refuses_bad_files(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "bad.npz"
     _write_bad(path, kind)

@@ -67,8 +67,7 @@ def test_stats_match_numpy_definitions() -> None:
 def test_column_slab_merge_equals_single_pass() -> None:
     X = data(n=500, dim=29, seed=2)
     whole = accumulate(X, [0, 500], 64)
-    left, mid, right = (accumulate(X, [a, b], 50) for a, b in [(0, 180), (180, 333),
-                                                                 (333, 500)])
+    left, mid, right = (accumulate(X, [a, b], 50) for a, b in [(0, 180), (180, 333), (333, 500)])
     target = MomentAccumulator(29)
     target.merge(left, columns_per_slab=8)  # 8 does not divide 29
     target.add_stats(mid.stats())
@@ -120,7 +119,7 @@ def _rss_bytes() -> int:
 def test_datastats_merge_is_exact_where_norms_are_not() -> None:
     """‖Xᵀ‖₁ of a union is not the sum or max of the parts' ‖Xᵀ‖₁; the merge is exact."""
     X = np.array([[1.0, 0.0], [0.0, 2.0]])
-    a, b = (accumulate(X[i:i + 1], [0, 1], 4).stats() for i in range(2))
+    a, b = (accumulate(X[i : i + 1], [0, 1], 4).stats() for i in range(2))
     merged = a.merge(b).merge(DataStats.empty(2))
     assert (a.norm1_T, b.norm1_T, merged.norm1_T) == (1.0, 2.0, 2.0)
     assert merged.n == 2 and merged.frobenius == pytest.approx(np.sqrt(5.0))
@@ -160,8 +159,12 @@ def test_add_trailing_equals_full_update_on_pre_padded_rows() -> None:
     staircase.add(x[25:])
     full = MomentAccumulator(dim)
     full.add(x)
-    np.testing.assert_allclose(np.triu(staircase.second_moment(symmetrize=False)),
-                               np.triu(x.T @ x / 41), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        np.triu(staircase.second_moment(symmetrize=False)),
+        np.triu(x.T @ x / 41),
+        rtol=1e-12,
+        atol=1e-14,
+    )
     assert staircase.n == full.n == 41
     assert staircase.frobenius == pytest.approx(full.frobenius, rel=1e-13)
     assert staircase.norm1_T == pytest.approx(full.norm1_T, rel=1e-13)

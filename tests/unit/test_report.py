@@ -9,8 +9,14 @@ from tests.fixtures import make_bounds, make_runs, make_spectrum, run_row, spec
 
 def fixture_report(**runs_kwargs) -> str:
     runs = make_runs(**runs_kwargs)
-    return render(Inputs(runs=runs, spectrum=make_spectrum(), bounds=make_bounds(runs),
-                         figures=("fig1_gen_error_L100.png", "spectrum.png")))
+    return render(
+        Inputs(
+            runs=runs,
+            spectrum=make_spectrum(),
+            bounds=make_bounds(runs),
+            figures=("fig1_gen_error_L100.png", "spectrum.png"),
+        )
+    )
 
 
 def test_the_rule_comes_before_the_numbers_and_each_L_gets_its_verdicts():
@@ -18,8 +24,11 @@ def test_the_rule_comes_before_the_numbers_and_each_L_gets_its_verdicts():
     rule = text.index("The rule, fixed before the numbers")
     table = text.index("| L | quantity | σ* |")
     assert rule < table
-    rows = [line for line in text.splitlines() if line.startswith("| 100 | generalization")
-            or line.startswith("| 200 | clean gap")]
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| 100 | generalization") or line.startswith("| 200 | clean gap")
+    ]
     assert "**reproduced**" in rows[0]  # the fixture's gen_error is a U
     assert "**not reproduced**" in rows[1]  # its clean gap falls monotonically
     assert "- U-shape in the paper's generalization error: L = 100: **reproduced**" in text
@@ -70,8 +79,11 @@ def test_the_same_tables_give_the_same_text():
 
 def test_report_quantities_are_the_analysis_ones():
     runs = make_runs()
-    (v,) = [v for v in A.verdicts(runs, A.experiments(runs)[0])
-            if v.quantity == "gen_error" and v.L == 200]
+    (v,) = [
+        v
+        for v in A.verdicts(runs, A.experiments(runs)[0])
+        if v.quantity == "gen_error" and v.L == 200
+    ]
     text = fixture_report()
     row = next(line for line in text.splitlines() if line.startswith("| 200 | generalization"))
     assert f"| {v.sigma_star:g} |" in row

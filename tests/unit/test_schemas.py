@@ -12,10 +12,23 @@ from rnngen.specs import RunSpec
 
 def test_a_failed_run_alone_gives_typed_columns_that_concatenate_with_a_done_one():
     spec = RunSpec(L=10, sigma=0.1, seed=0, data_key="k")
-    failed = schemas.to_table([{"run_id": spec.run_id, "L": 10, "status": "failed",
-                                "error": "RuntimeError: boom"}], schemas.RUNS)
-    done = schemas.to_table([{"run_id": "x", "L": 10, "status": "done", "gen_error": 0.01,
-                              "w_row_sum_max": 1.0, "seconds": 3.5}], schemas.RUNS)
+    failed = schemas.to_table(
+        [{"run_id": spec.run_id, "L": 10, "status": "failed", "error": "RuntimeError: boom"}],
+        schemas.RUNS,
+    )
+    done = schemas.to_table(
+        [
+            {
+                "run_id": "x",
+                "L": 10,
+                "status": "done",
+                "gen_error": 0.01,
+                "w_row_sum_max": 1.0,
+                "seconds": 3.5,
+            }
+        ],
+        schemas.RUNS,
+    )
     assert not [f.name for f in failed.schema if pa.types.is_null(f.type)]
     both = pa.concat_tables([failed, done])
     assert both.column("gen_error").to_pylist() == [None, 0.01]
@@ -38,8 +51,19 @@ def test_an_undeclared_column_is_refused_not_dropped():
 
 
 def test_history_rows_round_trip():
-    row = {"run_id": "r", "L": 10, "sigma": 0.0, "seed": 0, "epoch": 1, "train_loss": 0.5,
-           "train_accuracy_noisy": 0.6, "train_accuracy_clean": 0.7, "test_accuracy": 0.65,
-           "eval_rows": 100, "seconds": 1.0, "eval_seconds": math.nan}
+    row = {
+        "run_id": "r",
+        "L": 10,
+        "sigma": 0.0,
+        "seed": 0,
+        "epoch": 1,
+        "train_loss": 0.5,
+        "train_accuracy_noisy": 0.6,
+        "train_accuracy_clean": 0.7,
+        "test_accuracy": 0.65,
+        "eval_rows": 100,
+        "seconds": 1.0,
+        "eval_seconds": math.nan,
+    }
     table = schemas.to_table([row], schemas.HISTORY)
     assert table.to_pylist()[0]["epoch"] == 1 and table.schema.field("epoch").type == pa.int64()

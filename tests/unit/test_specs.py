@@ -15,10 +15,25 @@ BASE: dict[str, Any] = {"L": 100, "sigma": 0.1, "seed": 0, "data_key": "abc123"}
 
 # One alternative value per field: every one of them must change run_id (except device).
 ALTERNATIVES: dict[str, Any] = {
-    "L": 200, "sigma": 0.2, "seed": 1, "data_key": "other", "hidden": 17, "init": "orthogonal",
-    "init_scale": 0.5, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
-    "clip_grad_norm": None, "batch_size": 3, "epochs": 9, "n_train": 100, "n_test": 50,
-    "eval_batch_size": 7, "w_row_sum_max": 1.0, "device": "cuda:1",
+    "L": 200,
+    "sigma": 0.2,
+    "seed": 1,
+    "data_key": "other",
+    "hidden": 17,
+    "init": "orthogonal",
+    "init_scale": 0.5,
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "clip_grad_norm": None,
+    "batch_size": 3,
+    "epochs": 9,
+    "n_train": 100,
+    "n_test": 50,
+    "eval_batch_size": 7,
+    "w_row_sum_max": 1.0,
+    "device": "cuda:1",
 }
 
 
@@ -59,8 +74,9 @@ def test_group_id_ignores_only_the_seed() -> None:
 
 
 def test_experiment_id_ignores_the_grid_axes_only() -> None:
-    assert spec(seed=0, sigma=0.0, L=100).experiment_id == spec(seed=3, sigma=0.4,
-                                                                L=300).experiment_id
+    assert (
+        spec(seed=0, sigma=0.0, L=100).experiment_id == spec(seed=3, sigma=0.4, L=300).experiment_id
+    )
     for name in ("hidden", "epochs", "w_row_sum_max", "lr"):
         assert spec(**{name: ALTERNATIVES[name]}).experiment_id != spec().experiment_id
 
@@ -77,12 +93,27 @@ def test_json_round_trip() -> None:
     assert back == s and back.run_id == s.run_id
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("sigma", -0.1), ("sigma", float("nan")), ("L", 0), ("L", -5), ("L", True), ("L", "100"),
-    ("seed", -1), ("optimizer", "adamw"), ("lr", 0.0), ("clip_grad_norm", 0.0),
-    ("momentum", 1.0), ("hidden", 0), ("init", "xavier"), ("n_train", 1), ("batch_size", 2.5),
-    ("weight_decay", -1.0),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sigma", -0.1),
+        ("sigma", float("nan")),
+        ("L", 0),
+        ("L", -5),
+        ("L", True),
+        ("L", "100"),
+        ("seed", -1),
+        ("optimizer", "adamw"),
+        ("lr", 0.0),
+        ("clip_grad_norm", 0.0),
+        ("momentum", 1.0),
+        ("hidden", 0),
+        ("init", "xavier"),
+        ("n_train", 1),
+        ("batch_size", 2.5),
+        ("weight_decay", -1.0),
+    ],
+)
 def test_bad_values_name_the_parameter(field: str, value: Any) -> None:
     with pytest.raises(ParameterError, match=f"'{field}'"):
         spec(**{field: value})
@@ -108,29 +139,51 @@ def test_grid_counts_order_and_unique_ids() -> None:
     assert all(s.epochs == 2 and s.data_key == "k" for s in specs)
     # Last axis fastest, like nested loops; and the same call gives the same list.
     assert [(s.L, s.sigma, s.seed, s.hidden) for s in specs[:3]] == [
-        (100, 0.0, 0, 32), (100, 0.0, 0, 64), (100, 0.0, 1, 32)]
+        (100, 0.0, 0, 32),
+        (100, 0.0, 0, 64),
+        (100, 0.0, 1, 32),
+    ]
     assert [s.run_id for s in expand_grid({"data_key": "k", "epochs": 2}, sweep)] == [
-        s.run_id for s in specs]
+        s.run_id for s in specs
+    ]
     groups = {s.group_id for s in specs}
     assert len(groups) == len(specs) // 3  # seeds share a group
 
 
-@pytest.mark.parametrize(("base", "sweep", "message"), [
-    ({"data_key": "k", "L": 100, "sigma": 0.0}, {"seed": []}, "'seed' is empty"),
-    ({"data_key": "k", "L": 100, "seed": 0}, {"sigma": [0.1, 0.1]}, "twice"),
-    ({"data_key": "k", "L": 100, "seed": 0}, {"sigma": [0, 0.0]}, "twice"),
-    ({"data_key": "k", "L": 100, "seed": 0}, {"sigmas": [0.1]}, "unknown run parameter 'sigmas'"),
-    ({"data_key": "k", "L": 100, "seed": 0, "hiden": 3}, {"sigma": [0.1]}, "'hiden'"),
-    ({"data_key": "k", "L": 100, "seed": 0}, {"sigma": [0.0, -0.1]}, "'sigma'"),
-    ({"data_key": "k", "sigma": 0.0, "seed": 0}, {"L": [100, 0]}, "'L'"),
-    ({"data_key": "k", "L": 100, "sigma": 0.0, "seed": 0}, {"optimizer": ["adam", "lbfgs"]},
-     "'optimizer'"),
-    ({"data_key": "k", "L": 100, "sigma": 0.0}, {"seed": 3}, "must be a list"),
-    ({"data_key": "k", "L": 100, "sigma": 0.0, "seed": 0}, {"seed": [1]}, "both fixed and swept"),
-    ({"data_key": "k", "L": 100, "sigma": 0.0, "seed": 0}, {"device": ["cpu", "cuda"]},
-     "same run more than once"),
-])
-def test_bad_grids_fail_before_anything_runs(base: dict[str, Any], sweep: dict[str, Any],
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("base", "sweep", "message"),
+    [
+        ({"data_key": "k", "L": 100, "sigma": 0.0}, {"seed": []}, "'seed' is empty"),
+        ({"data_key": "k", "L": 100, "seed": 0}, {"sigma": [0.1, 0.1]}, "twice"),
+        ({"data_key": "k", "L": 100, "seed": 0}, {"sigma": [0, 0.0]}, "twice"),
+        (
+            {"data_key": "k", "L": 100, "seed": 0},
+            {"sigmas": [0.1]},
+            "unknown run parameter 'sigmas'",
+        ),
+        ({"data_key": "k", "L": 100, "seed": 0, "hiden": 3}, {"sigma": [0.1]}, "'hiden'"),
+        ({"data_key": "k", "L": 100, "seed": 0}, {"sigma": [0.0, -0.1]}, "'sigma'"),
+        ({"data_key": "k", "sigma": 0.0, "seed": 0}, {"L": [100, 0]}, "'L'"),
+        (
+            {"data_key": "k", "L": 100, "sigma": 0.0, "seed": 0},
+            {"optimizer": ["adam", "lbfgs"]},
+            "'optimizer'",
+        ),
+        ({"data_key": "k", "L": 100, "sigma": 0.0}, {"seed": 3}, "must be a list"),
+        (
+            {"data_key": "k", "L": 100, "sigma": 0.0, "seed": 0},
+            {"seed": [1]},
+            "both fixed and swept",
+        ),
+        (
+            {"data_key": "k", "L": 100, "sigma": 0.0, "seed": 0},
+            {"device": ["cpu", "cuda"]},
+            "same run more than once",
+        ),
+    ],
+)
+def test_bad_grids_fail_before_anything_runs(
+    base: dict[str, Any], sweep: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ParameterError, match=message):
         expand_grid(base, sweep)

@@ -8,7 +8,7 @@ CASES = [
     ("Hello, World!", ["hello", "world"]),
     ("Great<br />movie<br /><br />really.", ["great", "movie", "really"]),
     ("Don't STOP believin'", ["don't", "stop", "believin'"]),  # apostrophes kept
-    ("well-known (1999) #1: a.k.a. \"x\"", ["wellknown", "1999", "1", "aka", "x"]),
+    ('well-known (1999) #1: a.k.a. "x"', ["wellknown", "1999", "1", "aka", "x"]),
     ("tab\there\nnew\r\nline", ["tab", "here", "new", "line"]),
     ("Café ÜBER naïve — ok", ["café", "über", "naïve", "—", "ok"]),
     ("", []),

@@ -46,6 +46,7 @@ def one_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(before)
 
+
 PAD = VOCAB  # the last embedding row is the zero padding vector, as in the real table
 
 
@@ -67,7 +68,7 @@ def synthetic_split(n: int, seed: int) -> SplitArrays:
         length = int(rng.integers(2, L + 1)) | 1  # odd lengths: no ties (2 -> 3)
         length = min(length, L - 1) if length > L else length
         words = rng.integers(0, VOCAB, size=length)
-        ids[i, L - length:] = words
+        ids[i, L - length :] = words
         labels[i] = int(np.sum(words < 10) > length / 2)
     return SplitArrays(ids, labels)
 
@@ -76,8 +77,17 @@ TRAIN, TEST = synthetic_split(128, 1), synthetic_split(96, 2)
 
 
 def tiny_spec(**changes: Any) -> RunSpec:
-    base = {"L": L, "sigma": 0.0, "seed": 0, "data_key": "synthetic", "hidden": 8, "epochs": 2,
-            "batch_size": 16, "eval_batch_size": 40, "lr": 0.01}
+    base = {
+        "L": L,
+        "sigma": 0.0,
+        "seed": 0,
+        "data_key": "synthetic",
+        "hidden": 8,
+        "epochs": 2,
+        "batch_size": 16,
+        "eval_batch_size": 40,
+        "lr": 0.01,
+    }
     return RunSpec(**{**base, **changes})
 
 
@@ -130,8 +140,10 @@ def test_training_noise_is_fresh_per_use_and_covers_padding() -> None:
 
 def curves(result: TrainResult) -> list[tuple[float, ...]]:
     """A run's history without its timings: what the same spec must reproduce exactly."""
-    return [(h.train_loss, h.train_accuracy_noisy, h.train_accuracy_clean, h.test_accuracy)
-            for h in result.history]
+    return [
+        (h.train_loss, h.train_accuracy_noisy, h.train_accuracy_clean, h.test_accuracy)
+        for h in result.history
+    ]
 
 
 # ----------------------------------------------------------------------------------- seeding
@@ -154,8 +166,10 @@ def test_another_seed_gives_another_run() -> None:
 
 def test_streams_are_independent_and_sigma_leaves_init_alone() -> None:
     streams = seed_streams(tiny_spec())
-    draws = [torch.randn(8, generator=getattr(streams, name))
-             for name in ("init", "order", "noise", "eval_noise")]
+    draws = [
+        torch.randn(8, generator=getattr(streams, name))
+        for name in ("init", "order", "noise", "eval_noise")
+    ]
     assert all(not torch.equal(draws[i], draws[j]) for i in range(4) for j in range(i))
     init0 = ReLURNN(D, 8, generator=seed_streams(tiny_spec(sigma=0.0)).init).weights_numpy()
     init1 = ReLURNN(D, 8, generator=seed_streams(tiny_spec(sigma=0.3)).init).weights_numpy()
@@ -204,8 +218,13 @@ def test_test_inputs_are_clean_and_the_noisy_draw_is_reproducible() -> None:
     with torch.no_grad():
         for name in ("U", "W", "V"):
             getattr(model, name).copy_(torch.from_numpy(w[name]))
-    batches = split_batches(TRAIN, torch.from_numpy(embeddings()), spec.eval_batch_size,
-                            spec.sigma, seed_streams(spec).eval_noise)
+    batches = split_batches(
+        TRAIN,
+        torch.from_numpy(embeddings()),
+        spec.eval_batch_size,
+        spec.sigma,
+        seed_streams(spec).eval_noise,
+    )
     np.testing.assert_array_equal(evaluate(model, batches).margins, result.train_margins)
     clean = evaluate(model, split_batches(TRAIN, torch.from_numpy(embeddings()), 40)).margins
     assert not np.allclose(clean, result.train_margins)
@@ -220,27 +239,41 @@ def test_result_row_and_learning() -> None:
     assert result.train_error_noisy == result.train_error_clean  # sigma = 0
     row = result.to_row()
     assert all(isinstance(v, int | float | str | type(None)) for v in row.values())
-    assert {"margin_train_q05", "margin_train_mean", "margin_test_q95", "gen_error",
-            "samples_per_second", "diverged_epoch"} <= set(row)
+    assert {
+        "margin_train_q05",
+        "margin_train_mean",
+        "margin_test_q95",
+        "gen_error",
+        "samples_per_second",
+        "diverged_epoch",
+    } <= set(row)
     assert row["n_train"] == len(TRAIN) and row["n_test"] == len(TEST)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
 def test_each_optimizer_trains(optimizer: str) -> None:
-    result = run(optimizer=optimizer, lr=0.01, momentum=0.5 if optimizer != "adam" else 0.0,
-                 weight_decay=1e-4, clip_grad_norm=5.0)
+    result = run(
+        optimizer=optimizer,
+        lr=0.01,
+        momentum=0.5 if optimizer != "adam" else 0.0,
+        weight_decay=1e-4,
+        clip_grad_norm=5.0,
+    )
     assert result.status == "done" and np.all(np.isfinite(curves(result)))
 
 
 def test_spec_splits_take_balanced_subsets_of_length_L() -> None:
     n = 12
-    table = pa.table({
-        "split": pa.array(["train", "test"] * n).dictionary_encode(),
-        "label": pa.array([0, 0, 1, 1] * (n // 2), pa.int8()),
-        "review_index": pa.array(range(2 * n), pa.int32()),
-        "token_ids": pa.array([list(range(i % 9)) for i in range(2 * n)],
-                              pa.large_list(pa.int32())),
-    })
+    table = pa.table(
+        {
+            "split": pa.array(["train", "test"] * n).dictionary_encode(),
+            "label": pa.array([0, 0, 1, 1] * (n // 2), pa.int8()),
+            "review_index": pa.array(range(2 * n), pa.int32()),
+            "token_ids": pa.array(
+                [list(range(i % 9)) for i in range(2 * n)], pa.large_list(pa.int32())
+            ),
+        }
+    )
     train, test = spec_splits(table, PAD, tiny_spec(n_train=4))
     assert train.ids.shape == (4, L) and sorted(train.labels.tolist()) == [0, 0, 1, 1]
     assert test.ids.shape == (n, L)
@@ -252,9 +285,11 @@ def test_split_of_another_length_is_refused() -> None:
 
 
 def test_pure_layer_imports_neither_prefect_nor_ray() -> None:
-    code = ("import sys, rnngen.model, rnngen.specs, rnngen.train; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('prefect', 'ray')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, rnngen.model, rnngen.specs, rnngen.train; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('prefect', 'ray')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
