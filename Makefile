@@ -48,8 +48,11 @@ bench: data
 	$(BIN)/python -m bench.bench_spectrum
 	$(BIN)/python -m bench.bench_train
 
+# One formatter and one type checker: CI runs this before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check rnngen tasks flows tests bench
+	$(BIN)/ruff format --check rnngen tasks flows tests bench
+	$(BIN)/mypy
 
 clean-venv:
 	rm -rf $(VENV)
