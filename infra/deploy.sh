@@ -21,3 +21,12 @@ if [[ -n "${PREFECT_POOL:-}" ]]; then
 fi
 cd "$ROOT"  # entrypoints in prefect.yaml are relative to the checkout
 "$BIN/prefect" --no-prompt deploy --prefect-file "$ROOT/prefect.yaml" "${args[@]}"
+# The nightly study is the one deployment with a schedule: say so, and how to stop it.
+if [[ $# -eq 0 ]] || [[ " $* " == *" study/quick-nightly "* ]]; then
+    cat <<MSG
+Note: study/quick-nightly is scheduled: it runs the quick study every night at 03:00 UTC
+(its schedule is on). To see or pause it:
+  prefect deployment schedule ls study/quick-nightly
+  prefect deployment schedule pause study/quick-nightly <schedule id>
+MSG
+fi

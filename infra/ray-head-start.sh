@@ -7,7 +7,8 @@
 # Settings: HOST [127.0.0.1] (the dashboard and job API bind to it; Ray itself replaces a
 # loopback --node-ip-address with this machine's routable IP and its GCS listens on every
 # interface, which is one more reason to keep token authentication on), RAY_PORT [6379],
-# RAY_DASHBOARD_PORT [8265], RAY_CLIENT_PORT [10001], RAY_AGENT_PORT [a free port: Ray's
+# RAY_DASHBOARD_PORT [8265], RAY_CLIENT_PORT [10001] (none of them may lie in the workers'
+# range RAY_MIN_WORKER_PORT..RAY_MAX_WORKER_PORT [10002..19999]), RAY_AGENT_PORT [a free port: Ray's
 # default 52365 is often held by another Ray on a shared machine], RAY_NUM_CPUS / RAY_NUM_GPUS
 # [detected], RAY_TEMP_DIR [/tmp/rnngen-ray-<uid>: apart from /tmp/ray, so a bare ray.init()
 # elsewhere does not attach to this head], RAY_AUTH_MODE [token].
@@ -32,7 +33,25 @@ AGENT_PORT="${RAY_AGENT_PORT:-$(free_port)}"
 TEMP_DIR="${RAY_TEMP_DIR:-/tmp/rnngen-ray-$(id -u)}"
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 
+MIN_WORKER_PORT="${RAY_MIN_WORKER_PORT:-10002}"  # Ray's own defaults for its workers' ports
+MAX_WORKER_PORT="${RAY_MAX_WORKER_PORT:-19999}"
+
+# A service port inside the workers' range collides with a worker sooner or later, and Ray
+# then fails with a traceback: refuse it here, naming the setting to change.
+outside_worker_ports() {
+    local port="$1" name="$2"
+    if ((port >= MIN_WORKER_PORT && port <= MAX_WORKER_PORT)); then
+        echo "error: $name=$port lies in Ray's worker port range $MIN_WORKER_PORT-$MAX_WORKER_PORT;" \
+            "choose a port outside it (or move the range with RAY_MIN_WORKER_PORT/RAY_MAX_WORKER_PORT)." >&2
+        exit 2
+    fi
+}
+
 refuse_if_running ray-head
+for setting in "RAY_PORT:$GCS_PORT" "RAY_DASHBOARD_PORT:$DASH_PORT" \
+               "RAY_CLIENT_PORT:$CLIENT_PORT" "RAY_AGENT_PORT:$AGENT_PORT"; do
+    outside_worker_ports "${setting#*:}" "${setting%%:*}"
+done
 need_free_port "$GCS_PORT" RAY_PORT
 need_free_port "$DASH_PORT" RAY_DASHBOARD_PORT
 need_free_port "$CLIENT_PORT" RAY_CLIENT_PORT
@@ -64,6 +83,7 @@ start_bg ray-head env PATH="$BIN:$PATH" \
     --node-ip-address "$HOST" --port "$GCS_PORT" \
     --dashboard-host "$HOST" --dashboard-port "$DASH_PORT" \
     --dashboard-agent-listen-port "$AGENT_PORT" --ray-client-server-port "$CLIENT_PORT" \
+    --min-worker-port "$MIN_WORKER_PORT" --max-worker-port "$MAX_WORKER_PORT" \
     --temp-dir "$TEMP_DIR" ${resources[@]+"${resources[@]}"}
 # The job API needs both the GCS (through the dashboard) and this node's dashboard agent.
 wait_until ray-head http_ok "http://$HOST:$DASH_PORT/api/gcs_healthz"

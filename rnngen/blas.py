@@ -5,8 +5,8 @@ Why not scipy.linalg.blas: its f2py wrappers copy any output that is not contigu
 of a Fortran-ordered matrix is exactly what BLAS takes (a pointer and a leading
 dimension), so this module calls the same OpenBLAS routines through the function table
 scipy exports for Cython (``scipy.linalg.cython_blas``), with ctypes. That costs no extra
-pass over memory, runs at OpenBLAS's speed (about 10 % above torch's BLAS on the Gram's
-panel product on this AMD EPYC), and releases the GIL during the call.
+pass over memory, runs at OpenBLAS's speed (bench/bench_spectrum.py measures the Gram
+stage), and releases the GIL during the call.
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ class RunSpec(BaseModel):
     n_test: int | None = Field(
         None, gt=1, strict=True, description="a test subset size >= 2, or null for all"
     )
-    # 250 rows per evaluation batch: a pass over 25,000 reviews at L = 100 took 1.6 s on one
-    # CPU thread against 2.7 s with 1,000 rows (the batch's activations leave the cache).
+    # 250 rows per evaluation batch: larger batches' activations leave the cache, and an
+    # evaluation pass over the data gets slower on a CPU (1,000 rows: ~1.7× the time).
     eval_batch_size: int = Field(
         250, gt=0, strict=True, description="a positive evaluation batch size"
     )

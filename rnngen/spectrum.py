@@ -63,9 +63,9 @@ def check_rank(n: int, dim: int) -> None:
 
 def default_block(k: int, dim: int) -> int:
     """Block size of the bottom Lanczos: 48 columns per triangular solve at full size (a
-    solve reads the whole factor, so wider blocks are nearly free per column). At D =
-    15,000 on IMDB: 12 block steps, 8.5 s; 32 columns took 15 steps, 8.8 s; 64 took 11,
-    8.5 s. Smaller for small D, so the space holds ~8 blocks."""
+    solve reads the whole factor, so wider blocks are nearly free per column; 48 was the
+    fastest of 32-64 in bench/bench_spectrum.py). Smaller for small D, so the space holds
+    ~8 blocks."""
     return max(k, min(48, dim // 8))
 
 
@@ -114,8 +114,8 @@ def certified_spectrum(
     check_rank(n, dim)
     times: dict[str, float] = {"factor": factorization.seconds}
     t0 = time.perf_counter()
-    # Blocks of k_large + 1 vectors: at L = 300, 9 passes over the data instead of 17
-    # single-vector ones, 2.3 s instead of 2.9.
+    # Blocks of k_large + 1 vectors: about half the passes over the data that single
+    # vectors need, each pass costing about the same.
     top = block_lanczos(apply_sigma, dim, k_large, which="largest", seed=seed, tol=tol)
     times["lanczos_top"] = time.perf_counter() - t0
     t0 = time.perf_counter()

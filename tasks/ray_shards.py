@@ -195,8 +195,7 @@ class ShardPool:
 
         The driver's own linear algebra between remote calls (orthogonalization, small
         eigenproblems) runs on one BLAS thread: with more, OpenBLAS's idle threads keep
-        spinning after each call on the cores the actors then compute on (on 2 cores the
-        top Lanczos at L = 100 took 3.1 s with two driver threads, 1.7 s with one).
+        spinning after each call on the cores the actors then compute on.
         """
         with threadpool_limits(limits=1, user_api="blas"):
             return certified_spectrum(

@@ -8,7 +8,9 @@ Dockerfile: structure, auth on, torch pinned and installed before the project.
 
 import copy
 import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-STAGES = ("embed", "spectrum", "train", "bounds", "figures")
+STAGES = ("embed", "spectrum", "train", "bounds", "figures", "report")
 
 
 def _pin(package: str) -> str:
@@ -56,7 +58,7 @@ def test_prefect_yaml_parses_with_prefects_model(prefect_yaml):
     from prefect.cli.deploy._models import PrefectYamlModel
 
     model = PrefectYamlModel.model_validate(prefect_yaml)
-    assert len(model.deployments) == 7
+    assert len(model.deployments) == 11
     assert {d.work_pool.name for d in model.deployments} == {"rnngen-process"}
     assert model.build is None and model.push is None
     [step] = model.pull
@@ -71,9 +73,14 @@ def test_deployments_study_nightly_paper_by_hand_and_one_per_stage(prefect_yaml)
     deployments = _by_name(prefect_yaml)
     assert set(deployments) == {
         "study/quick-nightly",
-        "study/paper",
+        *(f"study/{p}" for p in ("paper", "paper-long", "sigma-wide", "constrained")),
         *(f"{stage}/default" for stage in STAGES),
     }
+    for name in ("paper", "paper-long", "sigma-wide", "constrained"):  # each in its folder
+        assert deployments[f"study/{name}"]["parameters"] == {
+            "profile": name,
+            "out": f"data/{name}",
+        }
     nightly, paper = deployments["study/quick-nightly"], deployments["study/paper"]
     assert nightly["parameters"]["profile"] == "quick"
     [schedule] = nightly["schedules"]
@@ -85,7 +92,7 @@ def test_deployments_study_nightly_paper_by_hand_and_one_per_stage(prefect_yaml)
         assert deployments[f"{stage}/default"]["entrypoint"] == f"flows/{stage}.py:{stage}"
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(11))
 def test_entrypoint_is_a_flow_and_parameters_fit_its_schema(prefect_yaml, index, monkeypatch):
     from prefect.flows import Flow, load_flow_from_entrypoint
     from prefect.utilities.callables import parameter_schema
@@ -273,3 +280,13 @@ def test_dockerfile_python_311_npm_and_torch_before_the_project():
     assert torch and project and copies, steps
     assert torch[0] < min(copies) < project[0]  # torch's layer does not depend on the code
     assert not any("torch" in s and TORCH not in s for s in runs)
+
+
+def test_ray_head_refuses_a_service_port_among_the_workers_ports(tmp_path):
+    env = {**os.environ, "RNNGEN_RUN_DIR": str(tmp_path), "RAY_CLIENT_PORT": "12000"}
+    proc = subprocess.run(
+        [str(INFRA / "ray-head-start.sh")], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 2
+    assert "RAY_CLIENT_PORT=12000 lies in Ray's worker port range 10002-19999" in proc.stderr
+    assert not (tmp_path / "ray-head.pid").exists()  # nothing was started
