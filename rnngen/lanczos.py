@@ -66,6 +66,8 @@ from rnngen.errors import ParameterError, UserError
 Array = NDArray[np.float64]
 Indices = NDArray[np.intp]
 Operator = Callable[[Array], Array]
+# on_step(block step, current value, residual estimate): progress of a running solver
+StepCallback = Callable[[int, float, float], None]
 Which = Literal["largest", "smallest"]
 
 EPS = float(np.finfo(np.float64).eps)
@@ -404,6 +406,7 @@ def block_lanczos(
     tol: float = DEFAULT_TOL,
     max_blocks: int | None = None,
     seed: int = 0,
+    on_step: StepCallback | None = None,
 ) -> EigenResult:
     """k extreme eigenpairs of a symmetric operator by block Lanczos (full
     reorthogonalization), certified from the kept images A Q: one operator call per block
@@ -413,6 +416,8 @@ def block_lanczos(
     workers' shards: a (dim, b) block costs little more than one vector, and the block
     Krylov space reaches the k wanted pairs in far fewer passes. ``block`` defaults to
     k + 1; ``iterations`` counts block steps; ``matvec`` must accept (dim, b) arrays.
+    ``on_step(step, value, estimate)``, if given, hears after each block step the current
+    Ritz value of the most extreme wanted pair and its residual estimate (for progress).
     """
     which = _check_which(which)
     b = k + 1 if block is None else int(block)
@@ -430,6 +435,9 @@ def block_lanczos(
         idx = _wanted(theta, k, which)
         norm = max(norm, float(np.max(np.abs(theta))))
         est = np.linalg.norm(coupling[:, idx], axis=0)
+        if on_step is not None:
+            end = int(np.argmax(np.abs(theta[idx]))) if which == "largest" else 0
+            on_step(j + 1, float(theta[idx][end]), float(est[end]))
         last = j == blocks - 1
         if np.all(est <= residual_tolerance(theta[idx], tol, norm, dim)) or last:
             pairs = _certify(
@@ -452,6 +460,7 @@ def block_smallest_eigenpairs(
     max_blocks: int | None = None,
     seed: int = 0,
     norm_estimate: float,
+    on_step: StepCallback | None = None,
 ) -> EigenResult:
     """k smallest eigenpairs of an SPD A by block shift-invert Lanczos.
 
@@ -465,7 +474,8 @@ def block_smallest_eigenpairs(
     ``norm_estimate`` is a lower bound on ‖A‖ for the residual floor, e.g. the top Ritz
     value of :func:`block_lanczos` on ``apply_A``, as :func:`rnngen.spectrum.certified_spectrum`
     passes it. ``iterations`` counts block steps; ``apply_A`` and ``solve_A`` must accept
-    (dim, b) arrays.
+    (dim, b) arrays. ``on_step(step, value, estimate)``, if given, hears after each block
+    step the current estimate of λ_min and its predicted residual on A's scale.
     """
     b = max(k, 8) if block is None else int(block)
     if b < k:
@@ -490,6 +500,8 @@ def block_smallest_eigenpairs(
         lam = 1.0 / np.maximum(theta[idx], np.finfo(float).tiny)
         others_ok = np.all(est * lam**2 <= residual_tolerance(lam, tol, norm_A, dim))
         lam_min_ok = _lam_min_accurate(est[-1], theta, tol, dim)
+        if on_step is not None:
+            on_step(j + 1, float(lam[-1]), float(est[-1] * lam[-1] ** 2))
         last = j == blocks - 1
         if (others_ok and lam_min_ok and j >= next_check) or last:
             V = kry.Q[:, :m] @ S[:, idx] + kry.Q[:, m : m + b] @ (coupling[:, idx] / theta[idx])

@@ -18,6 +18,7 @@ import numpy as np
 from rnngen.lanczos import (
     EigenResult,
     SingularMatrixError,
+    StepCallback,
     block_lanczos,
     block_smallest_eigenpairs,
     cholesky_operator,
@@ -104,19 +105,33 @@ def certified_spectrum(
     seed: int = 0,
     max_blocks: int | None = None,
     block: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SpectrumResult:
     """Smallest `k_small` and largest `k_large` eigenvalues of Σ (dimension `dim`, n samples).
 
     `factorization` is Σ's (:func:`factorize`, wherever Σ lives: its solve may run in the
     Ray actor that holds it); `apply_sigma` is Σ as an operator on (D,) or (D, k) arrays,
     independent of the factor's memory: it iterates the top and certifies everything.
+    `progress`, if given, receives one line per block step of either end.
     """
+
+    def reporter(end: str) -> StepCallback | None:
+        if progress is None:
+            return None
+
+        def report(step: int, value: float, estimate: float) -> None:
+            progress(f"{end}: block step {step}, estimate {value:.6e} (residual ~{estimate:.1e})")
+
+        return report
+
     check_rank(n, dim)
     times: dict[str, float] = {"factor": factorization.seconds}
     t0 = time.perf_counter()
     # Blocks of k_large + 1 vectors: about half the passes over the data that single
     # vectors need, each pass costing about the same.
-    top = block_lanczos(apply_sigma, dim, k_large, which="largest", seed=seed, tol=tol)
+    top = block_lanczos(
+        apply_sigma, dim, k_large, which="largest", seed=seed, tol=tol, on_step=reporter("λ_max")
+    )
     times["lanczos_top"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # Iterate with the factor's solve, certify with the independent matrix-free operator.
@@ -130,6 +145,7 @@ def certified_spectrum(
         seed=seed,
         max_blocks=max_blocks,
         norm_estimate=float(top.eigenvalues[-1]),
+        on_step=reporter("λ_min"),
     )
     times["lanczos_bottom"] = time.perf_counter() - t0
     values, residuals = low.eigenvalues, low.residuals

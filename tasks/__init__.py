@@ -12,3 +12,17 @@ def _flow_run_id() -> str | None:
 
 # Result files written from inside a flow run record its id (rnngen.provenance).
 set_flow_run_source(_flow_run_id)
+
+
+def run_logger():
+    """The current Prefect run's logger (its lines reach the UI), or this package's own
+    logger when called outside a flow or task run (e.g. from a test or a benchmark)."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("rnngen")

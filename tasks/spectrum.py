@@ -20,7 +20,7 @@ from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.resources import Request, gigabytes, spectrum_shard_bytes
 from rnngen.spectrum import check_rank, dense_smallest
-from tasks import ray_pool
+from tasks import ray_pool, run_logger
 from tasks.data import load_corpus
 from tasks.ray_shards import ShardPool
 
@@ -83,12 +83,15 @@ def spectrum_for_length(
         return Completed(name="Skipped", message=f"L={L}: certified row on disk", data=row)
     check_rank(n, dim)
     workers, request = shard_plan(L, n, workers)
+    logger = run_logger()
+    logger.info(f"L={L}: Σ of {n} reviews in dimension {dim}, over {workers} shards")
     t0 = time.perf_counter()
     pool = ShardPool.create(tokens, corpus.embeddings, workers, memory=request.memory)
     try:
         stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
-        result = pool.spectrum(L, tol=tol, max_blocks=max_blocks)
+        logger.info(f"L={L}: Gram accumulated and reduced in {t_gram:.1f} s; factorizing Σ")
+        result = pool.spectrum(L, tol=tol, max_blocks=max_blocks, progress=logger.info)
     finally:
         pool.close()
     seconds = time.perf_counter() - t0
