@@ -175,6 +175,18 @@ def embed(
     typer.echo(f"wrote corpus {key} to {out / 'interim'} and {out / 'results' / 'embed.parquet'}")
 
 
+def _require(out: Path, *stages: str, corpus: bool = True) -> None:
+    """Before Prefect starts: the results of `stages` (and the corpus, when the command
+    reads it) must be in `out`, or the user hears, once and at once, which command makes
+    them."""
+    from rnngen.layout import Layout
+    from tasks.data import corpus_pointer
+
+    if corpus:
+        _run(corpus_pointer, str(out))
+    _run(Layout.at(out).require, *stages)
+
+
 def _fail(message: str) -> None:
     from rich.markup import escape
 
@@ -203,6 +215,7 @@ def spectrum(
     from rnngen.corpus import check_lengths
 
     lengths = _run(check_lengths, lengths)
+    _require(out)
     _prefect_defaults()
     from flows.spectrum import spectrum as spectrum_flow
 
@@ -352,6 +365,7 @@ def bounds(
         _fail(f"--delta must be in (0, 1), got {delta}.")
     if alpha is not None and any(a <= 0 for a in alpha):
         _fail(f"--alpha values must be positive margins, got {alpha}.")
+    _require(out, "train")
     _prefect_defaults()
     from flows.bounds import bounds as bounds_flow
 
@@ -362,6 +376,7 @@ def bounds(
 @app.command()
 def figures(out: Out = Path("data")) -> None:
     """Figures 1 and 2 of the paper and ours, from the Parquet results (PNG + PDF)."""
+    _require(out, "train", "spectrum", "bounds", corpus=False)
     _prefect_defaults()
     from flows.figures import figures as figures_flow
 
@@ -373,6 +388,7 @@ def figures(out: Out = Path("data")) -> None:
 def report(out: Out = Path("data")) -> None:
     """REPORT.md in --out, from its Parquet results: the paper's claims beside ours, the
     U-shape verdicts, λ_min, the bound terms, Kendall τ and provenance."""
+    _require(out, "train", "spectrum", "bounds", corpus=False)
     _prefect_defaults()
     from flows.report import report as report_flow
 

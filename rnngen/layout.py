@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnngen.errors import DataError
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -52,3 +54,14 @@ class Layout:
     @property
     def bounds(self) -> Path:
         return self.results / "bounds.parquet"
+
+    def require(self, *stages: str) -> None:
+        """Raise a DataError naming the first missing result of `stages` ('train',
+        'spectrum', 'bounds') and the command that writes it."""
+        files = {"train": self.runs, "spectrum": self.spectrum, "bounds": self.bounds}
+        for stage in stages:
+            if not files[stage].is_file():
+                raise DataError(
+                    f"{files[stage]} is missing: run `rnngen {stage} --out "
+                    f"{self.out}` first (or `rnngen study --out {self.out}`)."
+                )

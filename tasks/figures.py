@@ -11,7 +11,6 @@ from prefect.cache_policies import NO_CACHE
 
 from rnngen import analysis, schemas
 from rnngen import figures as F
-from rnngen.errors import DataError
 from rnngen.hashing import content_key, sha256_file
 from rnngen.io import atomic_path, read_parquet, write_parquet
 from rnngen.layout import Layout
@@ -44,13 +43,7 @@ def draw_figures(out: str) -> tuple[list[str], bool]:
     The drawing is skipped when neither the results nor the drawing code changed since the
     last time and every output is there."""
     layout = Layout.at(out)
-    for path, stage in (
-        (layout.runs, "train"),
-        (layout.spectrum, "spectrum"),
-        (layout.bounds, "bounds"),
-    ):
-        if not path.is_file():
-            raise DataError(f"{path} is missing: run `rnngen {stage} --out {out}` first.")
+    layout.require("train", "spectrum", "bounds")
     stamp, key = layout.figures / ".drawn.json", _inputs_key(layout)
     if stamp.is_file():
         drawn = json.loads(stamp.read_text())

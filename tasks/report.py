@@ -8,7 +8,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rnngen import schemas
-from rnngen.errors import DataError
 from rnngen.io import atomic_path, read_parquet
 from rnngen.layout import Layout
 from rnngen.report import Inputs, render
@@ -18,16 +17,7 @@ def report_inputs(out: str) -> Inputs:
     """The result tables of `out` (runs, spectrum and bounds must be there) and the names
     of the figures drawn; a missing or foreign file is a one-paragraph error."""
     layout = Layout.at(out)
-    for path, stage in (
-        (layout.runs, "train"),
-        (layout.spectrum, "spectrum"),
-        (layout.bounds, "bounds"),
-    ):
-        if not path.is_file():
-            raise DataError(
-                f"{path} is missing: run `rnngen {stage} --out {out}` first (or "
-                f"`rnngen study --out {out}`)."
-            )
+    layout.require("train", "spectrum", "bounds")
 
     def optional(path: Path, schema) -> object:
         return read_parquet(path, required=schema) if path.is_file() else None
