@@ -247,6 +247,17 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+PackSize = Annotated[
+    int | None,
+    typer.Option(
+        "--pack-size",
+        help="Cells trained together as one batched model (same L and settings, "
+        "their own σ, seed, data order, noise and optimizer state): 0 = automatic (every σ × seed "
+        "of one L on GPUs, one GPU per pack; single cells on CPUs), 1 = no packing; default: the "
+        "profile's.",
+    ),
+]
+
 DeviceOption = Annotated[
     Device | None,
     typer.Option(
@@ -314,6 +325,7 @@ def train(
     sigma: Annotated[list[float] | None, typer.Option(help="Input-noise levels σ.")] = None,
     seeds: Annotated[list[int] | None, typer.Option(help="Seeds.")] = None,
     device: DeviceOption = None,
+    pack_size: PackSize = None,
     max_retries: Annotated[int, typer.Option(help="Retries of a failing cell.")] = 2,
     ray_address: RayAddress = None,
     **spec_fields,
@@ -331,7 +343,7 @@ def train(
     # run is refused in the seconds Ray takes to start.
     specs = _run(build_grid, str(out), profile.value, lengths, sigma, seeds, overrides)
     typer.echo(f"train: {len(specs)} cells in the grid")
-    _run(preflight, str(out), specs, overrides.get("device"), profile.value, ray_address)
+    _run(preflight, str(out), specs, overrides.get("device"), profile.value, ray_address, pack_size)
     _prefect_defaults()
     _run(
         train_flow,
@@ -402,6 +414,7 @@ def study(
     out: Out = Path("data"),
     imdb: Annotated[Path | None, typer.Option("--imdb", help="See `rnngen embed --help`.")] = None,
     device: DeviceOption = None,
+    pack_size: PackSize = None,
     ray_address: RayAddress = None,
 ) -> None:
     """The whole study for a profile: every stage, each skipping finished work, then the
@@ -416,6 +429,7 @@ def study(
         imdb_path=str(imdb) if imdb else None,
         ray_address=ray_address,
         device=device.value if device else None,
+        pack_size=pack_size,
     )
     typer.echo(
         f"study ({profile.value}) finished; outputs under {out}, report in {out / 'REPORT.md'}"

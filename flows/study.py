@@ -36,10 +36,12 @@ def study(
     ray_address: str | None = None,
     delta: float = 0.05,
     device: str | None = None,
+    pack_size: int | None = None,
 ) -> dict[str, Any]:
     """Run every stage for the profile; return the paths and headline numbers.
 
-    `device` ('auto', 'cpu' or 'cuda') overrides the profile's choice for training.
+    `device` ('auto', 'cpu' or 'cuda') and `pack_size` override the profile's choices for
+    training.
     """
     with output_lock(out):
         publish_provenance("study", out)
@@ -53,6 +55,7 @@ def study(
             profile=profile,
             ray_address=ray_address,
             overrides={"device": device} if device else None,
+            pack_size=pack_size,
         )
         spectrum(
             out=out,

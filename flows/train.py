@@ -39,10 +39,13 @@ def train(
     overrides: dict[str, Any] | None = None,
     ray_address: str | None = None,
     max_retries: int = 2,
+    pack_size: int | None = None,
 ) -> dict[str, int]:
     """Train every cell not yet finished; fail at the end (non-zero exit) if any cell failed.
 
     `overrides` may hold `device` ('auto', 'cpu' or 'cuda'); by default the profile's.
+    `pack_size`: cells trained together as one batched model (0 = automatic: every σ ×
+    seed of one L on GPUs, single cells on CPUs); by default the profile's.
     """
     with output_lock(out):
         publish_provenance("train", out)
@@ -58,6 +61,7 @@ def train(
             gpu_fraction=prof.gpu_fraction,
             profile=profile,
             max_retries=max_retries,
+            pack_size=prof.pack_size if pack_size is None else pack_size,
         )
         counts = train_grid(specs, run, max_retries)
         publish_grid(out, specs)

@@ -33,6 +33,10 @@ class Profile:
     train: dict[str, Any] = field(default_factory=dict)  # RunSpec fields beyond the defaults
     device: str = "cpu"  # one of DEVICES
     gpu_fraction: float = 0.25  # of one GPU per training cell, when cells run on cuda
+    # Cells trained together as one batched model (rnngen.packed), one GPU per pack.
+    # 0 = automatic: on GPUs every σ × seed of one L; on CPUs 1 (packing does not pay there:
+    # bench/bench_train.py measures it).
+    pack_size: int = 0
     spectrum_n_train: int | None = None  # None: all 25,000 training reviews
     out: str = "data"  # the folder its deployment writes to (the CLI's --out default is data)
 

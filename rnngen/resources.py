@@ -51,19 +51,28 @@ def gigabytes(n_bytes: float) -> str:
 
 
 def train_cell_bytes(
-    *, n_train: int, n_test: int, L: int, d: int, hidden: int, batch_size: int, eval_batch_size: int
+    *,
+    n_train: int,
+    n_test: int,
+    L: int,
+    d: int,
+    hidden: int,
+    batch_size: int,
+    eval_batch_size: int,
+    members: int = 1,
 ) -> int:
-    """Peak memory of one training cell (rnngen.train.train_model) on its device.
+    """Peak memory of one training cell (rnngen.train.train_model), or of a pack of
+    `members` cells trained as one batched model (rnngen.packed.train_pack), on its device.
 
-    The padded id matrices of both splits (int32), the per-example margins, backpropagation
-    through time (inputs, noise, hidden states and their gradients at every step of one
-    batch) and one evaluation batch (inputs, noise, hidden states).
+    The padded id matrices of both splits (int32, shared by a pack's members) and, per
+    member, the per-example margins, backpropagation through time (inputs, noise, hidden
+    states and their gradients at every step of one batch) and one evaluation batch.
     """
     ids = (n_train + n_test) * L * _I32
     margins = (n_train + n_test) * _F64 * 3
     bptt = batch_size * L * (3 * d + 4 * hidden) * _F32
     evaluation = eval_batch_size * L * (3 * d + 2 * hidden) * _F32
-    return WORKER_BASE_BYTES + ids + margins + bptt + evaluation
+    return WORKER_BASE_BYTES + ids + members * (margins + bptt + evaluation)
 
 
 def bound_stats_bytes(*, n_train: int, L: int, d: int, hidden: int, eval_batch_size: int) -> int:

@@ -133,6 +133,12 @@ class RunSpec(BaseModel):
         optimizer, ... belong to another experiment and are never averaged with these."""
         return self._hash_without("seed", "sigma", "L")
 
+    @property
+    def pack_id(self) -> str:
+        """The run_id without seed and σ: runs that can be trained together as one batched
+        model (rnngen.packed), since they differ only in what each member draws."""
+        return self._hash_without("seed", "sigma")
+
     def _hash_without(self, *names: str) -> str:
         payload = self._hashed()
         for name in names:

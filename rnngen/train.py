@@ -229,7 +229,8 @@ def project_rows(W: torch.Tensor, max_row_sum: float) -> None:
     rows within the limit are untouched, and a scaled row keeps its direction.
     """
     with torch.no_grad():
-        sums = W.abs().sum(dim=1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
+        # rows are the last axis: W (m, m), or (P, m, m) for a pack of models
+        sums = W.abs().sum(dim=-1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
         W.mul_(torch.clamp(max_row_sum / sums, max=1.0))
 
 
@@ -475,22 +476,14 @@ def _check_inputs(
         )
 
 
-def train_model(
-    spec: RunSpec,
-    train: SplitArrays,
-    test: SplitArrays,
-    embeddings: np.ndarray,
-    *,
-    on_epoch: Callable[[EpochLog], None] | None = None,
-) -> TrainResult:
-    """Train eq. (1) as `spec` says on `train`, evaluate on `test` (clean) and on `train`.
-
-    `embeddings` is the (vocabulary, d) GloVe table whose last row is the zero padding
-    vector; inputs are gathered from it per batch, so the float dataset never exists.
-    """
+def setup(
+    spec: RunSpec, train: SplitArrays, test: SplitArrays, embeddings: np.ndarray
+) -> tuple[Streams, torch.Tensor, ReLURNN, _Monitor]:
+    """Everything a run needs before its first step, in a fixed order: the seeded streams
+    first, the table on the spec's device, the initial model (from the init stream) and
+    the fixed subsets of the history."""
     streams = seed_streams(spec)
     _check_inputs(spec, train, test, embeddings)
-    began = time.perf_counter()
     table = embedding_tensor(embeddings).to(spec.device)
     k = max(2, int(max(train.labels.max(), test.labels.max())) + 1)
     model = ReLURNN(
@@ -501,10 +494,22 @@ def train_model(
         init_scale=spec.init_scale,
         generator=streams.init,
     ).to(spec.device)
-    monitor = _Monitor(subset(train, HISTORY_ROWS), subset(test, HISTORY_ROWS))
-    history, diverged_epoch, fit_seconds = _fit(
-        model, spec, train, table, streams, monitor, on_epoch
-    )
+    return streams, table, model, _Monitor(subset(train, HISTORY_ROWS), subset(test, HISTORY_ROWS))
+
+
+def outcome(
+    spec: RunSpec,
+    model: ReLURNN,
+    data: tuple[SplitArrays, SplitArrays, torch.Tensor],
+    streams: Streams,
+    history: list[EpochLog],
+    diverged_epoch: int | None,
+    seconds: tuple[float, float],
+) -> TrainResult:
+    """A trained model measured: clean test, clean train and the recorded noisy draw (or
+    NaNs when it diverged). `data` = (train, test, table); `seconds` = (since the run
+    began, spent training)."""
+    train, test, table = data
     if diverged_epoch is None:
         evals = _measure(model, spec, train, test, table, streams)
     else:
@@ -524,11 +529,40 @@ def train_model(
         margin_train=margin_summary(noisy.margins),
         margin_test=margin_summary(test_eval.margins),
         history=history,
-        seconds=time.perf_counter() - began,
-        samples_per_second=len(train) * len(history) / max(fit_seconds, 1e-9),
+        seconds=seconds[0],
+        samples_per_second=len(train) * len(history) / max(seconds[1], 1e-9),
         n_train=len(train),
         n_test=len(test),
         weights=model.weights_numpy(),
         train_margins=noisy.margins,
         test_margins=test_eval.margins,
+    )
+
+
+def train_model(
+    spec: RunSpec,
+    train: SplitArrays,
+    test: SplitArrays,
+    embeddings: np.ndarray,
+    *,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> TrainResult:
+    """Train eq. (1) as `spec` says on `train`, evaluate on `test` (clean) and on `train`.
+
+    `embeddings` is the (vocabulary, d) GloVe table whose last row is the zero padding
+    vector; inputs are gathered from it per batch, so the float dataset never exists.
+    """
+    began = time.perf_counter()
+    streams, table, model, monitor = setup(spec, train, test, embeddings)
+    history, diverged_epoch, fit_seconds = _fit(
+        model, spec, train, table, streams, monitor, on_epoch
+    )
+    return outcome(
+        spec,
+        model,
+        (train, test, table),
+        streams,
+        history,
+        diverged_epoch,
+        (time.perf_counter() - began, fit_seconds),
     )

@@ -152,6 +152,33 @@ def _remote(fn: Callable):
     return ray.remote(fn)
 
 
+def submit(
+    fn: Callable, *args: object, request: Request, name: str, max_retries: int
+) -> ray.ObjectRef:
+    """Submit `fn(*args)` as one Ray task called `name` (as `ray list tasks` and the
+    dashboard show it). Ray reruns the task when its worker or node dies, up to
+    `max_retries` times; an exception the task raises comes back at once (the caller
+    decides about retrying it)."""
+    ensure_connected()
+    return (
+        _remote(fn)
+        .options(
+            name=name, max_retries=max_retries, retry_exceptions=False, **_ray_options(request)
+        )
+        .remote(*args)
+    )
+
+
+def wait_for(ref: ray.ObjectRef, name: str, cancelled: threading.Event | None = None) -> object:
+    """The result of a submitted task, waited for in the calling thread; setting
+    `cancelled` stops the wait and the task."""
+    while not ray.wait([ref], timeout=0.5)[0]:
+        if cancelled is not None and cancelled.is_set():
+            ray.cancel(ref, force=True)
+            raise Cancelled(f"{name}: stopped")
+    return get(ref)
+
+
 def run_remote(
     fn: Callable,
     *args: object,
@@ -160,26 +187,10 @@ def run_remote(
     max_retries: int,
     cancelled: threading.Event | None = None,
 ) -> object:
-    """Run `fn(*args)` as one Ray task called `name` (as `ray list tasks` and the dashboard
-    show it) and wait for its result in the calling thread.
-
-    Ray reruns the task when its worker or node dies, up to `max_retries` times; an
-    exception the task raises comes back at once (the caller decides about retrying it).
-    Setting `cancelled` stops the wait and the task.
-    """
-    ensure_connected()
-    ref = (
-        _remote(fn)
-        .options(
-            name=name, max_retries=max_retries, retry_exceptions=False, **_ray_options(request)
-        )
-        .remote(*args)
-    )
-    while not ray.wait([ref], timeout=0.5)[0]:
-        if cancelled is not None and cancelled.is_set():
-            ray.cancel(ref, force=True)
-            raise Cancelled(f"{name}: stopped")
-    return get(ref)
+    """Run `fn(*args)` as one Ray task called `name` and wait for its result
+    (:func:`submit`, then :func:`wait_for`)."""
+    ref = submit(fn, *args, request=request, name=name, max_retries=max_retries)
+    return wait_for(ref, name, cancelled)
 
 
 class ProgressRelay:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
@@ -33,14 +34,14 @@ from prefect.states import Completed, State
 
 from rnngen import schemas
 from rnngen.corpus import SplitArrays
-from rnngen.errors import UserError
+from rnngen.errors import ParameterError, UserError
 from rnngen.glove import GLOVE_DIM
 from rnngen.io import atomic_path, read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import save_weights
 from rnngen.profiles import check_device, get_profile
 from rnngen.provenance import hardware, utc_now
-from rnngen.resources import Request, train_cell_bytes
+from rnngen.resources import Request, gigabytes, train_cell_bytes
 from rnngen.specs import RunSpec, expand_grid
 from rnngen.train import EpochLog, spec_splits
 from tasks import ray_pool
@@ -66,6 +67,33 @@ def _splits(spec: RunSpec, table: pa.Table, pad_id: int) -> tuple[SplitArrays, S
     return _SPLITS[key]
 
 
+def _epoch_reporter(spec: RunSpec, send, rows: int):
+    """The function a worker calls after each epoch of `spec`: one line, with an ETA."""
+    spent: list[float] = []
+
+    def report(log: EpochLog) -> None:
+        spent.append(log.seconds + log.eval_seconds)
+        left = sum(spent) / len(spent) * (spec.epochs - log.epoch)
+        send(
+            spec.run_id,
+            "epoch",
+            f"epoch {log.epoch}/{spec.epochs}: loss {log.train_loss:.4f}, train acc "
+            f"{log.train_accuracy_clean:.3f} (noisy {log.train_accuracy_noisy:.3f}), test acc "
+            f"{log.test_accuracy:.3f}, {rows / log.seconds:,.0f} samples/s, ~{left:.0f} s "
+            "left in this cell",
+        )
+
+    return report
+
+
+def _packed_result(result) -> dict[str, Any]:
+    return {
+        "row": result.to_row() | {"hardware": hardware()},
+        "weights": result.weights,
+        "history": [asdict(h) for h in result.history],
+    }
+
+
 def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -> dict[str, Any]:
     """Train one cell inside a Ray worker; returns its row, history and weights (no file
     I/O, so it works the same on a cluster whose nodes do not share the driver's disk).
@@ -74,30 +102,53 @@ def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -
     from rnngen.train import train_model
 
     spec = RunSpec.from_json(payload["spec"])
-    send = payload.get("progress") or (lambda key, kind, text: None)
+    send = payload.get("progress") or _silent
     send(spec.run_id, "start", hardware())
     _maybe_inject_failure(spec, payload.get("inject"))
     train, test = _splits(spec, table, embeddings.shape[0] - 1)
-    spent: list[float] = []
+    report = _epoch_reporter(spec, send, len(train))
+    return _packed_result(train_model(spec, train, test, embeddings, on_epoch=report))
 
-    def progress(log: EpochLog) -> None:
-        spent.append(log.seconds + log.eval_seconds)
-        left = sum(spent) / len(spent) * (spec.epochs - log.epoch)
-        send(
-            spec.run_id,
-            "epoch",
-            f"epoch {log.epoch}/{spec.epochs}: loss {log.train_loss:.4f}, train acc "
-            f"{log.train_accuracy_clean:.3f} (noisy {log.train_accuracy_noisy:.3f}), test acc "
-            f"{log.test_accuracy:.3f}, {len(train) / log.seconds:,.0f} samples/s, ~{left:.0f} s "
-            "left in this cell",
+
+def _silent(key: str, kind: str, text: str) -> None:
+    """Progress nobody listens to (a benchmark, a test)."""
+
+
+def run_pack(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -> dict[str, Any]:
+    """Train a pack of cells as one batched model inside a Ray worker (rnngen.packed);
+    their results by run_id. When the device runs out of memory, the pack is halved and
+    each half trained in turn; a single cell that does not fit is an error naming what it
+    asked for."""
+    specs = [RunSpec.from_json(text) for text in payload["specs"]]
+    send = payload.get("progress") or _silent
+    for spec in specs:
+        send(spec.run_id, "start", f"{hardware()}, in a pack of {len(specs)}")
+        _maybe_inject_failure(spec, payload.get("inject"))
+    train, test = _splits(specs[0], table, embeddings.shape[0] - 1)
+    return _train_halving(specs, train, test, embeddings, send, payload.get("memory", 0))
+
+
+def _train_halving(specs, train, test, embeddings, send, memory: int) -> dict[str, Any]:
+    from rnngen.packed import train_pack
+
+    reports = [_epoch_reporter(spec, send, len(train)) for spec in specs]
+    try:
+        results = train_pack(
+            specs, train, test, embeddings, on_epoch=lambda p, log: reports[p](log)
         )
-
-    result = train_model(spec, train, test, embeddings, on_epoch=progress)
-    return {
-        "row": result.to_row() | {"hardware": hardware()},
-        "weights": result.weights,
-        "history": [asdict(h) for h in result.history],
-    }
+    except torch.OutOfMemoryError as err:
+        if len(specs) == 1:
+            raise UserError(
+                f"{cell_name(specs[0])} does not fit in its device's memory ({err}); one cell "
+                f"was estimated at {gigabytes(memory)}. Use a smaller --batch-size, "
+                "--hidden or --eval-batch-size, or a device with more memory."
+            ) from None
+        torch.cuda.empty_cache()
+        half = len(specs) // 2
+        return _train_halving(specs[:half], train, test, embeddings, send, memory) | (
+            _train_halving(specs[half:], train, test, embeddings, send, memory)
+        )
+    return {spec.run_id: _packed_result(r) for spec, r in zip(specs, results, strict=True)}
 
 
 def _maybe_inject_failure(spec: RunSpec, inject: dict | None) -> None:
@@ -150,8 +201,10 @@ class Placement:
     device: str
     gpu_fraction: float
     split_sizes: tuple[int, int]  # reviews in the corpus' train and test splits
+    pack_size: int = 1  # cells trained together as one batched model (resolved, >= 1)
 
-    def request(self, spec: RunSpec) -> Request:
+    def request(self, spec: RunSpec, members: int = 1) -> Request:
+        """A cell's request (a share of a GPU on cuda), or a pack's (one whole GPU)."""
         n_train = spec.n_train or self.split_sizes[0]
         n_test = spec.n_test or self.split_sizes[1]
         memory = train_cell_bytes(
@@ -162,8 +215,26 @@ class Placement:
             hidden=spec.hidden,
             batch_size=spec.batch_size,
             eval_batch_size=spec.eval_batch_size,
+            members=members,
         )
-        return Request(1, self.gpu_fraction if self.device.startswith("cuda") else 0, memory)
+        gpus = (
+            0.0
+            if not self.device.startswith("cuda")
+            else (self.gpu_fraction if members == 1 else 1.0)
+        )
+        return Request(1, gpus, memory)
+
+    def packs(self, specs: list[RunSpec]) -> list[list[RunSpec]]:
+        """The cells grouped into packs: same pack_id (all but σ and seed), at most
+        pack_size each, in grid order."""
+        groups: dict[str, list[RunSpec]] = {}
+        for spec in specs:
+            groups.setdefault(spec.pack_id, []).append(spec)
+        return [
+            group[i : i + self.pack_size]
+            for group in groups.values()
+            for i in range(0, len(group), self.pack_size)
+        ]
 
     def describe(self) -> str:
         why = {
@@ -171,7 +242,12 @@ class Placement:
             if self.device != "cpu"
             else "the Ray cluster has no GPU, so cells run on CPUs"
         }.get(self.requested, "as asked")
-        return f"device {self.requested} -> {self.device} ({why})"
+        packs = (
+            f"; cells trained in packs of up to {self.pack_size} (one batched model, one GPU each)"
+            if self.pack_size > 1
+            else ""
+        )
+        return f"device {self.requested} -> {self.device} ({why}){packs}"
 
 
 def split_sizes(out: str) -> tuple[int, int]:
@@ -182,27 +258,42 @@ def split_sizes(out: str) -> tuple[int, int]:
     return int(np.sum(values == "train")), int(np.sum(values == "test"))
 
 
-def place(out: str, specs: list[RunSpec], requested: str, gpu_fraction: float) -> Placement:
-    """Resolve the device against the cluster and refuse a grid that no node can run: the
-    cell with the largest request is checked (CPU, GPU share, memory)."""
-    placement = Placement(
-        requested, ray_pool.resolve_device(check_device(requested)), gpu_fraction, split_sizes(out)
-    )
+def place(
+    out: str, specs: list[RunSpec], requested: str, gpu_fraction: float, pack_size: int = 0
+) -> Placement:
+    """Resolve the device (and the pack size: 0 = every σ × seed of one L on GPUs, single
+    cells on CPUs) against the cluster, and refuse a grid that no node can run: the cell
+    with the largest request is checked (CPU, GPU share, memory)."""
+    device = ray_pool.resolve_device(check_device(requested))
+    if pack_size < 0:
+        raise ParameterError(
+            f"--pack-size must be 0 (automatic) or a positive number of cells, got {pack_size}."
+        )
+    size = pack_size or (len(specs) if device.startswith("cuda") else 1)
+    placement = Placement(requested, device, gpu_fraction, split_sizes(out), max(size, 1))
     if specs:
-        worst = max(specs, key=lambda s: placement.request(s).memory)
+        worst = max(
+            placement.packs(specs), key=lambda p: placement.request(p[0], members=len(p)).memory
+        )
+        unit = "training cell" if len(worst) == 1 else f"pack of {len(worst)} training cells"
         ray_pool.check_request(
-            placement.request(worst),
-            "training cell",
-            f"L={worst.L}, {worst.n_train or placement.split_sizes[0]} training reviews, "
-            f"batch {worst.batch_size}, hidden {worst.hidden}, on {placement.device}",
-            "Use a smaller --L, --n-train, --batch-size or --hidden, another --device, or a "
-            "cluster with a larger node.",
+            placement.request(worst[0], members=len(worst)),
+            unit,
+            f"L={worst[0].L}, {worst[0].n_train or placement.split_sizes[0]} training reviews, "
+            f"batch {worst[0].batch_size}, hidden {worst[0].hidden}, on {placement.device}",
+            "Use a smaller --L, --n-train, --batch-size, --hidden or --pack-size, another "
+            "--device, or a cluster with a larger node.",
         )
     return placement
 
 
 def preflight(
-    out: str, specs: list[RunSpec], device: str | None, profile: str, ray_address: str | None = None
+    out: str,
+    specs: list[RunSpec],
+    device: str | None,
+    profile: str,
+    ray_address: str | None = None,
+    pack_size: int | None = None,
 ) -> Placement | None:
     """Check, before anything else starts, that the cluster can run the grid's unfinished
     cells on `device` (default: the profile's); None when every cell is finished."""
@@ -211,7 +302,8 @@ def preflight(
         return None
     prof = get_profile(profile)
     ray_pool.connect(ray_address)
-    return place(out, todo, device or prof.device, prof.gpu_fraction)
+    size = prof.pack_size if pack_size is None else pack_size
+    return place(out, todo, device or prof.device, prof.gpu_fraction, size)
 
 
 def on_device(spec: RunSpec, device: str) -> RunSpec:
@@ -386,6 +478,48 @@ class TrainingRun:
         self.finished = 0
         self.progress = Progress("train", total, total - len(todo))
         self._lock = threading.Lock()
+        self.pack_of = {s.run_id: pack for pack in placement.packs(todo) for s in pack}
+        self._submitted: dict[str, object] = {}  # pack -> its Ray task's result reference
+
+    def cell(self, spec: RunSpec, attempt: int) -> dict[str, Any]:
+        """A cell's result: from its pack (the first cell of a pack to ask submits it; the
+        others wait on the same Ray task), or alone (no pack, or a retry: a cell whose pack
+        failed is tried again by itself)."""
+        pack = self.pack_of[spec.run_id]
+        if len(pack) == 1 or attempt > 1:
+            payload = {
+                "spec": spec.to_json(),
+                "inject": _injection(),
+                "progress": self.relay.sender(),
+            }
+            return ray_pool.run_remote(
+                run_cell,
+                payload,
+                *self.refs,
+                request=self.placement.request(spec),
+                name=cell_name(spec),
+                max_retries=self.max_retries,
+                cancelled=self.cancelled,
+            )
+        name = f"train pack L={spec.L} ({len(pack)} cells)"
+        with self._lock:
+            if pack[0].run_id not in self._submitted:
+                payload = {
+                    "specs": [s.to_json() for s in pack],
+                    "inject": _injection(),
+                    "progress": self.relay.sender(),
+                    "memory": self.placement.request(spec).memory,
+                }
+                self._submitted[pack[0].run_id] = ray_pool.submit(
+                    run_pack,
+                    payload,
+                    *self.refs,
+                    name=name,
+                    max_retries=self.max_retries,
+                    request=self.placement.request(spec, members=len(pack)),
+                )
+            ref = self._submitted[pack[0].run_id]
+        return ray_pool.wait_for(ref, name, self.cancelled)[spec.run_id]
 
     def eta(self) -> str:
         """'[3/75] (1200 s elapsed, ~3400 s to go)' from the cells finished so far."""
@@ -409,6 +543,7 @@ def prepare_training(
     gpu_fraction: float = 0.25,
     profile: str | None = None,
     max_retries: int = 2,
+    pack_size: int = 0,
 ) -> TrainingRun | None:
     """The unfinished cells placed on the cluster (device resolved, requests checked),
     or None when every cell is finished."""
@@ -416,7 +551,7 @@ def prepare_training(
     if not todo:
         print(f"train: all {len(specs)} cells already finished")
         return None
-    placement = place(out, todo, device, gpu_fraction)
+    placement = place(out, todo, device, gpu_fraction, pack_size)
     print(
         f"train: {len(todo)} of {len(specs)} cells to train; {placement.describe()}; each "
         f"cell asks Ray for {placement.request(todo[-1]).describe()}"
@@ -449,17 +584,8 @@ def train_cell(spec: RunSpec, run: TrainingRun) -> str:
             logger.info(text)
 
     run.relay.listen(spec.run_id, relayed)
-    payload = {"spec": spec.to_json(), "inject": _injection(), "progress": run.relay.sender()}
     try:
-        result = ray_pool.run_remote(
-            run_cell,
-            payload,
-            *run.refs,
-            request=run.placement.request(spec),
-            name=cell_name(spec),
-            max_retries=run.max_retries,
-            cancelled=run.cancelled,
-        )
+        result = run.cell(spec, task_run.run_count)
     except (ray_pool.Cancelled, UserError):
         raise
     except Exception as err:

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -114,3 +115,32 @@ def test_a_grid_no_node_can_run_is_refused_in_seconds(
     assert time.perf_counter() - started < 30
     assert not Layout.at(corpus_out).runs.exists()
     assert not Layout.at(corpus_out).models.exists()
+
+
+def test_packs_train_like_single_cells_skip_finished_members_and_keep_the_rest(
+    prefect_harness, ray_local, corpus_out, tmp_path, monkeypatch
+):
+    from rnngen.model import load_weights
+
+    grid = {"lengths": [10], "sigmas": [0.0, 0.3], "overrides": TINY}
+    alone = tmp_path / "alone"
+    (alone / "interim").mkdir(parents=True)
+    for item in (corpus_out / "interim").iterdir():
+        (alone / "interim" / item.name).symlink_to(item.resolve())
+    train(out=str(alone), seeds=[0, 1], pack_size=1, **grid)
+    out = str(corpus_out)
+    first = train(out=out, seeds=[0], pack_size=4, **grid)  # one pack of 2
+    assert first["done"] == 2
+    specs = build_grid(out, seeds=[0, 1], lengths=[10], sigmas=[0.0, 0.3], overrides=TINY)
+    bad = specs[3].run_id  # σ = 0.3, seed 1: its pack fails, then it fails alone
+    monkeypatch.setenv("RNNGEN_FAIL_RUN_IDS", bad)
+    with pytest.raises(UserError, match="1 of 4 training cells failed"):
+        train(out=out, seeds=[0, 1], pack_size=4, max_retries=1, **grid)  # a pack of 2 new
+    rows = {r["run_id"]: r for r in pq.read_table(Layout.at(out).runs).to_pylist()}
+    assert rows[bad]["status"] == "failed" and "injected failure" in rows[bad]["error"]
+    for spec in specs[:3]:  # packed (or retried alone) equals trained alone
+        assert rows[spec.run_id]["status"] == "done"
+        mine, _ = load_weights(Layout.at(out).models / f"{spec.run_id}.npz")
+        theirs, _ = load_weights(Layout.at(alone).models / f"{spec.run_id}.npz")
+        for name in ("U", "W", "V"):
+            np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-4, atol=1e-6)
