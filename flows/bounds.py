@@ -26,8 +26,10 @@ def bounds(
     delta: float = 0.05,
     alphas: list[float] | None = None,
     ray_address: str | None = None,
+    device: str = "auto",
 ) -> dict[str, int]:
-    """Compute the bound rows of every finished model that has none yet."""
+    """Compute the bound rows of every finished model that has none yet; the statistics
+    run in float64 torch on `device` ('auto', 'cpu', 'cuda') or in 'numpy'."""
     with output_lock(out):
         if not 0 < delta < 1:
             raise ParameterError(f"--delta must be in (0, 1), got {delta}.")
@@ -35,7 +37,7 @@ def bounds(
             raise ParameterError(f"--alpha values must be positive margins, got {alphas}.")
         publish_provenance("bounds", out)
         ray_pool.connect(ray_address)
-        specs, run = prepare_bounds(out, delta=delta, alphas=alphas)
+        specs, run = prepare_bounds(out, delta=delta, alphas=alphas, device=device)
         counts = bounds_grid(specs, run)
         publish_best(out)
         print(

@@ -370,6 +370,13 @@ def bounds(
             "α = 2^j, j = -10..10."
         ),
     ] = None,
+    device: Annotated[
+        Device,
+        typer.Option(
+            help="Where each model's statistics run (float64 torch): auto (the cluster's GPUs when "
+            "it has any, else CPUs), cpu or cuda."
+        ),
+    ] = Device.auto,
     ray_address: RayAddress = None,
 ) -> None:
     """Every term of Theorems 2 and 3 for every trained model -> results/bounds.parquet."""
@@ -381,7 +388,14 @@ def bounds(
     _prefect_defaults()
     from flows.bounds import bounds as bounds_flow
 
-    _run(bounds_flow, out=str(out), delta=delta, alphas=alpha, ray_address=ray_address)
+    _run(
+        bounds_flow,
+        out=str(out),
+        delta=delta,
+        alphas=alpha,
+        ray_address=ray_address,
+        device=device.value,
+    )
     typer.echo(f"wrote {out / 'results' / 'bounds.parquet'}")
 
 

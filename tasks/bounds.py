@@ -28,6 +28,7 @@ from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.model import load_weights
 from rnngen.model_stats import model_stats
+from rnngen.profiles import check_device
 from rnngen.resources import Request, bound_stats_bytes
 from rnngen.specs import RunSpec
 from rnngen.train import spec_splits
@@ -74,7 +75,9 @@ def model_rows(
     if payload["lambda_min"] is None:
         return [base | {"status": "skipped", "reason": payload["reason"]}]
     train, _ = spec_splits(table, embeddings.shape[0] - 1, spec)
-    clean, noisy = model_stats(payload["weights"], spec, train, embeddings)
+    clean, noisy = model_stats(
+        payload["weights"], spec, train, embeddings, device=payload["device"]
+    )
     grid = payload["alphas"]
     delta = B.union_bound_delta(payload["delta"], len(grid))
     rows = []
@@ -165,11 +168,12 @@ def read_bounds(out: str) -> list[dict[str, Any]]:
     return read_parquet(path, required=schemas.BOUNDS).to_pylist() if path.is_file() else []
 
 
-def model_request(spec: RunSpec, n_train: int) -> Request:
-    """What one model's bound statistics ask of Ray: a CPU and their memory."""
+def model_request(spec: RunSpec, n_train: int, gpus: float = 0.0) -> Request:
+    """What one model's bound statistics ask of Ray: a CPU (and a share of a GPU when they
+    run on one) and their memory."""
     return Request(
         1,
-        0,
+        gpus,
         bound_stats_bytes(
             n_train=min(spec.n_train or n_train, n_train),
             L=spec.L,
@@ -193,9 +197,10 @@ class BoundsRun:
         delta: float,
         n_train: int,
         max_retries: int,
+        gpus: float = 0.0,
     ) -> None:
         corpus = load_corpus(out)
-        self.out, self.payloads, self.delta = out, payloads, delta
+        self.out, self.payloads, self.delta, self.gpus = out, payloads, delta, gpus
         self.n_train, self.max_retries = n_train, max_retries
         self.refs = ray_pool.share(corpus.table, corpus.embeddings)
         self.rows: dict[str, list[dict]] = {}
@@ -232,9 +237,18 @@ def model_name(spec: RunSpec) -> str:
 
 @task(name="prepare-bounds", cache_policy=NO_CACHE)
 def prepare_bounds(
-    out: str, delta: float = 0.05, alphas: list[float] | None = None, max_retries: int = 1
+    out: str,
+    delta: float = 0.05,
+    alphas: list[float] | None = None,
+    max_retries: int = 1,
+    device: str = "auto",
+    gpu_fraction: float = 0.25,
 ) -> tuple[list[RunSpec], BoundsRun | None]:
-    """The finished models, and what the ones without bound rows need (None if none)."""
+    """The finished models, and what the ones without bound rows need (None if none).
+
+    The statistics run in float64 torch on `device` ('auto': the cluster's GPUs when it has
+    any, each model asking for `gpu_fraction` of one; else CPUs), or in numpy ('numpy',
+    the reference they are tested against)."""
     done_runs = [r for r in read_runs(out) if r["status"] == "done"]
     specs = [RunSpec.from_json(r["spec_json"]) for r in done_runs]
     kept = [r for r in read_bounds(out) if r["status"] == "ok"]
@@ -243,19 +257,23 @@ def prepare_bounds(
     if not todo:
         return specs, None
     spectra = spectrum_rows(out)
-    payloads = {r["run_id"]: _payload(out, r, spectra, delta, alphas) for r in todo}
+    where = "numpy" if device == "numpy" else ray_pool.resolve_device(check_device(device))
+    gpus = gpu_fraction if where.startswith("cuda") else 0.0
+    payloads = {
+        r["run_id"]: _payload(out, r, spectra, delta, alphas) | {"device": where} for r in todo
+    }
     n_train = split_sizes(out)[0]
     worst = max(
         (p["spec"] for p in payloads.values()), key=lambda s: model_request(s, n_train).memory
     )
     ray_pool.check_request(
-        model_request(worst, n_train),
+        model_request(worst, n_train, gpus),
         "model's bound statistics",
         f"L={worst.L}, {worst.n_train or n_train} training reviews",
         "Use a node with more memory.",
     )
-    print(f"bounds: {len(todo)} of {len(done_runs)} models to compute")
-    return specs, BoundsRun(out, payloads, kept, delta, n_train, max_retries)
+    print(f"bounds: {len(todo)} of {len(done_runs)} models to compute, statistics on {where}")
+    return specs, BoundsRun(out, payloads, kept, delta, n_train, max_retries, gpus)
 
 
 @task(
@@ -273,7 +291,7 @@ def model_bounds(spec: RunSpec, run: BoundsRun) -> str:
             model_rows,
             payload,
             *run.refs,
-            request=model_request(spec, run.n_train),
+            request=model_request(spec, run.n_train, run.gpus),
             name=model_name(spec),
             max_retries=run.max_retries,
             cancelled=run.cancelled,

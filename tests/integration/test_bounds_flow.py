@@ -102,3 +102,22 @@ def test_foreign_model_file_is_reported_and_others_proceed(trained):
     bad = [r for r in rows if r["run_id"] == victim["run_id"]]
     assert "not a readable weight file" in bad[0]["reason"] and str(model) in bad[0]["reason"]
     assert not any(isinstance(v, float) and math.isnan(v) for r in bad for v in r.values())
+
+
+def test_torch_statistics_give_the_numpy_rows(trained):
+    """The bounds' default path (float64 torch on the model's device, here the CPU) against
+    the numpy reference, on real models and data: every term to 1e-10 relative."""
+    out = trained
+    bounds(out=out)
+    torch_rows = pq.read_table(Layout.at(out).bounds).to_pylist()
+    Layout.at(out).bounds.unlink()
+    bounds(out=out, device="numpy")
+    numpy_rows = pq.read_table(Layout.at(out).bounds).to_pylist()
+    assert len(torch_rows) == len(numpy_rows) > 2
+    for t, n in zip(torch_rows, numpy_rows, strict=True):
+        assert (t["run_id"], t["alpha"], t["status"]) == (n["run_id"], n["alpha"], n["status"])
+        for name in B.TERM_COLUMNS:
+            if isinstance(n[name], float) and math.isfinite(n[name]):
+                assert t[name] == pytest.approx(n[name], rel=1e-10, abs=1e-300), name
+            else:
+                assert t[name] == n[name] or (t[name] != t[name] and n[name] != n[name]), name
