@@ -1,11 +1,13 @@
 """One shard of the training reviews as a block of the data matrix X: what a spectrum
-worker computes (pure: numpy and pyarrow; where it runs is tasks/ray_shards.py's business).
+worker computes (pure: numpy and pyarrow, torch for a Gram on a device; where it runs is
+tasks/ray_shards.py's business).
 
 A shard holds its reviews as GloVe token ids and the embedding table, and builds the dense
 rows of X (x ∈ R^{L·d}, pre-padded) only when asked, block by block:
 
 - :meth:`ShardData.accumulate`: its partial float64 Gram Σ x xᵀ (upper triangle) and the
-  data statistics the bounds need (‖X‖_F, ‖Xᵀ‖₁, B);
+  data statistics the bounds need (‖X‖_F, ‖Xᵀ‖₁, B), in numpy or, given a torch device,
+  in rnngen/gram_torch.py on that device;
 - :meth:`ShardData.matmat`: Xᵀ (X V), the shard's share of the matrix-free Σ V.
 
 Pre-padding leaves a review of k tokens zero before column (L − k)·d. Sorting the reviews
@@ -16,7 +18,7 @@ on IMDB the blocks hold ~0.65 of the full matrix).
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +26,9 @@ import pyarrow as pa
 from rnngen.blas import gemm_update
 from rnngen.corpus import pad_ids
 from rnngen.moments import DataStats, MomentAccumulator
+
+if TYPE_CHECKING:
+    from rnngen.gram_torch import TorchMomentAccumulator
 
 # Reviews per row block: smaller blocks follow the lengths more closely (less padding in
 # the Gram's GEMMs), while 256-deep GEMMs still run at full speed (bench/bench_spectrum.py).
@@ -36,12 +41,20 @@ CACHE_BYTES = 1 << 20
 class ShardData:
     """A slice of the training reviews (token ids) and the means to embed it."""
 
-    def __init__(self, tokens: pa.Array, table: np.ndarray, block_rows: int = BLOCK_ROWS) -> None:
+    def __init__(
+        self,
+        tokens: pa.Array,
+        table: np.ndarray,
+        block_rows: int = BLOCK_ROWS,
+        device: str | None = None,
+    ) -> None:
         """`tokens`: one list of GloVe ids per review; `table`: the (vocabulary + 1, d)
-        float32 embedding table whose last row is the zero padding vector."""
+        float32 embedding table whose last row is the zero padding vector; `device`: None
+        for the numpy Gram, or the torch device (e.g. "cuda:0") to accumulate it on."""
         self.tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
         self.table = table
         self.block_rows = block_rows
+        self.device = device
         self._L: int | None = None
         self._tails: list[tuple[np.ndarray, int]] | None = None
 
@@ -77,10 +90,11 @@ class ShardData:
         # that raised has freed _tails but kept the old _L, and this returns None.
         return cast(list[tuple[np.ndarray, int]], self._tails)
 
-    def accumulate(self, L: int) -> MomentAccumulator:
-        """The shard's partial float64 Gram (upper triangle) and statistics at length L."""
+    def accumulate(self, L: int) -> MomentAccumulator | TorchMomentAccumulator:
+        """The shard's partial float64 Gram (upper triangle) and statistics at length L,
+        on the shard's device (a TorchMomentAccumulator) if it has one."""
         dim = self.dim(L)
-        acc = MomentAccumulator(dim, block_rows=self.block_rows)
+        acc = self._accumulator(dim)
         for tail, start in self.tails(L):
             if start < dim:
                 acc.add_trailing(tail, start)
@@ -88,8 +102,17 @@ class ShardData:
                 acc.add_stats(DataStats(len(tail), dim, 0.0, np.zeros(dim), 0.0))
         return acc
 
+    def _accumulator(self, dim: int) -> MomentAccumulator | TorchMomentAccumulator:
+        if self.device is None:
+            return MomentAccumulator(dim, block_rows=self.block_rows)
+        # imported here, so that shards without a device never load torch
+        from rnngen.gram_torch import TorchMomentAccumulator
+
+        return TorchMomentAccumulator(dim, self.device, block_rows=self.block_rows)
+
     def matmat(self, L: int, V: np.ndarray) -> np.ndarray:
-        """Xᵀ (X V) over this shard in float64, block by block; V is (D,) or (D, k)."""
+        """Xᵀ (X V) over this shard in float64, block by block; V is (D,) or (D, k). Always
+        numpy on the host, whatever the device: it certifies the device's results."""
         V2 = V.reshape(V.shape[0], -1)
         out = np.zeros(V2.shape, order="F")
         for tail, start in self.tails(L):
