@@ -85,8 +85,10 @@ def bound_stats_bytes(*, n_train: int, L: int, d: int, hidden: int, eval_batch_s
     return WORKER_BASE_BYTES + ids + batch + states + L * d * _F64 + n_train * _F64 * 2
 
 
-def spectrum_shard_bytes(*, n_shard: int, L: int, d: int) -> int:
-    """Peak memory of one spectrum shard (tasks/ray_pool.CorpusShard): its partial Gram, a
-    (L·d)² float64 matrix, and its reviews embedded as float32 (at most n_shard × L·d)."""
+def spectrum_shard_bytes(*, n_shard: int, L: int, d: int, on_gpu: bool = False) -> int:
+    """Peak host memory of one spectrum shard (tasks/ray_shards.CorpusShard): its reviews
+    embedded as float32 (at most n_shard × L·d) and, unless the shard keeps it on a GPU,
+    its partial Gram, a (L·d)² float64 matrix."""
     dim = L * d
-    return WORKER_BASE_BYTES + dim * dim * _F64 + n_shard * dim * _F32
+    gram = 0 if on_gpu else dim * dim * _F64
+    return WORKER_BASE_BYTES + gram + n_shard * dim * _F32

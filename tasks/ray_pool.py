@@ -84,6 +84,11 @@ def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
+def cluster_gpus() -> int:
+    ensure_connected()
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
 def _nodes() -> list[dict[str, float]]:
     """Total resources of each live node (what a single task can at most be given)."""
     ensure_connected()

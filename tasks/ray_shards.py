@@ -14,6 +14,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -25,16 +26,27 @@ from rnngen.shard import BLOCK_ROWS, ShardData
 from rnngen.spectrum import Factorization, SpectrumResult, certified_spectrum, factorize
 from tasks.ray_pool import ensure_connected, get
 
+if TYPE_CHECKING:
+    from rnngen.gram_torch import TorchMomentAccumulator
+
 
 @ray.remote(num_cpus=1)
 class CorpusShard:
     """One shard (rnngen.shard.ShardData) in a Ray actor, with its partial Gram and, in
     the first shard after the reduction, Σ's Cholesky factor."""
 
-    def __init__(self, tokens: pa.Array, table: np.ndarray, block_rows: int = BLOCK_ROWS) -> None:
-        # `table` is read-only, shared with the node's other shards (object store)
-        self._data = ShardData(tokens, table, block_rows)
-        self._acc: MomentAccumulator | None = None
+    def __init__(
+        self,
+        tokens: pa.Array,
+        table: np.ndarray,
+        block_rows: int = BLOCK_ROWS,
+        device: str | None = None,
+    ) -> None:
+        # `table` is read-only, shared with the node's other shards (object store). With a
+        # device ('cuda': the GPU Ray gave this actor), the Gram, the factor and the solves
+        # live there; the certificate's products stay on the host's raw data.
+        self._data = ShardData(tokens, table, block_rows, device=device)
+        self._acc: MomentAccumulator | TorchMomentAccumulator | None = None  # per device
         self._factor: Factorization | None = None
         self._threads = 1
 
@@ -58,6 +70,15 @@ class CorpusShard:
 
     def release_gram(self) -> None:
         self._acc = None
+        self._free_device()
+
+    def _free_device(self) -> None:
+        """Give freed GPU memory back to the device (other actors may share it)."""
+        if self._data.device is not None:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -73,7 +94,12 @@ class CorpusShard:
         self._threads = threads
         with threadpool_limits(limits=threads, user_api="blas"):
             sigma = acc.second_moment(symmetrize=False)  # the factor keeps its buffer alive
-            self._factor = factorize(sigma, acc.n)
+            if self._data.device is not None:  # torch imported only by device shards
+                from rnngen.gram_torch import factorize_torch
+
+                self._factor = factorize_torch(sigma, acc.n)
+            else:
+                self._factor = factorize(sigma, acc.n)
         return self._factor.trace, self._factor.seconds
 
     def solve(self, V: np.ndarray) -> np.ndarray:
@@ -89,6 +115,7 @@ class CorpusShard:
     def release(self) -> None:
         self._data.release()
         self._acc, self._factor = None, None
+        self._free_device()
 
 
 @dataclass
@@ -110,18 +137,24 @@ class ShardPool:
         workers: int,
         block_rows: int = BLOCK_ROWS,
         memory: int | None = None,
+        gpus: float = 0.0,
     ) -> ShardPool:
         """Shard the reviews' token ids over `workers` actors, each reserving `memory`
-        bytes of its node when given. `table` is the (vocabulary + 1, d) embedding table;
-        it goes to the object store once, so the shards of a node share one copy and
-        workers need no GloVe files of their own."""
+        bytes of its node when given, and `gpus` of a GPU (its Gram, factor and solves then
+        run there). `table` is the (vocabulary + 1, d) embedding table; it goes to the
+        object store once, so the shards of a node share one copy and workers need no
+        GloVe files of their own."""
         ensure_connected()
         tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
         bounds = np.linspace(0, len(tokens), workers + 1).astype(int)
         table_ref = ray.put(np.ascontiguousarray(table, dtype=np.float32))
-        shard = CorpusShard.options(memory=memory) if memory else CorpusShard
+        options: dict = {"memory": memory} if memory else {}
+        if gpus:
+            options["num_gpus"] = gpus
+        shard = CorpusShard.options(**options) if options else CorpusShard
+        device = "cuda" if gpus else None  # Ray makes the actor's GPU its cuda:0
         actors = [
-            shard.remote(tokens.slice(a, b - a), table_ref, block_rows)
+            shard.remote(tokens.slice(a, b - a), table_ref, block_rows, device)
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         return cls(actors, len(tokens))

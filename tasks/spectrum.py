@@ -16,6 +16,7 @@ from rnngen import schemas
 from rnngen.corpus import check_length, embed_batch, select_split
 from rnngen.errors import UserError
 from rnngen.glove import GLOVE_DIM
+from rnngen.gram_torch import DeviceSolverError
 from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.resources import Request, gigabytes, spectrum_shard_bytes
@@ -68,8 +69,11 @@ def spectrum_for_length(
     check_dense: bool = False,
     tol: float = 1e-8,
     max_blocks: int | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Compute, certify and record the spectrum of Σ at one L; skip if already recorded."""
+    """Compute, certify and record the spectrum of Σ at one L; skip if already recorded.
+    `device` 'auto' keeps Σ, its factor and the solves on the cluster's GPUs when it has
+    any (one shard per GPU), else on CPUs."""
     L = check_length(L, "--L")
     corpus = load_corpus(out)
     tokens = train_tokens(corpus, n_train)
@@ -82,16 +86,25 @@ def spectrum_for_length(
     ):
         return Completed(name="Skipped", message=f"L={L}: certified row on disk", data=row)
     check_rank(n, dim)
-    workers, request = shard_plan(L, n, workers)
+    device = ray_pool.resolve_device(device)
+    workers, request = shard_plan(L, n, workers, device)
     logger = run_logger()
     logger.info(f"L={L}: Σ of {n} reviews in dimension {dim}, over {workers} shards")
     t0 = time.perf_counter()
-    pool = ShardPool.create(tokens, corpus.embeddings, workers, memory=request.memory)
+    pool = ShardPool.create(
+        tokens, corpus.embeddings, workers, memory=request.memory, gpus=request.gpus
+    )
     try:
         stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
         logger.info(f"L={L}: Gram accumulated and reduced in {t_gram:.1f} s; factorizing Σ")
         result = pool.spectrum(L, tol=tol, max_blocks=max_blocks, progress=logger.info)
+    except DeviceSolverError as err:  # recorded as uncertified, with the device's reason
+        record(
+            out,
+            _failure_row(L, corpus.data_key, n, stats, workers, time.perf_counter() - t0, str(err)),
+        )
+        raise UncertifiedSpectrum(f"L={L}: λ_min could not be computed on the GPU: {err}") from err
     finally:
         pool.close()
     seconds = time.perf_counter() - t0
@@ -122,26 +135,33 @@ def check_spectrum(out: str, lengths: list[int], n_train: int | None = None) -> 
     reaches them); lengths already on disk need nothing and are not checked."""
     corpus = load_corpus(out)
     n = len(train_tokens(corpus, n_train))
+    device = None
     for L in lengths:
         if _recorded(out, L, corpus.data_key, n) is None:
-            shard_plan(L, n)
+            device = device or ray_pool.resolve_device("auto")
+            shard_plan(L, n, device=device)
 
 
-def _shard_request(L: int, n: int, workers: int) -> Request:
-    return Request(1, 0, spectrum_shard_bytes(n_shard=-(-n // workers), L=L, d=GLOVE_DIM))
+def _shard_request(L: int, n: int, workers: int, gpus: float = 0.0) -> Request:
+    host = spectrum_shard_bytes(n_shard=-(-n // workers), L=L, d=GLOVE_DIM, on_gpu=gpus > 0)
+    return Request(1, gpus, host)
 
 
-def shard_plan(L: int, n: int, workers: int | None = None) -> tuple[int, Request]:
+def shard_plan(
+    L: int, n: int, workers: int | None = None, device: str = "cpu"
+) -> tuple[int, Request]:
     """How many shards the spectrum at L uses, and what each asks of Ray.
 
-    By default one shard per CPU of the cluster, but no more than the nodes can hold in
+    On CPUs: one shard per CPU of the cluster, but no more than the nodes can hold in
     memory at once (every shard keeps a (L·d)² Gram): Ray would otherwise wait forever for
-    the shards it cannot place, since the reduction needs all of them. A request that no
-    node can meet even with one shard is refused at once.
+    the shards it cannot place, since the reduction needs all of them. On GPUs (`device`
+    'cuda'): one shard per GPU, each keeping its Gram, and the first one Σ's factor, on
+    its GPU. A request that no node can meet even with one shard is refused at once.
     """
-    wanted = workers or ray_pool.cluster_cpus()
+    on_gpu = device.startswith("cuda")
+    wanted = workers or (ray_pool.cluster_gpus() if on_gpu else ray_pool.cluster_cpus())
     for count in range(wanted, 0, -1):
-        request = _shard_request(L, n, count)
+        request = _shard_request(L, n, count, 1.0 if on_gpu else 0.0)
         if ray_pool.units_that_fit(request) >= count:
             break
     ray_pool.check_request(
@@ -156,6 +176,28 @@ def shard_plan(L: int, n: int, workers: int | None = None) -> tuple[int, Request
             f"{gigabytes(request.memory)} fits in the cluster's memory at once"
         )
     return count, request
+
+
+def _failure_row(
+    L: int, key: str, n: int, stats, workers: int, seconds: float, reason: str
+) -> dict[str, Any]:
+    """An uncertified row for a spectrum whose factorization or solves failed on the
+    device: no λ_min, the reason, and what was measured before it."""
+    return {
+        "L": L,
+        "n": n,
+        "dim": L * GLOVE_DIM,
+        "lambda_min": None,
+        "status": "uncertified",
+        "message": reason,
+        "method": METHOD + " (on the GPU)",
+        "workers": workers,
+        "seconds": seconds,
+        "data_key": key,
+        "frob_X": stats.frobenius,
+        "norm1_XT": stats.norm1_T,
+        "B": stats.B,
+    }
 
 
 def _row(L, key, result, stats, seconds, t_gram, workers) -> dict[str, Any]:
