@@ -7,6 +7,9 @@
    relaying its epochs. Prints the wall times, (b)/(a), and the per-cell orchestration
    overhead of (b) and (c): wall × workers minus the cells' own training time, per cell.
    (c) minus (b) is what a Prefect task run per cell costs.
+3. Packing on the CPU: five cells of one L (σ × seed) trained as one batched model
+   (rnngen.packed) against the same five one after another, on one torch thread each way
+   (a Ray worker's), in the same run: whether packing pays on CPUs.
 2. Training throughput (samples/s) of our trainer against a plain
    `torch.nn.RNN(nonlinearity="relu", bias=False)` loop with identical shapes, data,
    optimizer and clipping, same process, same threads.
@@ -153,6 +156,47 @@ def main() -> None:
         f"  ours {ours:8.0f} samples/s | plain nn.RNN loop {plain:8.0f} samples/s | "
         f"ours/plain {ours / plain:.2f} (target >= 1, i.e. not slower)"
     )
+    alone, packed = packing_on_cpu(corpus, args.throughput_L, args.throughput_hidden)
+    print(
+        f"packing on the CPU (5 cells, L={args.throughput_L}, hidden {args.throughput_hidden}, "
+        f"2000 reviews, 1 epoch, one thread): one after another {alone:.1f} s, as one pack "
+        f"{packed:.1f} s, speed-up {alone / packed:.2f}x"
+    )
+
+
+def packing_on_cpu(corpus, L: int, hidden: int) -> tuple[float, float]:
+    """(seconds for 5 cells one after another, seconds for the same 5 as one pack)."""
+    from rnngen.packed import train_pack
+
+    specs = [
+        RunSpec(
+            L=L,
+            sigma=s,
+            seed=seed,
+            data_key=corpus.data_key,
+            hidden=hidden,
+            epochs=1,
+            n_train=2000,
+            n_test=200,
+        )
+        for s, seed in ((0.0, 0), (0.1, 0), (0.2, 1), (0.3, 1), (0.4, 2))
+    ]
+    train = split_arrays(corpus.table, "train", L, corpus.pad_id, limit=2000)
+    test = split_arrays(corpus.table, "test", L, corpus.pad_id, limit=200)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_model(specs[0], train, test, corpus.embeddings)  # warm-up
+        t0 = time.perf_counter()
+        for spec in specs:
+            train_model(spec, train, test, corpus.embeddings)
+        alone = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        train_pack(specs, train, test, corpus.embeddings)
+        packed = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    return alone, packed
 
 
 if __name__ == "__main__":
