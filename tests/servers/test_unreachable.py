@@ -55,7 +55,8 @@ def test_unreachable_prefect_api(servers_env, tmp_path):
     with refused_port() as port:
         url = f"http://127.0.0.1:{port}/api"
         done = run(
-            [BIN / "rnngen", "figures", "--out", tmp_path],
+            # embed reaches Prefect at once (figures would first find its inputs missing)
+            [BIN / "rnngen", "embed", "--out", tmp_path, "--L", "10"],
             {**servers_env, "PREFECT_API_URL": url},
             timeout=120,
         )
