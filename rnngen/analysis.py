@@ -278,6 +278,24 @@ def u_verdict(
     )
 
 
+def rise_onset(
+    cells_of_L: list[Cell], significance: float = SIGNIFICANCE
+) -> tuple[float, float] | None:
+    """Where the quantity starts to rise past its minimum: the smallest σ above σ* whose
+    value is larger than at σ* by a one-sided paired t-test at `significance`, with its p;
+    None when no σ above σ* is (or σ* is the largest σ)."""
+    by_sigma = sorted((c for c in cells_of_L if c.n), key=lambda c: c.sigma)
+    if len(by_sigma) < 2:
+        return None
+    star = min(by_sigma, key=lambda c: (c.mean, c.sigma))
+    for cell in by_sigma:
+        if cell.sigma > star.sigma:
+            p, _ = paired_less(star.values, cell.values)
+            if p < significance:
+                return cell.sigma, p
+    return None
+
+
 def verdicts(
     runs: pa.Table, experiment_id: str, quantities: tuple[str, ...] = ("gen_error", "clean_gap")
 ) -> list[Verdict]:

@@ -67,6 +67,8 @@ class Inputs:
     history: pa.Table | None = None
     embed: pa.Table | None = None
     figures: tuple[str, ...] = ()  # names of the PNG files present under figures/
+    # the paper profile's runs (a sibling folder `paper/`), to set another profile beside
+    baseline: pa.Table | None = None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -206,7 +208,37 @@ def verdict_section(inputs: Inputs, eid: str) -> list[str]:
         ],
         _verdict_rows(verdicts, cells),
     )
+    out += [""] + _rise_lines(inputs, eid)
     return out + [""]
+
+
+def _rise_lines(inputs: Inputs, eid: str) -> list[str]:
+    """Per L and quantity: the first σ above σ* where the quantity is significantly higher
+    (one-sided paired t-test, p < 0.05), i.e. where a rise begins, if anywhere."""
+    names = {"gen_error": "generalization error (paper)", "clean_gap": "clean gap"}
+    lines = []
+    for q, name in names.items():
+        mine = [c for c in A.cells(inputs.runs, q) if c.experiment_id == eid]
+        for L in sorted({c.L for c in mine}):
+            onset = A.rise_onset([c for c in mine if c.L == L])
+            lines.append(
+                f"- L = {L}, {name}: "
+                + (
+                    f"rises above its minimum from σ = {sig(onset[0])} (p {pval(onset[1])})"
+                    if onset
+                    else "no σ above σ* is significantly higher"
+                )
+            )
+    return (
+        [
+            "Where a rise begins (the first σ above σ* whose value is higher, one-sided "
+            "paired t-test, p < 0.05):",
+            "",
+            *lines,
+        ]
+        if lines
+        else []
+    )
 
 
 def lambda_section(spectrum: pa.Table | None) -> list[str]:
@@ -565,6 +597,53 @@ def provenance_section(inputs: Inputs) -> list[str]:
     return out
 
 
+def baseline_section(inputs: Inputs, eid: str) -> list[str]:
+    """This experiment beside the paper profile's runs at the same (L, σ), when a `paper/`
+    folder sits next to this one: what the profile's change (more epochs, a constrained W,
+    ...) did to accuracy and to the two gaps."""
+    if inputs.baseline is None or not inputs.baseline.num_rows:
+        return []
+    base = inputs.baseline
+    main = A.experiments(base)[0]
+    quantities = ("test_accuracy", "gen_error", "clean_gap")
+    ours = {
+        q: {(c.L, c.sigma): c for c in A.cells(inputs.runs, q) if c.experiment_id == eid}
+        for q in quantities
+    }
+    theirs = {
+        q: {(c.L, c.sigma): c for c in A.cells(base, q) if c.experiment_id == main}
+        for q in quantities
+    }
+    common = sorted(set(ours["test_accuracy"]) & set(theirs["test_accuracy"]))
+    if not common or main == eid:
+        return []
+    rows = [
+        [
+            str(L),
+            sig(s),
+            *(
+                f"{pm(ours[q][(L, s)], sign=q != 'test_accuracy')} vs "
+                f"{pm(theirs[q][(L, s)], sign=q != 'test_accuracy')}"
+                for q in quantities
+            ),
+        ]
+        for L, s in common
+    ]
+    return (
+        [
+            "## Beside the paper profile",
+            "",
+            f"The same (L, σ) in the `paper` profile's folder ({A.experiment_label(base, main)}),"
+            " mean ± s.e. over its seeds: this profile vs the paper profile.",
+            "",
+        ]
+        + table(
+            ["L", "σ", "clean test accuracy", "generalization error (paper)", "clean gap"], rows
+        )
+        + [""]
+    )
+
+
 def figures_section(figures: tuple[str, ...]) -> list[str]:
     present = [(f, caption) for f, caption in FIGURES if f in figures]
     if not present:
@@ -646,6 +725,7 @@ def render(inputs: Inputs) -> str:
     out += summary(inputs, eid) + [""]
     out += verdict_section(inputs, eid)
     out += cells_section(inputs, eid)
+    out += baseline_section(inputs, eid)
     out += history_section(inputs, eid)
     out += lambda_section(inputs.spectrum)
     out += bounds_section(inputs, eid)

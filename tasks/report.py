@@ -29,7 +29,17 @@ def report_inputs(out: str) -> Inputs:
         history=optional(layout.results / "history.parquet", schemas.HISTORY),
         embed=optional(layout.embed_summary, schemas.EMBED),
         figures=tuple(sorted(p.name for p in layout.figures.glob("*.png"))),
+        baseline=_baseline(layout),
     )
+
+
+def _baseline(layout: Layout):
+    """The paper profile's runs, when this folder has a sibling `paper/` (the committed
+    study's layout: data/paper beside data/paper-long, ...) and is not it."""
+    path = layout.out.parent / "paper" / "results" / "runs.parquet"
+    if layout.out.name == "paper" or not path.is_file():
+        return None
+    return read_parquet(path, required=schemas.RUNS)
 
 
 @task(name="write-report", cache_policy=NO_CACHE)

@@ -119,3 +119,12 @@ def test_geometric_mean_edge_cases():
     assert A.geometric_mean(np.array([2.0, math.inf])) == math.inf
     assert math.isnan(A.geometric_mean(np.array([0.0, 1.0])))
     assert math.isnan(A.geometric_mean(np.array([])))
+
+
+def test_rise_onset_is_the_first_sigma_significantly_above_the_minimum():
+    runs = make_runs(gen=u_shape, lengths=(100,))
+    cells = [c for c in A.cells(runs, "gen_error")]
+    sigma, p = A.rise_onset(cells)
+    assert sigma == 0.4 and p < 0.05
+    falling_cells = A.cells(make_runs(gen=falling, lengths=(100,)), "gen_error")
+    assert A.rise_onset(falling_cells) is None  # σ* is the largest σ: nothing above it

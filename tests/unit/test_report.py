@@ -87,3 +87,19 @@ def test_report_quantities_are_the_analysis_ones():
     text = fixture_report()
     row = next(line for line in text.splitlines() if line.startswith("| 200 | generalization"))
     assert f"| {v.sigma_star:g} |" in row
+
+
+def test_another_profile_is_set_beside_the_paper_profile():
+    paper = make_runs()
+    longer = make_runs(lengths=(100,), epochs=40)
+    text = render(
+        Inputs(runs=longer, spectrum=make_spectrum(), bounds=make_bounds(longer), baseline=paper)
+    )
+    assert "## Beside the paper profile" in text and "hidden 128, 10 epochs" in text
+    row = next(
+        line for line in text.splitlines() if line.startswith("| 100 | 0.2 |") and " vs " in line
+    )
+    assert row.count(" vs ") == 3
+    assert "## Beside the paper profile" not in render(
+        Inputs(runs=paper, spectrum=make_spectrum(), bounds=make_bounds(paper), baseline=paper)
+    )
