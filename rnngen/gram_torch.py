@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 
 from rnngen.errors import ParameterError
 from rnngen.lanczos import SingularMatrixError, _check_pivots, _singular_message
-from rnngen.moments import DataStats
+from rnngen.moments import DataStats, GramChecks
 from rnngen.spectrum import Factorization, Operator, check_rank
 
 Array = np.ndarray
@@ -67,7 +67,7 @@ def _zeros(dim: int, device: torch.device) -> tuple[torch.Tensor, mmap.mmap | No
     return torch.frombuffer(buffer, dtype=torch.float64).view(dim, dim), buffer
 
 
-class TorchMomentAccumulator:
+class TorchMomentAccumulator(GramChecks):
     """Running float64 Gram G = Σ x xᵀ (upper triangle) and DataStats of row blocks, held
     by torch on ``device``; the public API the shard pipeline uses of MomentAccumulator.
 
@@ -258,23 +258,6 @@ class TorchMomentAccumulator:
                 "the accumulated rows hold NaN/inf or values whose squares overflow float64; "
                 "this Gram is unusable"
             )
-
-    def _check_open(self) -> None:
-        """Refuse to touch the buffer once it holds Σ, or once it is being drained."""
-        if self._drained:
-            raise RuntimeError(
-                "this accumulator's Gram was drained into a reducer; it holds no data any more"
-            )
-        if self._finalized:
-            raise RuntimeError(
-                "second_moment() was called: the buffer now holds Σ, not the Gram; "
-                "create a new TorchMomentAccumulator to accumulate more data"
-            )
-
-    def _check_columns(self, c0: int, c1: int) -> None:
-        """Validate a column range of the Gram."""
-        if not 0 <= c0 < c1 <= self.dim:
-            raise ParameterError(f"need 0 <= c0 < c1 <= dim={self.dim}; got c0={c0}, c1={c1}")
 
 
 def factorize_torch(sigma: torch.Tensor, n: int) -> Factorization:

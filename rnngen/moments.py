@@ -116,7 +116,34 @@ def _check_finite(block: np.ndarray) -> None:
         )
 
 
-class MomentAccumulator:
+class GramChecks:
+    """The guards both Gram accumulators (this numpy one, rnngen.gram_torch's torch one)
+    apply to their buffer: `dim`, `_drained` (columns drained so far) and `_finalized`
+    (the buffer holds Σ) are set by the accumulator."""
+
+    dim: int
+    _drained: int
+    _finalized: bool
+
+    def _check_open(self) -> None:
+        """Refuse to touch the buffer once it holds Σ, or once it is being drained."""
+        if self._drained:
+            raise RuntimeError(
+                "this accumulator's Gram was drained into a reducer; it holds no data any more"
+            )
+        if self._finalized:
+            raise RuntimeError(
+                "second_moment() was called: the buffer now holds Σ, not the Gram; create a "
+                f"new {type(self).__name__} to accumulate more data"
+            )
+
+    def _check_columns(self, c0: int, c1: int) -> None:
+        """Validate a column range of the Gram."""
+        if not 0 <= c0 < c1 <= self.dim:
+            raise ParameterError(f"need 0 <= c0 < c1 <= dim={self.dim}; got c0={c0}, c1={c1}")
+
+
+class MomentAccumulator(GramChecks):
     """Running float64 Gram G = Σ x xᵀ (upper triangle) and DataStats of row blocks.
 
     Memory: the dim × dim float64 Gram (Fortran order, as LAPACK wants it, so the result
@@ -305,20 +332,3 @@ class MomentAccumulator:
                 diag[...] = np.triu(diag) + np.triu(diag, 1).T
         self._finalized = True
         return G
-
-    def _check_open(self) -> None:
-        """Refuse to touch the buffer once it holds Σ, or once it is being drained."""
-        if self._drained:
-            raise RuntimeError(
-                "this accumulator's Gram was drained into a reducer; it holds no data any more"
-            )
-        if self._finalized:
-            raise RuntimeError(
-                "second_moment() was called: the buffer now holds Σ, not the "
-                "Gram; create a new MomentAccumulator to accumulate more data"
-            )
-
-    def _check_columns(self, c0: int, c1: int) -> None:
-        """Validate a column range of the Gram."""
-        if not 0 <= c0 < c1 <= self.dim:
-            raise ParameterError(f"need 0 <= c0 < c1 <= dim={self.dim}; got c0={c0}, c1={c1}")
