@@ -45,7 +45,7 @@ from rnngen.io import atomic_path
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
 
-DPI = 150
+DPI = 300  # print quality; the PNGs are drawn once per change of the results
 PANEL_INCHES = (5.0, 4.0)  # width, height of one panel
 TITLE_INCHES = 0.95  # height added for the figure title
 MIN_WIDTH_INCHES = 6.5  # a one-panel figure still has room for a three-line title
