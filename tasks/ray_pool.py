@@ -80,19 +80,38 @@ def _check_reachable(address: str) -> None:
 
 
 def cluster_cpus() -> int:
-    ensure_connected()
-    return int(ray.cluster_resources().get("CPU", 1))
+    return int(sum(node.get("CPU", 0) for node in _nodes()) or 1)
 
 
 def cluster_gpus() -> int:
-    ensure_connected()
-    return int(ray.cluster_resources().get("GPU", 0))
+    return int(sum(node.get("GPU", 0) for node in _nodes()))
 
 
 def _nodes() -> list[dict[str, float]]:
-    """Total resources of each live node (what a single task can at most be given)."""
+    """Total resources of each live node (what a single task can at most be given). For the
+    private local Ray that has not started yet, this machine's, as Ray will count them:
+    checks of a grid then need no Ray start and answer in a moment."""
+    if not ray.is_initialized() and _local_chosen():
+        return [_local_resources()]
     ensure_connected()
     return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def _local_chosen() -> bool:
+    chosen = _chosen or {"address": os.environ.get("RAY_ADDRESS") or None}
+    return chosen["address"] in (None, "", "local")
+
+
+def _local_resources() -> dict[str, float]:
+    """CPUs, GPUs and memory a local `ray.init` gives tasks here: the memory Ray offers is
+    what is available less its object store (30 % of it)."""
+    import torch
+
+    cpus = (_chosen or {}).get("num_cpus") or os.cpu_count() or 1
+    with open("/proc/meminfo") as fh:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
+    available = info.get("MemAvailable", info.get("MemFree", 0))
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count()), "memory": 0.7 * available}
 
 
 def describe_cluster() -> str:
@@ -101,7 +120,7 @@ def describe_cluster() -> str:
     if not nodes:
         return "no live node"
     big = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0), r.get("memory", 0)))
-    total = ray.cluster_resources()
+    total = {k: sum(node.get(k, 0) for node in nodes) for k in ("CPU", "GPU")}
     return (
         f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} with {total.get('CPU', 0):g} "
         f"CPUs and {total.get('GPU', 0):g} GPUs in all; the largest has "
