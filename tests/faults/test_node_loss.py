@@ -33,17 +33,24 @@ def _raylet_pid(node) -> int:
     return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
 
 
-def _training_worker(raylets: dict[int, object]) -> tuple[psutil.Process, object] | None:
-    """A `ray::train L=…` worker process and the cluster node whose raylet started it."""
+def _training_workers(raylets: dict[int, object]) -> list[tuple[psutil.Process, object]]:
+    """Every `ray::train L=…` worker process, with the cluster node whose raylet started it."""
+    found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             if " ".join(proc.info["cmdline"] or []).startswith("ray::train L="):
                 node = raylets.get(proc.ppid())
                 if node is not None:
-                    return proc, node
+                    found.append((proc, node))
         except psutil.Error:
             continue
-    return None
+    return found
+
+
+def _on_both_nodes(raylets: dict[int, object]) -> list[tuple[psutil.Process, object]] | None:
+    """The training workers once cells run on both worker nodes (the grid spread out)."""
+    workers = _training_workers(raylets)
+    return workers if len({id(node) for _, node in workers}) == 2 else None
 
 
 @pytest.fixture
@@ -72,9 +79,10 @@ def test_a_node_lost_mid_cell_is_retried_on_another(
         *grid_args(seeds, CELL),
     ]
     with cli(args, fault_env, tmp_path / "cli.log") as run:
-        worker, node = run.wait_until(
-            lambda: _training_worker(raylets), 240, "a cell training on a worker node"
+        workers = run.wait_until(
+            lambda: _on_both_nodes(raylets), 240, "cells training on both worker nodes"
         )
+        worker, node = workers[0]
         runs_file = corpus_out / "results" / "runs.parquet"
         before = read_rows(corpus_out) if runs_file.is_file() else {}  # cells already done
         cluster.remove_node(node)  # its raylet and every worker on it are gone
@@ -96,3 +104,43 @@ def test_a_node_lost_mid_cell_is_retried_on_another(
     assert statuses(corpus_out) == dict.fromkeys(ids, "done")
     assert not worker.is_running()
     assert lost == 0
+
+
+def test_the_spectrum_across_two_nodes_equals_the_dense_reference(
+    cluster, corpus_out, fault_env, tmp_path
+):
+    """Two shards on two nodes (each node has one CPU): the Gram slabs travel between
+    raylets through the object store, not through one node's shared memory."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from rnngen.corpus import embed_batch
+    from rnngen.layout import Layout
+    from tasks.data import load_corpus
+    from tasks.spectrum import train_tokens
+    from tests.faults.harness import run_cli
+
+    run = run_cli(
+        [
+            "spectrum",
+            "--out",
+            str(corpus_out),
+            "--L",
+            "4",
+            "--n-train",
+            "1000",
+            "--ray-address",
+            cluster.address,
+        ],
+        fault_env,
+        tmp_path / "cli.log",
+        timeout=300,
+    )
+    assert run.proc.returncode == 0, run.tail()
+    row = pq.read_table(Layout.at(corpus_out).spectrum).to_pylist()[0]
+    assert row["status"] == "certified" and row["workers"] == 2
+    corpus = load_corpus(str(corpus_out))
+    tokens = train_tokens(corpus, 1000)
+    x = embed_batch(tokens, 4, corpus.embeddings).reshape(len(tokens), -1).astype(np.float64)
+    dense = np.linalg.eigvalsh(x.T @ x / len(x))[0]
+    assert abs(row["lambda_min"] - dense) / dense < 1e-9
