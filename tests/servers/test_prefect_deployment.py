@@ -3,6 +3,7 @@ run by a real process worker (both started by the infra/ scripts on 127.0.0.1)."
 
 import json
 import re
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -58,3 +59,97 @@ def test_embed_deployment_runs_on_the_process_worker(
 
     summary = pq.read_table(corpus_out / "results" / "embed.parquet").to_pylist()
     assert [row["L"] for row in summary] == [10, 20]
+
+
+def _api(url: str):
+    """A Prefect client on the test server (the tests' own process has no API configured)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    settings = temporary_settings({PREFECT_API_URL: url})
+    settings.__enter__()
+    return get_client(sync_client=True), settings
+
+
+def test_train_deployment_shows_one_task_run_per_cell(prefect_worker, servers_env, corpus_out):
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterTaskRunId,
+    )
+
+    env = {**servers_env, "PREFECT_API_URL": prefect_worker}
+    deployed = run([INFRA / "deploy.sh", "train/default"], env, timeout=180)
+    assert deployed.returncode == 0, deployed.stdout[-4000:]
+    params = {
+        "out": str(corpus_out),
+        "lengths": [10],
+        "sigmas": [0.0, 0.3],
+        "seeds": [0],
+        "overrides": {"hidden": 8, "epochs": 2, "n_train": 200, "n_test": 200},
+    }
+    ids = []
+    for _ in range(2):  # the second run finds both cells on disk
+        started = run(
+            [
+                BIN / "prefect",
+                "deployment",
+                "run",
+                "train/default",
+                "--watch",
+                "--watch-timeout",
+                "300",
+                "--params",
+                json.dumps(params),
+            ],
+            env,
+            timeout=360,
+        )
+        assert "Flow run finished successfully in 'Completed'" in started.stdout, started.stdout
+        ids.append(re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1))
+
+    client, settings = _api(prefect_worker)
+    try:
+        with client:
+            first, second = (
+                client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[i])))
+                for i in ids
+            )
+            cells = {t.name: t for t in first if t.name.startswith("train L=")}
+            assert set(cells) == {"train L=10 σ=0 seed=0", "train L=10 σ=0.3 seed=0"}
+            assert all(
+                t.state.type.value == "COMPLETED"
+                and t.state.name == "Completed"
+                and t.total_run_time.total_seconds() > 0
+                for t in cells.values()
+            )
+            log_filter = LogFilter(
+                task_run_id=LogFilterTaskRunId(any_=[t.id for t in cells.values()])
+            )
+            deadline = time.monotonic() + 30  # the worker's subprocess ships logs in batches
+            while True:
+                logs = client.read_logs(log_filter)
+                if sum("epoch 2/2" in log.message for log in logs) == 2:
+                    break
+                assert time.monotonic() < deadline, [log.message for log in logs]
+                time.sleep(1)
+            skipped = [t for t in second if t.name.startswith("train L=")]
+            assert len(skipped) == 2 and {t.state.name for t in skipped} == {"Skipped"}
+            flow_run = client.read_flow_run(ids[0])
+            assert "rnngen" in flow_run.tags and flow_run.name == "train quick"
+            for t in [*first, *second]:  # what the API returned, for the record (-s)
+                print(f"{t.name}: {t.state.name}, {t.total_run_time}, {t.run_count} run(s)")
+            keys = {
+                a.key
+                for a in client.read_artifacts(
+                    artifact_filter=ArtifactFilter(
+                        flow_run_id=ArtifactFilterFlowRunId(any_=[ids[0]])
+                    )
+                )
+            }
+            assert {"train-provenance", "train-progress", "train-grid"} <= keys
+    finally:
+        settings.__exit__(None, None, None)
