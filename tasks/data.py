@@ -200,11 +200,11 @@ def summarize_lengths(out: str, key: str, lengths: list[int]) -> str:
             and all(r["data_key"] == key and r.get("coord_std_window") is not None for r in done)
         ):
             return str(layout.embed_summary)
-    table = read_parquet(layout.corpus(key), required=("token_ids",))
-    pad_id = corpus_pointer(out)["pad_id"]
-    embeddings = load_glove(corpus_pointer(out).get("glove")).table
+    corpus = load_corpus(out)  # the one copy the later stages of this process share
     rows = [
-        length_summary(table, L, pad_id) | input_scale(table, L, embeddings) | {"data_key": key}
+        length_summary(corpus.table, L, corpus.pad_id)
+        | input_scale(corpus.table, L, corpus.embeddings)
+        | {"data_key": key}
         for L in lengths
     ]
     write_parquet(schemas.to_table(rows, schemas.EMBED), layout.embed_summary, {"data_key": key})
