@@ -725,7 +725,9 @@ def _why(value: float) -> str:
 
 
 def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: bool) -> list[str]:
-    """Lines of the geometric means of `names` vs σ; returns notes on points not drawn."""
+    """Lines of log10 of the geometric means of `names` vs σ; returns notes on points not
+    drawn. (log10 values on a linear axis, not a log axis: the terms reach 1e300, where a
+    log axis's own margins and ticks overflow float64.)"""
     x = np.array([c.sigma for c in mine])
     notes = []
     for q in names:
@@ -738,7 +740,7 @@ def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: b
                 continue
             ax.plot(
                 x[ok],
-                y[ok],
+                np.log10(y[ok]),
                 ls=ls,
                 marker=marker,
                 color=colour,
@@ -753,7 +755,7 @@ def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: b
             label, colour, marker = TERM_STYLES[q]
             ax.plot(
                 x[ok],
-                y[ok],
+                np.log10(y[ok]),
                 ls="-",
                 marker=marker,
                 color=colour,
@@ -765,7 +767,7 @@ def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: b
         if q == "noise_term":  # σ = 0: the term is exactly 0, not a missing value
             zero = (x == 0) & (y == 0)
             if zero.any():
-                notes.append("noise term = 0 exactly at σ = 0 (no noise): a log axis cannot show 0")
+                notes.append("noise term = 0 exactly at σ = 0 (no noise): its log10 is −∞")
             ok |= zero
         if (~ok).any():
             why = ", ".join(f"σ={s:g} ({_why(v)})" for s, v in zip(x[~ok], y[~ok], strict=True))
@@ -804,10 +806,13 @@ def draw_bound_terms(
             bottom.set_title(f"{head}: bound totals", fontsize=9)
             for ax in (top, bottom):
                 ax.axhline(
-                    1.0, color="0.4", lw=0.8, ls="-.", label="1 (trivial: errors are fractions)"
+                    0.0,
+                    color="0.4",
+                    lw=0.8,
+                    ls="-.",
+                    label="value 1 (trivial: errors are fractions)",
                 )
-                ax.set_yscale("log")
-                ax.set_ylabel("value (error fraction, log scale)")
+                ax.set_ylabel("log₁₀ of the value (error fraction)")
                 ax.set_xlabel(SIGMA_XLABEL)
             if not mine:
                 _panel_text(top, "no models at this L")
@@ -829,7 +834,7 @@ def draw_bound_terms(
         A.experiment_label(runs, order[0]) + "; " if runs is not None and len(order) == 1 else ""
     )
     fig.suptitle(
-        "Generalization-bound terms vs training noise σ (log scale; geometric mean over seeds "
+        "Generalization-bound terms vs training noise σ (log₁₀; geometric mean over seeds "
         "of each model's best-α row)\n"
         f"{title}top: the additive terms of Theorem 3 (their sum is the bound); "
         f"bottom: the bounds; data: {source}",
@@ -872,7 +877,7 @@ def _scatter_panel(
             if m.any():
                 ax.scatter(
                     gap[m],
-                    y[m],
+                    np.log10(y[m]),  # log10 on a linear axis: a log axis overflows near 1e300
                     color=L_COLOURS[i % len(L_COLOURS)],
                     alpha=0.8,
                     marker=SIGMA_MARKERS[j % len(SIGMA_MARKERS)],
@@ -886,7 +891,7 @@ def _scatter_panel(
     )
     ax.set_title(f"{BOUND_TITLES[quantity]}\n{stat}{heading}", fontsize=9)
     ax.set_xlabel("measured generalization error (clean test − noisy train)")
-    ax.set_ylabel(f"{quantity} (log scale)")
+    ax.set_ylabel(f"log₁₀ {quantity}")
     beta = data["beta_W"][mask]
     models = int(mask.sum())
     if quantity == "bound_thm2_remark6" and models and not (beta < 1).any():
@@ -910,12 +915,8 @@ def _scatter_panel(
         )
     else:
         _note(ax, f"{_count(lost, 'model')} not drawn (≤0/null/inf)" if lost else "")
-    if ok.any():
-        ax.set_yscale("log")
-    elif models:
-        _panel_text(ax, "no positive finite values")
-    else:
-        _panel_text(ax, "no models")
+    if not ok.any():
+        _panel_text(ax, "no positive finite values" if models else "no models")
 
 
 def draw_bound_vs_gap(

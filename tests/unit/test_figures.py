@@ -351,12 +351,12 @@ def test_bound_terms_draws_every_term_and_total_apart() -> None:
     assert set(top) == {f"term:{q}" for q in analysis.THM3_TERMS}
     assert set(bottom) == {"total:bound_thm3", "total:bound_thm2", "total:zhang_order"}
     for q in ("margin_loss", "rademacher_norm1_term", "confidence_term"):
-        np.testing.assert_allclose(top[f"term:{q}"][1], [c.means[q] for c in cells])
+        np.testing.assert_allclose(top[f"term:{q}"][1], np.log10([c.means[q] for c in cells]))
     np.testing.assert_allclose(
-        bottom["total:bound_thm3"][1], [c.means["bound_thm3"] for c in cells]
+        bottom["total:bound_thm3"][1], np.log10([c.means["bound_thm3"] for c in cells])
     )
     x, _ = top["term:noise_term"]
-    assert list(x) == [0.1, 0.2]  # σ = 0 has noise term 0: not on the log axis ...
+    assert list(x) == [0.1, 0.2]  # σ = 0 has noise term 0: log10 is −∞, not drawn ...
     notes = [t.get_text() for t in axes[0, 0].texts]
     assert any("noise term = 0 exactly at σ = 0" in n for n in notes)  # ... and said so
     assert not any("noise_term not drawn" in n for n in notes)
@@ -415,6 +415,24 @@ def test_bound_vs_gap_prints_the_tau_of_the_kendall_table() -> None:
                 assert f"{row['n_models']} models" in ax.get_title()
             else:
                 assert "undefined" in ax.get_title()
+
+
+def test_bound_figures_draw_terms_near_the_float64_limit(tmp_path: Path) -> None:
+    """Theorem 3's terms of a paper-scale model reach ~1e302; drawing and saving them must
+    not overflow (a log axis's margins and ticks did), and the plotted value is log10."""
+    runs = make_runs()
+    bounds = make_bounds(runs)
+    huge = {
+        c: pa.array([v * 1e295 for v in bounds.column(c).to_pylist()], pa.float64())
+        for c in ("bound_thm3", "rademacher_norm1_term")
+    }
+    for c, col in huge.items():
+        bounds = bounds.set_column(bounds.schema.get_field_index(c), c, col)
+    terms = fg.draw_bound_terms(bounds, runs=runs)
+    terms.savefig(tmp_path / "terms.png")
+    drawn = fg.series(terms.axes[3])["total:bound_thm3"][1]
+    assert 290 < float(np.min(drawn)) and float(np.max(drawn)) < 308
+    fg.draw_bound_vs_gap(bounds, runs).savefig(tmp_path / "gap.png")
 
 
 # --------------------------------------------------------------------------- history
