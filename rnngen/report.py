@@ -424,6 +424,40 @@ def _kendall_table(inputs: Inputs, eid: str) -> list[str]:
     return table(["quantity", *[f"τ, {s}" for s in scopes]], body)
 
 
+def bound_facts(bounds: pa.Table, eid: str) -> list[str]:
+    """Plain sentences on the best-α rows of one experiment: how many bounds are vacuous
+    (above 1, the largest possible error) and how many models' best α is the grid's
+    largest, where the margin loss has saturated and the minimum is the grid's edge."""
+    best = A.of_experiment(A.best_rows(bounds), eid)
+    thm3 = A.column(best, "bound_thm3")
+    finite = thm3[np.isfinite(thm3) & (thm3 > 0)]
+    if not finite.size:
+        return []
+    vacuous = int((finite > 1).sum())
+    lines = [
+        f"Theorem 3's bound exceeds 1 (vacuous: an error is at most 1) for {vacuous} of "
+        f"{best.num_rows} models; log₁₀ of the bound ranges from "
+        f"{np.log10(finite.min()):.1f} to {np.log10(finite.max()):.1f}."
+    ]
+    rows = A.of_experiment(bounds, eid)
+    top: dict[str, float] = {}
+    for rid, alpha in zip(A.strings(rows, "run_id"), A.column(rows, "alpha"), strict=True):
+        top[rid] = max(top.get(rid, -math.inf), alpha)
+    at_edge = sum(
+        1
+        for rid, alpha in zip(A.strings(best, "run_id"), A.column(best, "alpha"), strict=True)
+        if alpha == top[rid]
+    )
+    if at_edge:
+        lines.append(
+            f"For {at_edge} of {best.num_rows} models the best α is the largest of the grid: "
+            "there the margin loss is close to 1 (the margins are small next to α) and the "
+            "bound still falls as α grows, so the minimum is the grid's edge, not a balance "
+            "of the terms."
+        )
+    return [" ".join(lines), ""]
+
+
 def bounds_section(inputs: Inputs, eid: str) -> list[str]:
     out = ["## The bounds", ""]
     if inputs.bounds is None or not A.best_rows(inputs.bounds).num_rows:
@@ -441,6 +475,7 @@ def bounds_section(inputs: Inputs, eid: str) -> list[str]:
         "Remark 6 (defined only for β_W < 1).",
         "",
     ]
+    out += bound_facts(inputs.bounds, eid)
     terms = [t for t in A.term_cells(inputs.bounds) if t.experiment_id == eid]
     header = ["L", "σ", "n", "best α", *TERM_HEADERS.values(), "dominant term (× 10^k)"]
     rows = []
@@ -683,6 +718,31 @@ def summary(inputs: Inputs, eid: str) -> list[str]:
             lines.append(
                 f"- U-shape in {name}: "
                 + "; ".join(f"L = {v.L}: **{v.verdict}** (σ* = {sig(v.sigma_star)})" for v in mine)
+                + "."
+            )
+    if inputs.bounds is not None and A.best_rows(inputs.bounds).num_rows:
+        best = A.of_experiment(A.best_rows(inputs.bounds), eid)
+        thm3 = A.column(best, "bound_thm3")
+        tau = next(
+            (
+                r
+                for r in A.kendall_rows(inputs.bounds, inputs.runs)
+                if r["experiment_id"] == eid
+                and r["scope"] == "all"
+                and r["quantity"] == "bound_thm3"
+            ),
+            None,
+        )
+        if best.num_rows:
+            lines.append(
+                f"- Theorem 3's bound: above 1 (vacuous) for {int((thm3 > 1).sum())} of "
+                f"{best.num_rows} models"
+                + (
+                    f"; Kendall τ with the measured generalization error {tau['tau']:+.2f} "
+                    f"(p {pval(tau['p_value'])}, {tau['n_models']} models)"
+                    if tau is not None and math.isfinite(tau["tau"])
+                    else ""
+                )
                 + "."
             )
     return lines

@@ -103,3 +103,30 @@ def test_another_profile_is_set_beside_the_paper_profile():
     assert "## Beside the paper profile" not in render(
         Inputs(runs=paper, spectrum=make_spectrum(), bounds=make_bounds(paper), baseline=paper)
     )
+
+
+def test_bound_facts_count_vacuous_bounds_and_best_alphas_at_the_grid_edge():
+    import pyarrow as pa
+
+    from rnngen.report import bound_facts
+
+    runs = make_runs()
+    bounds = make_bounds(runs)
+    eid = A.strings(runs, "experiment_id")[0]
+    n = len(A.strings(A.of_experiment(A.best_rows(bounds), eid), "run_id"))
+    text = " ".join(bound_facts(bounds, eid))
+    assert f"exceeds 1 (vacuous: an error is at most 1) for {n} of {n} models" in text
+    assert f"For {n} of {n} models the best α is the largest of the grid" in text
+    # the best α moved inside the grid (α = 1 of {1, 2}) and one bound below 1
+    alpha = A.column(bounds, "alpha")
+    moved = bounds.set_column(
+        bounds.schema.get_field_index("alpha_best"), "alpha_best", pa.array(alpha == 1.0)
+    )
+    thm3 = A.column(moved, "bound_thm3").copy()
+    thm3[0] = 0.5  # the first row: α = 1, now a best row
+    moved = moved.set_column(
+        moved.schema.get_field_index("bound_thm3"), "bound_thm3", pa.array(thm3)
+    )
+    text = " ".join(bound_facts(moved, eid))
+    assert f"for {n - 1} of {n} models" in text
+    assert "largest of the grid" not in text
