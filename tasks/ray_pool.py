@@ -266,9 +266,12 @@ class ProgressRelay:
 
 
 def _send(queue, key: str, kind: str, text: str) -> None:
-    """Worker side of ProgressRelay; a lost message is not worth failing a cell for."""
+    """Worker side of ProgressRelay: a call on the queue's actor that is not waited for. (The
+    queue's own `put` waits with `ray.get`, and a task blocked in `ray.get` lends its CPU
+    back to Ray, which then starts another cell on it: more cells than CPUs.) A lost message
+    is not worth failing a cell for."""
     try:
-        queue.put_nowait((key, kind, text))
+        queue.actor.put_nowait.remote((key, kind, text))
     except Exception:  # noqa: BLE001 - progress is best effort
         pass
 
