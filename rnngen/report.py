@@ -793,3 +793,64 @@ def render(inputs: Inputs) -> str:
     out += other_experiments(inputs.runs, eid)
     out += provenance_section(inputs)
     return "\n".join(out).rstrip() + "\n"
+
+
+def overview(folders: list[tuple[str, Inputs]]) -> list[str]:
+    """One table over several output folders (the README's results): per folder and L, the
+    two U-shape verdicts, the clean test accuracy at the two ends of σ, and Theorem 3's
+    vacuous count and Kendall τ against the generalization error."""
+    rows = []
+    for name, inputs in folders:
+        eid = A.experiments(inputs.runs)[0]
+        verdicts = {(v.quantity, v.L): v for v in A.verdicts(inputs.runs, eid)}
+        acc = {
+            (c.L, c.sigma): c
+            for c in A.cells(inputs.runs, "test_accuracy")
+            if c.experiment_id == eid
+        }
+        best = (
+            A.of_experiment(A.best_rows(inputs.bounds), eid) if inputs.bounds is not None else None
+        )
+        taus = {
+            r["scope"]: r
+            for r in (A.kendall_rows(inputs.bounds, inputs.runs) if best is not None else [])
+            if r["experiment_id"] == eid and r["quantity"] == "bound_thm3"
+        }
+        for L in sorted({L for _, L in verdicts}):
+            gen, gap = verdicts[("gen_error", L)], verdicts[("clean_gap", L)]
+            sigmas = sorted(s for (ell, s) in acc if ell == L)
+            if best is not None:
+                of_L = A.column(best, "bound_thm3")[A.column(best, "L") == L]
+                vacuous = f"{int((of_L > 1).sum())} / {of_L.size}"
+            else:
+                vacuous = "—"
+            tau = taus.get(f"L={L}")
+            rows.append(
+                [
+                    f"`{name}`",
+                    str(L),
+                    f"{sig(sigmas[0])}–{sig(sigmas[-1])}",
+                    str(gen.pairs),
+                    f"**{gen.verdict}** (σ* = {sig(gen.sigma_star)})",
+                    f"**{gap.verdict}** (σ* = {sig(gap.sigma_star)})",
+                    " → ".join(pm(acc[(L, s)], sign=False) for s in (sigmas[0], sigmas[-1])),
+                    vacuous,
+                    "—"
+                    if tau is None or math.isnan(tau["tau"])
+                    else f"{tau['tau']:+.2f} (p {pval(tau['p_value'])})",
+                ]
+            )
+    return table(
+        [
+            "profile",
+            "L",
+            "σ",
+            "seeds",
+            "generalization error (paper)",
+            "clean gap",
+            "clean test accuracy, σ_min → σ_max",
+            "Thm 3 > 1",
+            "Kendall τ (Thm 3, gen. error)",
+        ],
+        rows,
+    )

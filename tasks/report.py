@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from rnngen import schemas
 from rnngen.io import atomic_path, read_parquet
 from rnngen.layout import Layout
-from rnngen.report import Inputs, render
+from rnngen.report import Inputs, overview, render
 
 
 def report_inputs(out: str) -> Inputs:
@@ -53,3 +53,34 @@ def write_report(out: str) -> tuple[Path, bool]:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path, True
+
+
+# The committed study's folders, in the order of the README's results table.
+COMMITTED = ("paper", "paper-long", "sigma-wide", "constrained")
+README_BEGIN, README_END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
+
+
+def readme_verdicts(data: Path) -> str:
+    """The README's verdict table over the committed folders under `data` (those with a
+    REPORT.md)."""
+    folders = [
+        (n, report_inputs(str(data / n))) for n in COMMITTED if (data / n / "REPORT.md").is_file()
+    ]
+    return "\n".join([README_BEGIN, *overview(folders), README_END])
+
+
+def write_readme_verdicts(readme: Path, data: Path) -> bool:
+    """Replace the block between the verdict markers of `readme`; whether it changed."""
+    text = readme.read_text(encoding="utf-8")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + readme_verdicts(data) + tail
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":  # python -m tasks.report: refresh README.md's verdict table
+    root = Path(__file__).resolve().parents[1]
+    changed = write_readme_verdicts(root / "README.md", root / "data")
+    print("README.md verdicts " + ("updated" if changed else "already current"))

@@ -34,3 +34,12 @@ def test_the_committed_grid_is_complete_and_carries_its_provenance(name, cells):
     for table in ("runs", "history", "spectrum", "bounds"):
         prov = read_metadata(results / f"{table}.parquet")["provenance"]
         assert len(prov["git_commit"]) == 40 and prov["written_at"] and prov["versions"]["torch"]
+
+
+def test_the_readme_verdict_table_is_the_committed_results():
+    from tasks.report import readme_verdicts
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_verdicts(ROOT / "data") in readme, (
+        "README.md's verdict table differs from data/: run `python -m tasks.report`"
+    )

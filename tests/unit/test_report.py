@@ -130,3 +130,19 @@ def test_bound_facts_count_vacuous_bounds_and_best_alphas_at_the_grid_edge():
     text = " ".join(bound_facts(moved, eid))
     assert f"for {n - 1} of {n} models" in text
     assert "largest of the grid" not in text
+
+
+def test_overview_gives_one_row_per_folder_and_L_with_both_verdicts():
+    from rnngen.report import overview
+
+    runs = make_runs()
+    inputs = Inputs(runs=runs, spectrum=make_spectrum(), bounds=make_bounds(runs), figures=())
+    lines = overview([("one", inputs), ("two", inputs)])
+    assert lines[0].startswith("| profile | L | σ | seeds | generalization error (paper) |")
+    rows = [line for line in lines[2:] if line.startswith("| `")]
+    Ls = sorted({v.L for v in A.verdicts(runs, A.experiments(runs)[0])})
+    assert len(rows) == 2 * len(Ls)
+    first = rows[0].split(" | ")
+    assert first[0] == "| `one`" and first[1] == str(Ls[0])
+    assert "**reproduced**" in first[4]  # the fixture's gen_error is a U at L = 100
+    assert "**not reproduced**" in first[5]  # and its clean gap falls
