@@ -41,7 +41,7 @@ def make_bundle(folder: Path, out: str, wheels: bool = True) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tasks.data import load_corpus
+    from rnngen_tasks.data import load_corpus
 
     folder.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(out)

@@ -17,10 +17,10 @@ from bench.memory import PeakMemory
 from rnngen.corpus import embed_batch
 from rnngen.glove import GLOVE_DIM
 from rnngen.spectrum import dense_smallest
-from tasks import ray_pool
-from tasks.data import load_corpus
-from tasks.ray_shards import ShardPool
-from tasks.spectrum import train_tokens
+from rnngen_tasks import ray_pool
+from rnngen_tasks.data import load_corpus
+from rnngen_tasks.ray_shards import ShardPool
+from rnngen_tasks.spectrum import train_tokens
 
 
 def ours(tokens, table, L: int, workers: int):

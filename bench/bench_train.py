@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from rnngen.corpus import split_arrays
 from rnngen.specs import RunSpec
 from rnngen.train import train_model
-from tasks import ray_pool
-from tasks.data import load_corpus
-from tasks.train import build_grid, run_cell
+from rnngen_tasks import ray_pool
+from rnngen_tasks.data import load_corpus
+from rnngen_tasks.train import build_grid, run_cell
 
 GRID = {"lengths": [100, 200], "sigmas": [0.0, 0.2], "seeds": [0, 1]}
 
@@ -56,7 +56,7 @@ def plain_ray(specs: list[RunSpec], corpus) -> tuple[float, float]:
 
 def through_the_flow(out: str) -> tuple[float, float]:
     """The cells through the `train` flow into a fresh folder holding the corpus."""
-    from flows.train import train
+    from rnngen_flows.train import train
 
     folder = Path(tempfile.mkdtemp(prefix="bench-train-"))
     (folder / "interim").mkdir()

@@ -11,9 +11,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from rnngen.errors import ParameterError
 from rnngen.io import output_lock
-from tasks import ray_pool
-from tasks.artifacts import publish_provenance
-from tasks.bounds import bounds_grid, prepare_bounds, publish_best
+from rnngen_tasks import ray_pool
+from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.bounds import bounds_grid, prepare_bounds, publish_best
 
 MODELS_IN_FLIGHT = 128  # threads that only wait on their Ray task
 

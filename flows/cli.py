@@ -162,7 +162,7 @@ def embed(
     cfg = TokenizerConfig(
         lowercase=not keep_case, punctuation_replacement=" " if punct_as_space else ""
     )
-    from flows.embed import embed as embed_flow
+    from rnngen_flows.embed import embed as embed_flow
 
     key = _run(
         embed_flow,
@@ -180,7 +180,7 @@ def _require(out: Path, *stages: str, corpus: bool = True) -> None:
     reads it) must be in `out`, or the user hears, once and at once, which command makes
     them."""
     from rnngen.layout import Layout
-    from tasks.data import corpus_pointer
+    from rnngen_tasks.data import corpus_pointer
 
     if corpus:
         _run(corpus_pointer, str(out))
@@ -217,7 +217,7 @@ def spectrum(
     lengths = _run(check_lengths, lengths)
     _require(out)
     _prefect_defaults()
-    from flows.spectrum import spectrum as spectrum_flow
+    from rnngen_flows.spectrum import spectrum as spectrum_flow
 
     _run(
         spectrum_flow,
@@ -336,8 +336,8 @@ def train(
     }
     if device is not None:
         overrides["device"] = device.value
-    from flows.train import train as train_flow
-    from tasks.train import build_grid, preflight
+    from rnngen_flows.train import train as train_flow
+    from rnngen_tasks.train import build_grid, preflight
 
     # The grid and the cluster are checked before Prefect's API starts: a grid that cannot
     # run is refused in the seconds Ray takes to start.
@@ -386,7 +386,7 @@ def bounds(
         _fail(f"--alpha values must be positive margins, got {alpha}.")
     _require(out, "train")
     _prefect_defaults()
-    from flows.bounds import bounds as bounds_flow
+    from rnngen_flows.bounds import bounds as bounds_flow
 
     _run(
         bounds_flow,
@@ -404,7 +404,7 @@ def figures(out: Out = Path("data")) -> None:
     """Figures 1 and 2 of the paper and ours, from the Parquet results (PNG + PDF)."""
     _require(out, "train", "spectrum", "bounds", corpus=False)
     _prefect_defaults()
-    from flows.figures import figures as figures_flow
+    from rnngen_flows.figures import figures as figures_flow
 
     _run(figures_flow, out=str(out))
     typer.echo(f"wrote figures to {out / 'figures'}")
@@ -416,7 +416,7 @@ def report(out: Out = Path("data")) -> None:
     U-shape verdicts, λ_min, the bound terms, Kendall τ and provenance."""
     _require(out, "train", "spectrum", "bounds", corpus=False)
     _prefect_defaults()
-    from flows.report import report as report_flow
+    from rnngen_flows.report import report as report_flow
 
     path = _run(report_flow, out=str(out))
     typer.echo(f"wrote {path}")
@@ -434,7 +434,7 @@ def study(
     """The whole study for a profile: every stage, each skipping finished work, then the
     report (REPORT.md in --out)."""
     _prefect_defaults()
-    from flows.study import study as study_flow
+    from rnngen_flows.study import study as study_flow
 
     _run(
         study_flow,
@@ -453,8 +453,8 @@ def study(
 @app.command()
 def status(out: Out = Path("data")) -> None:
     """What is on disk: data, corpus, stages and grid cells."""
-    from flows.status import render_status
     from rnngen.errors import UserError
+    from rnngen_flows.status import render_status
 
     try:
         render_status(out)

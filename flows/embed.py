@@ -7,8 +7,8 @@ from prefect import flow
 from rnngen.corpus import check_lengths
 from rnngen.io import output_lock
 from rnngen.text import TokenizerConfig
-from tasks.artifacts import publish_provenance
-from tasks.data import build_corpus_task, fetch_imdb, summarize_lengths
+from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.data import build_corpus_task, fetch_imdb, summarize_lengths
 
 
 @flow(name="embed", log_prints=True)

@@ -6,8 +6,8 @@ from prefect import flow
 
 from rnngen.io import output_lock
 from rnngen.layout import Layout
-from tasks.artifacts import publish_provenance
-from tasks.figures import draw_figures
+from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.figures import draw_figures
 
 
 @flow(name="figures", log_prints=True)

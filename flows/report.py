@@ -6,8 +6,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from rnngen.io import output_lock
-from tasks.artifacts import publish_provenance
-from tasks.report import write_report
+from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.report import write_report
 
 
 @flow(name="report", log_prints=True)

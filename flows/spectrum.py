@@ -6,9 +6,9 @@ from prefect import flow
 
 from rnngen.corpus import check_lengths
 from rnngen.io import output_lock
-from tasks import ray_pool
-from tasks.artifacts import publish_provenance, publish_table
-from tasks.spectrum import spectrum_for_length
+from rnngen_tasks import ray_pool
+from rnngen_tasks.artifacts import publish_provenance, publish_table
+from rnngen_tasks.spectrum import spectrum_for_length
 
 
 @flow(name="spectrum", log_prints=True)

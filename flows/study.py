@@ -13,19 +13,19 @@ from typing import Any
 
 from prefect import flow
 
-from flows.bounds import bounds
-from flows.embed import embed
-from flows.figures import figures
-from flows.report import report
-from flows.spectrum import spectrum
-from flows.train import train
 from rnngen.io import output_lock
 from rnngen.layout import Layout
 from rnngen.profiles import get_profile
-from tasks import ray_pool
-from tasks.artifacts import publish_artifacts, publish_provenance
-from tasks.spectrum import check_spectrum
-from tasks.train import build_grid
+from rnngen_flows.bounds import bounds
+from rnngen_flows.embed import embed
+from rnngen_flows.figures import figures
+from rnngen_flows.report import report
+from rnngen_flows.spectrum import spectrum
+from rnngen_flows.train import train
+from rnngen_tasks import ray_pool
+from rnngen_tasks.artifacts import publish_artifacts, publish_provenance
+from rnngen_tasks.spectrum import check_spectrum
+from rnngen_tasks.train import build_grid
 
 
 @flow(name="study", log_prints=True)

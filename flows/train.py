@@ -15,9 +15,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from rnngen.errors import UserError
 from rnngen.io import output_lock
 from rnngen.profiles import get_profile
-from tasks import ray_pool
-from tasks.artifacts import publish_provenance
-from tasks.train import build_grid, prepare_training, publish_grid, train_grid
+from rnngen_tasks import ray_pool
+from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.train import build_grid, prepare_training, publish_grid, train_grid
 
 # Threads that wait on cells in flight: more than any cluster here runs at once (a thread
 # only waits on its Ray task; Ray decides when and where the cell runs).

@@ -32,11 +32,11 @@ from rnngen.profiles import check_device
 from rnngen.resources import Request, bound_stats_bytes
 from rnngen.specs import RunSpec
 from rnngen.train import spec_splits
-from tasks import ray_pool
-from tasks.artifacts import Progress, publish_table
-from tasks.data import load_corpus
-from tasks.spectrum import existing_rows as spectrum_rows
-from tasks.train import error_text, read_runs, split_sizes
+from rnngen_tasks import ray_pool
+from rnngen_tasks.artifacts import Progress, publish_table
+from rnngen_tasks.data import load_corpus
+from rnngen_tasks.spectrum import existing_rows as spectrum_rows
+from rnngen_tasks.train import error_text, read_runs, split_sizes
 
 
 def _lambda_min(spectra: list[dict], L: int, data_key: str) -> tuple[float | None, str]:

@@ -221,22 +221,20 @@ class ProgressRelay:
     """Messages that running Ray tasks send (`send`), handed on the driver to the listener
     registered for their key: a cell's epochs reach its own Prefect task run's logger.
 
-    One Ray queue actor carries them; a driver thread pumps it. Workers get `sender()`, a
-    picklable function that puts a message for a key.
+    One mailbox actor carries them (:class:`Mailbox`); a driver thread drains it. Workers get
+    `sender()`, a picklable function that posts a message for a key.
     """
 
     def __init__(self) -> None:
-        from ray.util.queue import Queue
-
         ensure_connected()
-        self._queue = Queue(actor_options={"num_cpus": 0})
+        self._box = ray.remote(num_cpus=0)(Mailbox).remote()
         self._listeners: dict[str, Callable[[str, str], None]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="progress-relay", daemon=True)
         self._thread.start()
 
     def sender(self) -> Callable[[str, str, str], None]:
-        return functools.partial(_send, self._queue)
+        return functools.partial(_send, self._box)
 
     def listen(self, key: str, listener: Callable[[str, str], None]) -> None:
         """Call `listener(kind, text)` for every message sent for `key`."""
@@ -245,33 +243,52 @@ class ProgressRelay:
     def forget(self, key: str) -> None:
         self._listeners.pop(key, None)
 
-    def _pump(self) -> None:
-        from ray.util.queue import Empty
-
-        while not self._stop.is_set():
-            try:
-                key, kind, text = self._queue.get(timeout=0.5)
-            except Empty:
-                continue
-            except Exception:  # the queue's actor is gone (shutdown): nothing more to relay
-                return
+    def _deliver(self) -> bool:
+        """Hand what the mailbox holds to the listeners; False once its actor is gone."""
+        try:
+            messages = ray.get(self._box.drain.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - the actor is gone (shutdown): nothing to relay
+            return False
+        for key, kind, text in messages:
             listener = self._listeners.get(key)
             if listener is not None:
                 listener(kind, text)
+        return True
+
+    def _pump(self) -> None:
+        while not self._stop.wait(0.25) and self._deliver():
+            pass
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        ray.kill(self._queue.actor)
+        self._deliver()  # what arrived since the last drain
+        ray.kill(self._box)
 
 
-def _send(queue, key: str, kind: str, text: str) -> None:
-    """Worker side of ProgressRelay: a call on the queue's actor that is not waited for. (The
-    queue's own `put` waits with `ray.get`, and a task blocked in `ray.get` lends its CPU
-    back to Ray, which then starts another cell on it: more cells than CPUs.) A lost message
-    is not worth failing a cell for."""
+class Mailbox:
+    """The actor behind ProgressRelay: a list that workers append to and the driver drains.
+    A plain (synchronous, one-threaded) actor runs the calls of one caller in the order they
+    were made, so a cell's epochs arrive in order (ray.util.queue's actor is asynchronous,
+    and its puts from one worker were seen out of order under load)."""
+
+    def __init__(self) -> None:
+        self._messages: list[tuple[str, str, str]] = []
+
+    def post(self, message: tuple[str, str, str]) -> None:
+        self._messages.append(message)
+
+    def drain(self) -> list[tuple[str, str, str]]:
+        out, self._messages = self._messages, []
+        return out
+
+
+def _send(box, key: str, kind: str, text: str) -> None:
+    """Worker side of ProgressRelay: a call on the mailbox actor that is not waited for. (A
+    task blocked in `ray.get` lends its CPU back to Ray, which then starts another cell on
+    it: more cells than CPUs.) A lost message is not worth failing a cell for."""
     try:
-        queue.actor.put_nowait.remote((key, kind, text))
+        box.post.remote((key, kind, text))
     except Exception:  # noqa: BLE001 - progress is best effort
         pass
 

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from rnngen.moments import DataStats, MomentAccumulator
 from rnngen.shard import BLOCK_ROWS, ShardData
 from rnngen.spectrum import Factorization, SpectrumResult, certified_spectrum, factorize
-from tasks.ray_pool import ensure_connected, get
+from rnngen_tasks.ray_pool import ensure_connected, get
 
 if TYPE_CHECKING:
     from rnngen.gram_torch import TorchMomentAccumulator

@@ -80,7 +80,7 @@ def write_readme_verdicts(readme: Path, data: Path) -> bool:
     return new != text
 
 
-if __name__ == "__main__":  # python -m tasks.report: refresh README.md's verdict table
+if __name__ == "__main__":  # python -m rnngen_tasks.report: refresh README.md's verdict table
     root = Path(__file__).resolve().parents[1]
     changed = write_readme_verdicts(root / "README.md", root / "data")
     print("README.md verdicts " + ("updated" if changed else "already current"))

@@ -21,9 +21,9 @@ from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
 from rnngen.resources import Request, gigabytes, spectrum_shard_bytes
 from rnngen.spectrum import check_rank, dense_smallest
-from tasks import ray_pool, run_logger
-from tasks.data import load_corpus
-from tasks.ray_shards import ShardPool
+from rnngen_tasks import ray_pool, run_logger
+from rnngen_tasks.data import load_corpus
+from rnngen_tasks.ray_shards import ShardPool
 
 METHOD = (
     "float64 Gram (Ray shards) + in-place Cholesky; shift-invert Lanczos (bottom), "

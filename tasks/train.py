@@ -44,9 +44,9 @@ from rnngen.provenance import hardware, utc_now
 from rnngen.resources import Request, gigabytes, train_cell_bytes
 from rnngen.specs import RunSpec, expand_grid
 from rnngen.train import EpochLog, spec_splits
-from tasks import ray_pool
-from tasks.artifacts import Progress, publish_table
-from tasks.data import corpus_pointer, load_corpus
+from rnngen_tasks import ray_pool
+from rnngen_tasks.artifacts import Progress, publish_table
+from rnngen_tasks.data import corpus_pointer, load_corpus
 
 FINISHED = ("done", "diverged")
 

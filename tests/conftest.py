@@ -45,7 +45,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def ray_local():
     """A private local Ray cluster with 2 CPUs for the whole session."""
-    from tasks import ray_pool
+    from rnngen_tasks import ray_pool
 
     ray_pool.connect(None, num_cpus=2)
     ray_pool.ensure_connected()

@@ -8,8 +8,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import expand_list_options
 from rnngen.layout import Layout
+from rnngen_flows.cli import expand_list_options
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def rnngen(*args, env_extra=None, timeout=600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        [sys.executable, "-m", "rnngen_flows.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -141,8 +141,8 @@ def test_list_options_take_several_values_after_one_flag():
 def test_train_options_are_generated_from_the_run_spec():
     import typer.main
 
-    from flows.cli import app
     from rnngen.specs import RunSpec
+    from rnngen_flows.cli import app
 
     command = typer.main.get_command(app).commands["train"]
     options = {p.name: p for p in command.params}

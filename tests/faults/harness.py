@@ -47,7 +47,7 @@ def grid_args(seeds: list[int], overrides: dict[str, Any] | None = None) -> list
 
 def grid_ids(out: Path, seeds: list[int], overrides: dict[str, Any] | None = None) -> list[str]:
     """The run_ids of that grid, in seed order, as the CLI computes them."""
-    from tasks.train import build_grid
+    from rnngen_tasks.train import build_grid
 
     specs = build_grid(
         str(out), lengths=[10], sigmas=[0.0], seeds=seeds, overrides=dict(overrides or TINY)
@@ -285,7 +285,7 @@ def _describe(proc: psutil.Process) -> str:
 def cli(
     args: list[str], env: dict[str, str], log: Path, *, preexec_fn: Callable[[], None] | None = None
 ) -> Iterator[CliRun]:
-    """Start `python -m flows.cli ARGS`; on the way out, kill whatever of it still runs and
+    """Start `python -m rnngen_flows.cli ARGS`; on the way out, kill whatever of it still runs and
     fail if any process of the run (raylet, gcs_server, worker, ...) survives that."""
 
     def as_from_a_shell() -> None:
@@ -298,7 +298,7 @@ def cli(
 
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "rnngen_flows.cli", *args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from rnngen.hashing import sha256_file
 from rnngen.imdb import NPM_SHA256
 from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
-from tasks.data import corpus_pointer
+from rnngen_tasks.data import corpus_pointer
 from tests.faults.conftest import BASE_SEEDS
 from tests.faults.harness import (
     TINY,

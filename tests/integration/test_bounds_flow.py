@@ -7,14 +7,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from flows.bounds import bounds
-from flows.figures import figures
-from flows.report import report
-from flows.spectrum import spectrum
-from flows.train import train
 from rnngen import bounds as B
 from rnngen.layout import Layout
 from rnngen.model import load_weights, save_weights
+from rnngen_flows.bounds import bounds
+from rnngen_flows.figures import figures
+from rnngen_flows.report import report
+from rnngen_flows.spectrum import spectrum
+from rnngen_flows.train import train
 
 pytestmark = pytest.mark.integration
 

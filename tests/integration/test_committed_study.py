@@ -7,7 +7,7 @@ import pytest
 
 from rnngen.io import read_metadata
 from rnngen.report import render
-from tasks.report import report_inputs
+from rnngen_tasks.report import report_inputs
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -37,9 +37,9 @@ def test_the_committed_grid_is_complete_and_carries_its_provenance(name, cells):
 
 
 def test_the_readme_verdict_table_is_the_committed_results():
-    from tasks.report import readme_verdicts
+    from rnngen_tasks.report import readme_verdicts
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme_verdicts(ROOT / "data") in readme, (
-        "README.md's verdict table differs from data/: run `python -m tasks.report`"
+        "README.md's verdict table differs from data/: run `python -m rnngen_tasks.report`"
     )

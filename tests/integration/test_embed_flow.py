@@ -3,9 +3,9 @@
 import pyarrow.parquet as pq
 import pytest
 
-from flows.embed import embed
 from rnngen.io import read_metadata
 from rnngen.layout import Layout
+from rnngen_flows.embed import embed
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prefect import flow
 
-import tasks.data as data_tasks
+import rnngen_tasks.data as data_tasks
 from rnngen.errors import DataError, FetchError
 
 

@@ -14,8 +14,8 @@ import torch
 from rnngen.shard import ShardData
 from rnngen.specs import RunSpec
 from rnngen.train import spec_splits, train_model
-from tasks.data import load_corpus
-from tasks.spectrum import train_tokens
+from rnngen_tasks.data import load_corpus
+from rnngen_tasks.spectrum import train_tokens
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from rnngen.resources import Request
-from tasks import ray_pool
+from rnngen_tasks import ray_pool
 
 pytestmark = pytest.mark.integration
 

@@ -5,13 +5,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.spectrum import spectrum
 from rnngen.corpus import embed_batch
 from rnngen.lanczos import SingularMatrixError
 from rnngen.layout import Layout
-from tasks.data import load_corpus
-from tasks.ray_shards import ShardPool
-from tasks.spectrum import UncertifiedSpectrum, spectrum_for_length, train_tokens
+from rnngen_flows.spectrum import spectrum
+from rnngen_tasks.data import load_corpus
+from rnngen_tasks.ray_shards import ShardPool
+from rnngen_tasks.spectrum import UncertifiedSpectrum, spectrum_for_length, train_tokens
 
 pytestmark = pytest.mark.integration
 

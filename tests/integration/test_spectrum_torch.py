@@ -11,8 +11,8 @@ from threadpoolctl import threadpool_limits
 from rnngen.gram_torch import factorize_torch
 from rnngen.shard import ShardData
 from rnngen.spectrum import SpectrumResult, certified_spectrum, factorize
-from tasks.data import load_corpus
-from tasks.spectrum import train_tokens
+from rnngen_tasks.data import load_corpus
+from rnngen_tasks.spectrum import train_tokens
 
 pytestmark = pytest.mark.integration
 

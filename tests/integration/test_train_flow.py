@@ -6,13 +6,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from flows.train import train
 from rnngen import schemas
 from rnngen.errors import ParameterError, UserError
 from rnngen.io import read_metadata
 from rnngen.layout import Layout
 from rnngen.model import load_weights
-from tasks.train import build_grid
+from rnngen_flows.train import train
+from rnngen_tasks.train import build_grid
 
 pytestmark = pytest.mark.integration
 

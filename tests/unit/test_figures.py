@@ -474,7 +474,7 @@ def test_history_means_over_seeds_per_sigma_and_experiment() -> None:
 
 
 def test_flow_task_draws_everything_and_recognises_its_stamp_elsewhere(tmp_path: Path) -> None:
-    from tasks.figures import draw_figures
+    from rnngen_tasks.figures import draw_figures
 
     out = tmp_path / "one"
     layout = Layout.at(out)

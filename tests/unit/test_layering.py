@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 PURE = Path(__file__).resolve().parents[2] / "rnngen"
-FORBIDDEN = {"prefect", "ray", "tasks", "flows"}
+FORBIDDEN = {"prefect", "ray", "rnngen_tasks", "rnngen_flows", "tasks", "flows"}
 
 
 def _imported_roots(path: Path) -> set[str]:
