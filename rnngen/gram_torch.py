@@ -205,23 +205,7 @@ class TorchMomentAccumulator(GramChecks):
     def add_upper_columns(self, c0: int, *slabs: ArrayLike) -> None:
         """Add slabs from any accumulator's ``drain_upper_columns(c0, c1)`` (all for the
         same columns), each copied to the device once."""
-        self._check_open()
-        if not slabs:
-            raise ParameterError("add_upper_columns needs at least one slab")
-        arrays = tuple(np.asarray(cols, dtype=np.float64) for cols in slabs)
-        shape = arrays[0].shape
-        c1 = c0 + (shape[1] if len(shape) == 2 else 0)
-        if (
-            any(cols.shape != shape for cols in arrays)
-            or len(shape) != 2
-            or c1 <= c0
-            or shape != (c1, c1 - c0)
-        ):
-            raise ParameterError(
-                f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
-                f"with c0 < c1 <= {self.dim}; got {[cols.shape for cols in arrays]}"
-            )
-        self._check_columns(c0, c1)
+        arrays, c1 = self._upper_slabs(c0, slabs)
         target = self._gram[c0:c1, :c1]  # = G[:c1, c0:c1]ᵀ
         for cols in arrays:
             target += _host_tensor(cols.T).to(self.device)

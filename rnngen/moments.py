@@ -142,6 +142,30 @@ class GramChecks:
         if not 0 <= c0 < c1 <= self.dim:
             raise ParameterError(f"need 0 <= c0 < c1 <= dim={self.dim}; got c0={c0}, c1={c1}")
 
+    def _upper_slabs(
+        self, c0: int, slabs: tuple[ArrayLike, ...]
+    ) -> tuple[list[NDArray[np.float64]], int]:
+        """Validate slabs from ``drain_upper_columns(c0, c1)`` (all for the same columns,
+        each of shape (c1, c1 - c0)) -> (the slabs as float64 arrays, c1)."""
+        self._check_open()
+        if not slabs:
+            raise ParameterError("add_upper_columns needs at least one slab")
+        arrays = [np.asarray(cols, dtype=np.float64) for cols in slabs]
+        shape = arrays[0].shape
+        c1 = c0 + (shape[1] if len(shape) == 2 else 0)
+        if (
+            any(cols.shape != shape for cols in arrays)
+            or len(shape) != 2
+            or c1 <= c0
+            or shape != (c1, c1 - c0)
+        ):
+            raise ParameterError(
+                f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
+                f"with c0 < c1 <= {self.dim}; got {[cols.shape for cols in arrays]}"
+            )
+        self._check_columns(c0, c1)
+        return arrays, c1
+
 
 class MomentAccumulator(GramChecks):
     """Running float64 Gram G = Σ x xᵀ (upper triangle) and DataStats of row blocks.
@@ -272,24 +296,7 @@ class MomentAccumulator(GramChecks):
         for the same columns). Column chunk by column chunk, so each chunk of the Gram is
         read and written once for all the slabs while it is in cache, not once per slab.
         """
-        self._check_open()
-        if not slabs:
-            raise ParameterError("add_upper_columns needs at least one slab")
-        arrays = tuple(np.asarray(cols, dtype=np.float64) for cols in slabs)
-        shape = arrays[0].shape
-        c1 = c0 + (shape[1] if len(shape) == 2 else 0)
-        if (
-            any(cols.shape != shape for cols in arrays)
-            or len(shape) != 2
-            or c1 <= c0
-            or (shape != (c1, c1 - c0))
-        ):
-            raise ParameterError(
-                f"expected upper columns of shape (c1, c1 - c0) for c0={c0} "
-                f"with c0 < c1 <= {self.dim}; got "
-                f"{[cols.shape for cols in arrays]}"
-            )
-        self._check_columns(c0, c1)
+        arrays, c1 = self._upper_slabs(c0, slabs)
         step = _cache_columns(c1)
         for j0 in range(0, c1 - c0, step):
             j1 = min(j0 + step, c1 - c0)
