@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-FOLDERS = {"paper": 75}
+FOLDERS = {"paper": 75, "paper-long": 15, "sigma-wide": 21, "constrained": 15}
 
 
 @pytest.mark.parametrize("name", sorted(FOLDERS))
