@@ -222,38 +222,45 @@ class ProgressRelay:
     registered for their key: a cell's epochs reach its own Prefect task run's logger.
 
     One mailbox actor carries them (:class:`Mailbox`); a driver thread drains it. Workers get
-    `sender()`, a picklable function that posts a message for a key.
+    `sender()`, a picklable :class:`Sender`; a task calls its `flush()` before it returns,
+    and `forget(key)` delivers what is still in the mailbox before it drops the listener, so
+    a cell's last epochs are not lost when the cell ends between two drains.
     """
 
     def __init__(self) -> None:
         ensure_connected()
         self._box = ray.remote(num_cpus=0)(Mailbox).remote()
         self._listeners: dict[str, Callable[[str, str], None]] = {}
+        self._draining = threading.Lock()  # one drain at a time: messages stay in order
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="progress-relay", daemon=True)
         self._thread.start()
 
-    def sender(self) -> Callable[[str, str, str], None]:
-        return functools.partial(_send, self._box)
+    def sender(self) -> Sender:
+        return Sender(self._box)
 
     def listen(self, key: str, listener: Callable[[str, str], None]) -> None:
         """Call `listener(kind, text)` for every message sent for `key`."""
         self._listeners[key] = listener
 
     def forget(self, key: str) -> None:
+        """Deliver what the mailbox holds (the key's task has flushed its messages into it),
+        then stop listening for `key`."""
+        self._deliver()
         self._listeners.pop(key, None)
 
     def _deliver(self) -> bool:
         """Hand what the mailbox holds to the listeners; False once its actor is gone."""
-        try:
-            messages = ray.get(self._box.drain.remote(), timeout=30)
-        except Exception:  # noqa: BLE001 - the actor is gone (shutdown): nothing to relay
-            return False
-        for key, kind, text in messages:
-            listener = self._listeners.get(key)
-            if listener is not None:
-                listener(kind, text)
-        return True
+        with self._draining:
+            try:
+                messages = ray.get(self._box.drain.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - the actor is gone (shutdown): nothing to relay
+                return False
+            for key, kind, text in messages:
+                listener = self._listeners.get(key)
+                if listener is not None:
+                    listener(kind, text)
+            return True
 
     def _pump(self) -> None:
         while not self._stop.wait(0.25) and self._deliver():
@@ -282,15 +289,34 @@ class Mailbox:
         out, self._messages = self._messages, []
         return out
 
+    def drain_count(self) -> int:
+        """How many messages wait (a round trip that orders after a caller's posts)."""
+        return len(self._messages)
 
-def _send(box, key: str, kind: str, text: str) -> None:
-    """Worker side of ProgressRelay: a call on the mailbox actor that is not waited for. (A
-    task blocked in `ray.get` lends its CPU back to Ray, which then starts another cell on
-    it: more cells than CPUs.) A lost message is not worth failing a cell for."""
-    try:
-        box.post.remote((key, kind, text))
-    except Exception:  # noqa: BLE001 - progress is best effort
-        pass
+
+class Sender:
+    """Worker side of ProgressRelay: `sender(key, kind, text)` posts a message without
+    waiting (a task blocked in `ray.get` lends its CPU back to Ray, which then starts
+    another cell on it: more cells than CPUs); `flush()` waits once, at the end of a task,
+    until everything it posted is in the mailbox. A lost message is not worth failing a
+    cell for. `Sender(None)` sends nothing (a benchmark, a test)."""
+
+    def __init__(self, box) -> None:
+        self._box = box
+
+    def __call__(self, key: str, kind: str, text: str) -> None:
+        if self._box is not None:
+            try:
+                self._box.post.remote((key, kind, text))
+            except Exception:  # noqa: BLE001 - progress is best effort
+                pass
+
+    def flush(self) -> None:
+        if self._box is not None:
+            try:  # one caller's calls run in order: after this, its posts are in
+                ray.get(self._box.drain_count.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - progress is best effort
+                pass
 
 
 def units_that_fit(request: Request) -> int:

@@ -102,16 +102,15 @@ def run_cell(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -
     from rnngen.train import train_model
 
     spec = RunSpec.from_json(payload["spec"])
-    send = payload.get("progress") or _silent
-    send(spec.run_id, "start", hardware())
-    _maybe_inject_failure(spec, payload.get("inject"))
-    train, test = _splits(spec, table, embeddings.shape[0] - 1)
-    report = _epoch_reporter(spec, send, len(train))
-    return _packed_result(train_model(spec, train, test, embeddings, on_epoch=report))
-
-
-def _silent(key: str, kind: str, text: str) -> None:
-    """Progress nobody listens to (a benchmark, a test)."""
+    send = payload.get("progress") or ray_pool.Sender(None)
+    try:
+        send(spec.run_id, "start", hardware())
+        _maybe_inject_failure(spec, payload.get("inject"))
+        train, test = _splits(spec, table, embeddings.shape[0] - 1)
+        report = _epoch_reporter(spec, send, len(train))
+        return _packed_result(train_model(spec, train, test, embeddings, on_epoch=report))
+    finally:
+        send.flush()
 
 
 def run_pack(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -> dict[str, Any]:
@@ -120,12 +119,15 @@ def run_pack(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -
     each half trained in turn; a single cell that does not fit is an error naming what it
     asked for."""
     specs = [RunSpec.from_json(text) for text in payload["specs"]]
-    send = payload.get("progress") or _silent
-    for spec in specs:
-        send(spec.run_id, "start", f"{hardware()}, in a pack of {len(specs)}")
-        _maybe_inject_failure(spec, payload.get("inject"))
-    train, test = _splits(specs[0], table, embeddings.shape[0] - 1)
-    return _train_halving(specs, train, test, embeddings, send, payload.get("memory", 0))
+    send = payload.get("progress") or ray_pool.Sender(None)
+    try:
+        for spec in specs:
+            send(spec.run_id, "start", f"{hardware()}, in a pack of {len(specs)}")
+            _maybe_inject_failure(spec, payload.get("inject"))
+        train, test = _splits(specs[0], table, embeddings.shape[0] - 1)
+        return _train_halving(specs, train, test, embeddings, send, payload.get("memory", 0))
+    finally:
+        send.flush()
 
 
 def _train_halving(specs, train, test, embeddings, send, memory: int) -> dict[str, Any]:
