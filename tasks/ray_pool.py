@@ -8,8 +8,10 @@ refuses, before anything is submitted, what no node of the cluster could ever ru
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -49,6 +51,25 @@ def ensure_connected() -> None:
     if _chosen is None:
         connect()
     address, num_cpus = _chosen["address"], _chosen["num_cpus"]
+    with _keeping_sigterm():
+        _init(address, num_cpus)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm():
+    """`ray.init` replaces the SIGTERM handler with its own (exit at once). A handler the
+    program set itself (the CLI's: stop the way Ctrl-C does, so the temporary Prefect API
+    and the local Ray are shut down and the resume hint is printed) is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _init(address: str | None, num_cpus: int | None) -> None:
     try:
         if address in (None, "", "local"):
             ray.init(

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rnngen import schemas
 from rnngen.hashing import sha256_file
 from rnngen.imdb import NPM_SHA256
 from rnngen.io import read_parquet, write_parquet
@@ -286,7 +287,8 @@ def _certified_spectrum(out: Path) -> None:
         "status": "certified",
         "message": "fault-suite fixture",
     }
-    write_parquet(pa.Table.from_pylist([row]), Layout.at(out).spectrum, {"stage": "spectrum"})
+    table = schemas.to_table([row], schemas.SPECTRUM)  # the other columns null
+    write_parquet(table, Layout.at(out).spectrum, {"stage": "spectrum"})
 
 
 def test_foreign_model_files_are_not_computed_and_others_proceed(

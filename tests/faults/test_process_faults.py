@@ -74,7 +74,7 @@ def test_cli_sigkilled_mid_grid_then_rerun_resumes(
     seeds, cells = [0, 1, 2, 3], {"hidden": 8, "epochs": 2, "n_train": 1000, "n_test": 200}
     ids = set(read_rows(trained_out)) | set(grid_ids(trained_out, seeds, cells))
     args = ["train", "--out", str(trained_out), *grid_args(seeds, cells)]
-    progress = re.compile(r"^\[\d+/\d+\] L=", re.M)
+    progress = re.compile(r"done, test acc .* \[\d+/\d+\]")
     with cli(args, fault_env, tmp_path / "killed.log") as run:
         run.wait_until(lambda: progress.search(run.output()), 240, "first progress line")
         os.killpg(run.pid, signal.SIGKILL)
