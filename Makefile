@@ -45,7 +45,7 @@ study: $(STAMP)
 test: data
 	$(BIN)/python -m pytest tests
 
-# The fault-injection suite (~7 min: real processes killed and interrupted), run on purpose.
+# The fault-injection suite (~10 min: real processes killed and interrupted), run on purpose.
 test-faults: data
 	$(BIN)/python -m pytest tests/faults -m faults
 
