@@ -310,7 +310,7 @@ class Mailbox:
         out, self._messages = self._messages, []
         return out
 
-    def drain_count(self) -> int:
+    def pending(self) -> int:
         """How many messages wait (a round trip that orders after a caller's posts)."""
         return len(self._messages)
 
@@ -335,7 +335,7 @@ class Sender:
     def flush(self) -> None:
         if self._box is not None:
             try:  # one caller's calls run in order: after this, its posts are in
-                ray.get(self._box.drain_count.remote(), timeout=30)
+                ray.get(self._box.pending.remote(), timeout=30)
             except Exception:  # noqa: BLE001 - progress is best effort
                 pass
 
