@@ -720,32 +720,49 @@ def summary(inputs: Inputs, eid: str) -> list[str]:
                 + "; ".join(f"L = {v.L}: **{v.verdict}** (σ* = {sig(v.sigma_star)})" for v in mine)
                 + "."
             )
-    if inputs.bounds is not None and A.best_rows(inputs.bounds).num_rows:
-        best = A.of_experiment(A.best_rows(inputs.bounds), eid)
-        thm3 = A.column(best, "bound_thm3")
-        tau = next(
-            (
-                r
-                for r in A.kendall_rows(inputs.bounds, inputs.runs)
-                if r["experiment_id"] == eid
-                and r["scope"] == "all"
-                and r["quantity"] == "bound_thm3"
-            ),
-            None,
-        )
-        if best.num_rows:
-            lines.append(
-                f"- Theorem 3's bound: above 1 (vacuous) for {int((thm3 > 1).sum())} of "
-                f"{best.num_rows} models"
-                + (
-                    f"; Kendall τ with the measured generalization error {tau['tau']:+.2f} "
-                    f"(p {pval(tau['p_value'])}, {tau['n_models']} models)"
-                    if tau is not None and math.isfinite(tau["tau"])
-                    else ""
-                )
-                + "."
+    thm3 = theorem3(inputs, eid)
+    if thm3 is not None and thm3.bounds.size:
+        tau = thm3.taus.get("all")
+        lines.append(
+            f"- Theorem 3's bound: above 1 (vacuous) for {int((thm3.bounds > 1).sum())} of "
+            f"{thm3.bounds.size} models"
+            + (
+                f"; Kendall τ with the measured generalization error {tau['tau']:+.2f} "
+                f"(p {pval(tau['p_value'])}, {tau['n_models']} models)"
+                if tau is not None and math.isfinite(tau["tau"])
+                else ""
             )
+            + "."
+        )
     return lines
+
+
+@dataclass(frozen=True)
+class Theorem3:
+    """Theorem 3's bound of one experiment at each model's best α, with their L, and the
+    Kendall τ rows of the bound against the generalization error by scope ('all',
+    'L=100', ...)."""
+
+    bounds: np.ndarray
+    L: np.ndarray
+    taus: dict[str, dict]
+
+
+def theorem3(inputs: Inputs, eid: str) -> Theorem3 | None:
+    """:class:`Theorem3` of experiment `eid`; None when the folder has no bounds."""
+    if inputs.bounds is None:
+        return None
+    best = A.of_experiment(A.best_rows(inputs.bounds), eid)
+    taus = (
+        {
+            r["scope"]: r
+            for r in A.kendall_rows(inputs.bounds, inputs.runs)
+            if r["experiment_id"] == eid and r["quantity"] == "bound_thm3"
+        }
+        if best.num_rows
+        else {}
+    )
+    return Theorem3(A.column(best, "bound_thm3"), A.column(best, "L"), taus)
 
 
 def render(inputs: Inputs) -> str:
@@ -808,23 +825,16 @@ def overview(folders: list[tuple[str, Inputs]]) -> list[str]:
             for c in A.cells(inputs.runs, "test_accuracy")
             if c.experiment_id == eid
         }
-        best = (
-            A.of_experiment(A.best_rows(inputs.bounds), eid) if inputs.bounds is not None else None
-        )
-        taus = {
-            r["scope"]: r
-            for r in (A.kendall_rows(inputs.bounds, inputs.runs) if best is not None else [])
-            if r["experiment_id"] == eid and r["quantity"] == "bound_thm3"
-        }
+        thm3 = theorem3(inputs, eid)
         for L in sorted({L for _, L in verdicts}):
             gen, gap = verdicts[("gen_error", L)], verdicts[("clean_gap", L)]
             sigmas = sorted(s for (ell, s) in acc if ell == L)
-            if best is not None:
-                of_L = A.column(best, "bound_thm3")[A.column(best, "L") == L]
+            if thm3 is not None:
+                of_L = thm3.bounds[thm3.L == L]
                 vacuous = f"{int((of_L > 1).sum())} / {of_L.size}"
             else:
                 vacuous = "—"
-            tau = taus.get(f"L={L}")
+            tau = thm3.taus.get(f"L={L}") if thm3 is not None else None
             rows.append(
                 [
                     f"`{name}`",
