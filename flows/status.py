@@ -15,7 +15,8 @@ from rich.table import Table
 from rnngen.analysis import experiment_label, experiments
 from rnngen.io import read_parquet
 from rnngen.layout import Layout
-from rnngen.schemas import RUNS
+from rnngen.schemas import RUNS, to_table
+from rnngen_tasks.store import Store
 
 MARK = {
     "done": "[green]done[/]",
@@ -79,7 +80,7 @@ def _data_rows(layout: Layout) -> list[tuple[str, str]]:
 
 def _running(layout: Layout) -> dict[str, dict]:
     """Cells a live training process has in flight (a dead process's list is stale)."""
-    path = layout.results / "train_state.json"
+    path = layout.train_state
     if not path.is_file():
         return {}
     state = json.loads(path.read_text())
@@ -95,9 +96,8 @@ def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
     diverged). Runs that differ in anything but L, σ and seed are never counted together."""
     running, now = _running(layout), time.time()
     columns = ["run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json"]
-    runs = (
-        read_parquet(layout.runs, required=RUNS).select(columns) if layout.runs.is_file() else None
-    )
+    stored = Store(layout.out).rows("runs")  # with the rows of a train still running
+    runs = to_table(stored, RUNS).select(columns) if stored else None
     rows = runs.to_pylist() if runs is not None else []
     if not rows and not running:
         return []

@@ -63,7 +63,7 @@ def study(
             n_train=prof.spectrum_n_train,
             ray_address=ray_address,
         )
-        bounds(out=out, delta=delta, ray_address=ray_address)
+        bounds(out=out, delta=delta, ray_address=ray_address, gpu_fraction=prof.gpu_fraction)
         paths = figures(out=out)
         report_path = report(out=out)
         summary = publish_artifacts(out, profile)

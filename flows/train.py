@@ -15,9 +15,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from rnngen.errors import UserError
 from rnngen.io import output_lock
 from rnngen.profiles import get_profile
+from rnngen.settings import TrainSettings
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import publish_provenance
-from rnngen_tasks.train import build_grid, prepare_training, publish_grid, train_grid
+from rnngen_tasks.executor import run_grid
+from rnngen_tasks.train import build_grid, prepare_training, publish_grid
 
 # Threads that wait on cells in flight: more than any cluster here runs at once (a thread
 # only waits on its Ray task; Ray decides when and where the cell runs).
@@ -47,32 +49,31 @@ def train(
     `pack_size`: cells trained together as one batched model (0 = automatic: every σ ×
     seed of one L on GPUs, single cells on CPUs); by default the profile's.
     """
+    prof = get_profile(profile)
+    settings = TrainSettings(
+        max_retries=max_retries,
+        gpu_fraction=prof.gpu_fraction,
+        pack_size=prof.pack_size if pack_size is None else pack_size,
+    )
     with output_lock(out):
         publish_provenance("train", out)
-        prof = get_profile(profile)
         overrides = dict(overrides or {})
         device = overrides.pop("device", prof.device)
         specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
         ray_pool.connect(ray_address)
-        run = prepare_training(
-            out,
-            specs,
-            device=device,
-            gpu_fraction=prof.gpu_fraction,
-            profile=profile,
-            max_retries=max_retries,
-            pack_size=prof.pack_size if pack_size is None else pack_size,
-        )
-        counts = train_grid(specs, run, max_retries)
+        todo, step = prepare_training(out, specs, device, profile, settings)
+        counts = run_grid(step, specs, todo) if step is not None else None
         publish_grid(out, specs)
+        done = counts.as_dict() if counts else {"total": len(specs), "skipped": len(specs)}
+        result = {k: done.get(k, 0) for k in ("total", "skipped", "done", "diverged", "failed")}
         print(
-            f"train: {counts['total']} cells: {counts['skipped']} already finished, "
-            f"{counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed"
+            f"train: {result['total']} cells: {result['skipped']} already finished, "
+            f"{result['done']} done, {result['diverged']} diverged, {result['failed']} failed"
         )
-        if counts["failed"]:
+        if result["failed"]:
             raise UserError(
-                f"{counts['failed']} of {counts['total']} training cells failed (see the "
+                f"{result['failed']} of {result['total']} training cells failed (see the "
                 "'error' column of results/runs.parquet and `rnngen status`); the others are "
                 "saved. Run the same command again to retry the failed ones."
             )
-        return counts
+        return result

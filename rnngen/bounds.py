@@ -573,17 +573,40 @@ def _thm2_columns(
     clean: ModelDataStats, *, alpha: float, lambda_min: float, delta: float
 ) -> dict[str, float | None]:
     """Theorem 2's totals on the clean data: with the measured r and with Remark 6's r."""
-    indicator = indicator_margin_loss(clean.margins, alpha)
+    clean_cols = thm2_clean_columns(clean, alpha=alpha, lambda_min=lambda_min)
+    indicator = clean_cols["indicator_loss_clean"]
     conf = confidence_term(delta, clean.n)
-    parts = _complexity_parts(clean, clean.r_fs, alpha=alpha, sigma=0.0, lambda_min=lambda_min)
     r6 = r_remark6(beta(clean.V), beta(clean.U), beta(clean.W), clean.B)
     comp6 = None
     if r6 is not None:
         parts6 = _complexity_parts(clean, r6, alpha=alpha, sigma=0.0, lambda_min=lambda_min)
         comp6 = complexity_term(*parts6)
     return {
-        "bound_thm2": bound_thm2(indicator, complexity_term(*parts), conf),
+        "bound_thm2": bound_thm2(indicator, clean_cols["complexity_term_thm2"], conf),
         "bound_thm2_remark6": bound_thm2_remark6(indicator, comp6, conf),
+    }
+
+
+CLEAN_COLUMNS: tuple[str, ...] = (
+    "indicator_loss_clean",
+    "r_fs_clean",
+    "B",
+    "complexity_term_thm2",
+)
+
+
+def thm2_clean_columns(
+    clean: ModelDataStats, *, alpha: float, lambda_min: float
+) -> dict[str, float]:
+    """Theorem 2's pieces on the clean training data, keyed by ``CLEAN_COLUMNS``: the
+    indicator margin loss at α, the clean r_fs, B = max ‖x‖_∞, and the complexity term
+    (k read from V, λ_min without σ²)."""
+    parts = _complexity_parts(clean, clean.r_fs, alpha=alpha, sigma=0.0, lambda_min=lambda_min)
+    return {
+        "indicator_loss_clean": indicator_margin_loss(clean.margins, alpha),
+        "r_fs_clean": clean.r_fs,
+        "B": float(clean.B),
+        "complexity_term_thm2": complexity_term(*parts),
     }
 
 

@@ -102,8 +102,8 @@ def read_parquet(path: str | Path, required: tuple[str, ...] | pa.Schema = ()) -
             f"{path} is not a readable Parquet file ({err}). Delete it and rerun "
             "the stage that writes it."
         ) from err
-    if isinstance(required, pa.Schema):
-        required = tuple(required.names)
+    if isinstance(required, pa.Schema):  # columns marked as added later are optional
+        required = tuple(f.name for f in required if (f.metadata or {}).get(b"added") != b"1")
     version = table_metadata(table).get("schema_version")
     if version != SCHEMA_VERSION:
         raise DataError(

@@ -55,6 +55,41 @@ class Layout:
     def bounds(self) -> Path:
         return self.results / "bounds.parquet"
 
+    @property
+    def history(self) -> Path:
+        """Per-epoch accuracies and losses of every trained run."""
+        return self.results / "history.parquet"
+
+    @property
+    def train_state(self) -> Path:
+        """The cells a running `train` has queued or started (read by `rnngen status`)."""
+        return self.results / "train_state.json"
+
+    @property
+    def measures(self) -> Path:
+        return self.results / "measures.parquet"
+
+    @property
+    def ranking(self) -> Path:
+        return self.results / "measure_ranking.parquet"
+
+    @property
+    def certificates(self) -> Path:
+        return self.results / "certificates.parquet"
+
+    @property
+    def kendall_tau(self) -> Path:
+        return self.results / "kendall_tau.parquet"
+
+    def table(self, name: str) -> Path:
+        """The results file of table `name` ('runs', 'bounds', ...)."""
+        return getattr(self, name)
+
+    def fragments(self, name: str) -> Path:
+        """Where rows of table `name` wait, one small file per unit, until the stage
+        compacts them into the table (tasks/store.py)."""
+        return self.results / ".fragments" / name
+
     def require(self, *stages: str) -> None:
         """Raise a DataError naming the first missing result of `stages` ('train',
         'spectrum', 'bounds') and the command that writes it."""

@@ -97,6 +97,37 @@ def provenance() -> dict[str, Any]:
     return {**_static(), "written_at": utc_now(), "flow_run_id": _flow_run_source()}
 
 
+def isa_level() -> str | None:
+    """The vector instruction set ATen dispatches to on this CPU ('AVX2', 'AVX512', ...):
+    two CPUs with different levels can round a float sum differently."""
+    import torch
+
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def code_fields() -> dict[str, Any]:
+    """The code a row was computed with: the driver's commit and whether its checkout had
+    uncommitted changes (workers run the code the driver shipped)."""
+    static = _static()
+    return {"git_commit": static["git_commit"], "git_dirty": static["git_dirty"]}
+
+
+@functools.cache
+def machine_fields() -> dict[str, Any]:
+    """The machine a row was computed on, as columns (read where the unit ran)."""
+    names = gpus()
+    return {
+        "hardware": hardware(),
+        "cpu_model": cpu_model(),
+        "isa_level": isa_level(),
+        "gpu_model": ", ".join(names) if names else None,
+        "torch_version": _version("torch"),
+    }
+
+
 def utc_now() -> str:
     """The current time in UTC, ISO 8601 to the second: '2026-12-02T08:15:00Z'."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

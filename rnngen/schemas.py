@@ -26,6 +26,34 @@ _SCALARS: dict[type, pa.DataType] = {
     bool: pa.bool_(),
 }
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+TIME = pa.timestamp("s", tz="UTC")
+
+# Columns added after files of schema version 2 were committed: declared (writers always
+# write them) but not required of a file being read, so the committed results stay readable.
+ADDED = {b"added": b"1"}
+
+
+def added(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, metadata=ADDED)
+
+
+def required_names(schema: pa.Schema) -> tuple[str, ...]:
+    """The columns a file of `schema` must have (all but those marked `added`)."""
+    return tuple(f.name for f in schema if (f.metadata or {}) != ADDED)
+
+
+# Where and with what code each row was computed (rnngen.provenance.code_fields and
+# machine_fields), on every row of runs, bounds and spectrum. `finished_at` is a timestamp;
+# files written before it was one hold ISO text (tasks/store.py reads both).
+PROVENANCE = [
+    added("git_commit", STR),
+    added("git_dirty", BOOL),
+    added("cpu_model", STR),
+    added("isa_level", STR),
+    added("gpu_model", STR),
+    added("torch_version", STR),
+    added("finished_at", TIME),
+]
 
 
 def arrow_type(annotation: Any) -> pa.DataType:
@@ -44,8 +72,8 @@ def arrow_type(annotation: Any) -> pa.DataType:
     raise TypeError(f"no Arrow type declared for {annotation!r}")
 
 
-def _fields(pairs: list[tuple[str, pa.DataType]]) -> pa.Schema:
-    names = [n for n, _ in pairs]
+def _fields(pairs: list[tuple[str, pa.DataType] | pa.Field]) -> pa.Schema:
+    names = [p.name if isinstance(p, pa.Field) else p[0] for p in pairs]
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
         raise TypeError(f"columns declared twice: {sorted(duplicated)}")
@@ -85,8 +113,8 @@ RUNS = _fields(
         *((f"margin_{split}_{s}", F64) for split in ("train", "test") for s in _MARGIN_STATS),
         ("seconds", F64),
         ("samples_per_second", F64),
-        ("finished_at", STR),
         ("hardware", STR),
+        *PROVENANCE,
     ]
 )
 
@@ -127,6 +155,12 @@ BOUNDS = _fields(
         ("status", STR),
         ("reason", STR),
         ("seconds", F64),
+        # what the row was computed from: the settings (δ, α grid, formula version) and
+        # the inputs (the λ_min row used); a row whose inputs_key differs is recomputed
+        added("settings_key", STR),
+        added("inputs_key", STR),
+        added("hardware", STR),
+        *PROVENANCE,
     ]
 )
 
@@ -164,6 +198,9 @@ SPECTRUM = _fields(
         ("dense_lambda_min", F64),
         ("dense_rel_diff", F64),
         ("dense_seconds", F64),
+        added("settings_key", STR),
+        added("hardware", STR),
+        *PROVENANCE,
     ]
 )
 

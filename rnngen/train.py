@@ -336,6 +336,13 @@ class _Monitor:
         return 1.0 - train.error, 1.0 - test.error
 
 
+def clean_gap(test_error_clean: float, train_error_clean: float) -> float:
+    """The clean gap: clean test error − clean training error (STUDY.md §7). Unlike the
+    paper's generalization error it subtracts no noisy error, so it does not fall with σ
+    merely because the noisy training error rises."""
+    return test_error_clean - train_error_clean
+
+
 @dataclass
 class TrainResult:
     """Outcome of one run. Errors are 0-1 errors (M <= 0); gen_error is the paper's.
@@ -387,6 +394,7 @@ class TrainResult:
                 "n_test",
             )
         }
+        row["clean_gap"] = clean_gap(self.test_error_clean, self.train_error_clean)
         row.update({f"margin_train_{k}": v for k, v in self.margin_train.items()})
         row.update({f"margin_test_{k}": v for k, v in self.margin_test.items()})
         return row

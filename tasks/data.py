@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -252,3 +253,11 @@ def load_corpus(out: str) -> Corpus:
         _LOADED.clear()  # one corpus at a time: it is ~100 MB with its table
         _LOADED[key] = Corpus(table, glove.table, pointer["data_key"], pointer)
     return _LOADED[key]
+
+
+def split_sizes(out: str) -> tuple[int, int]:
+    """Reviews in the corpus' train and test splits (one column read, not the corpus)."""
+    path = Layout.at(out).interim / corpus_pointer(out)["corpus"]
+    split = pq.read_table(path, columns=["split"]).column("split").cast(pa.string())
+    values = split.to_numpy(zero_copy_only=False)
+    return int(np.sum(values == "train")), int(np.sum(values == "test"))

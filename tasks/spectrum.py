@@ -1,29 +1,26 @@
-"""Prefect task of the spectrum stage: certified λ_min / λ_max of E(xxᵀ) for one L."""
+"""The spectrum stage: certified λ_min / λ_max of E(xxᵀ), one unit per L."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed
 
-from rnngen import schemas
 from rnngen.corpus import check_length, embed_batch, select_split
 from rnngen.errors import UserError
 from rnngen.glove import GLOVE_DIM
 from rnngen.gram_torch import DeviceSolverError
-from rnngen.io import read_parquet, write_parquet
-from rnngen.layout import Layout
 from rnngen.resources import Request, gigabytes, spectrum_shard_bytes
+from rnngen.settings import SpectrumSettings
 from rnngen.spectrum import check_rank, dense_smallest
 from rnngen_tasks import ray_pool, run_logger
 from rnngen_tasks.data import load_corpus
 from rnngen_tasks.ray_shards import ShardPool
+from rnngen_tasks.store import Store
 
 METHOD = (
     "float64 Gram (Ray shards) + in-place Cholesky; shift-invert Lanczos (bottom), "
@@ -51,40 +48,31 @@ def train_tokens(corpus, n_train: int | None) -> pa.Array:
     return train.column("token_ids").combine_chunks()
 
 
-def existing_rows(out: str) -> list[dict[str, Any]]:
-    path = Layout.at(out).spectrum
-    return read_parquet(path, required=schemas.SPECTRUM).to_pylist() if path.is_file() else []
+def spectrum_rows(out: str) -> list[dict[str, Any]]:
+    return Store(out).rows("spectrum")
 
 
 def _row_key(row: dict) -> tuple:
     return (row["L"], row["data_key"], row["n"])
 
 
-@task(name="spectrum-L", task_run_name="spectrum L={L}", cache_policy=NO_CACHE)
-def spectrum_for_length(
+def compute_spectrum(
     out: str,
     L: int,
+    settings: SpectrumSettings,
     n_train: int | None = None,
     workers: int | None = None,
     check_dense: bool = False,
-    tol: float = 1e-8,
     max_blocks: int | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Compute, certify and record the spectrum of Σ at one L; skip if already recorded.
-    `device` 'auto' keeps Σ, its factor and the solves on the cluster's GPUs when it has
-    any (one shard per GPU), else on CPUs."""
+    """Compute and certify the spectrum of Σ at one L: its row ('certified', or
+    'uncertified' with the reason and no λ_min). `device` 'auto' keeps Σ, its factor and
+    the solves on the cluster's GPUs when it has any (one shard per GPU), else on CPUs."""
     L = check_length(L, "--L")
     corpus = load_corpus(out)
     tokens = train_tokens(corpus, n_train)
     n, dim = len(tokens), L * GLOVE_DIM
-    row = _recorded(out, L, corpus.data_key, n)
-    if (
-        max_blocks is None
-        and row is not None
-        and (not check_dense or row.get("dense_lambda_min") is not None)
-    ):
-        return Completed(name="Skipped", message=f"L={L}: certified row on disk", data=row)
     check_rank(n, dim)
     device = ray_pool.resolve_device(device)
     workers, request = shard_plan(L, n, workers, device)
@@ -98,36 +86,123 @@ def spectrum_for_length(
         stats = pool.reduce_gram(L)
         t_gram = time.perf_counter() - t0
         logger.info(f"L={L}: Gram accumulated and reduced in {t_gram:.1f} s; factorizing Σ")
-        result = pool.spectrum(L, tol=tol, max_blocks=max_blocks, progress=logger.info)
+        result = pool.spectrum(L, tol=settings.tol, max_blocks=max_blocks, progress=logger.info)
     except DeviceSolverError as err:  # recorded as uncertified, with the device's reason
-        record(
-            out,
-            _failure_row(L, corpus.data_key, n, stats, workers, time.perf_counter() - t0, str(err)),
-        )
-        raise UncertifiedSpectrum(f"L={L}: λ_min could not be computed on the GPU: {err}") from err
+        seconds = time.perf_counter() - t0
+        return _failure_row(L, corpus.data_key, n, stats, workers, seconds, str(err))
     finally:
         pool.close()
     seconds = time.perf_counter() - t0
     row = _row(L, corpus.data_key, result, stats, seconds, t_gram, workers)
     if check_dense:
         row.update(_dense_check(corpus, tokens, L, row["lambda_min_estimate"]))
-    record(out, row)
-    if not result.converged:
-        raise UncertifiedSpectrum(
-            f"L={L}: λ_min could not be certified (residual ‖Σv−λv‖ = "
-            f"{result.lambda_min_residual:.3e} for λ = {result.lambda_min:.6e}; {result.message}). "
-            "The row is recorded with status 'uncertified' and no λ_min; bounds at this L "
-            "are not computed."
+    return row | {"settings_key": settings.settings_key}
+
+
+def uncertified_error(row: dict[str, Any]) -> UncertifiedSpectrum:
+    """The error a stage raises after recording an uncertified row."""
+    L = row["L"]
+    if "GPU" in (row.get("method") or "") and row.get("lambda_min_residual") is None:
+        return UncertifiedSpectrum(
+            f"L={L}: λ_min could not be computed on the GPU: {row['message']}"
         )
+    return UncertifiedSpectrum(
+        f"L={L}: λ_min could not be certified (residual ‖Σv−λv‖ = "
+        f"{row['lambda_min_residual']:.3e} for λ = {row['lambda_min_estimate']:.6e}; "
+        f"{row['message']}). The row is recorded with status 'uncertified' and no λ_min; "
+        "bounds at this L are not computed."
+    )
+
+
+def spectrum_for_length(
+    out: str, L: int, settings: SpectrumSettings | None = None, **options: Any
+) -> dict[str, Any]:
+    """One L outside a grid (tests, benchmarks): compute, record, and raise
+    `UncertifiedSpectrum` when λ_min could not be certified."""
+    row = compute_spectrum(out, L, settings or SpectrumSettings(), **options)
+    store = Store(out)
+    store.append("spectrum", [row], {"method": METHOD})
+    store.compact("spectrum", {"method": METHOD})
+    if row["status"] != "certified":
+        raise uncertified_error(row)
     return row
 
 
-def _recorded(out: str, L: int, data_key: str, n: int) -> dict[str, Any] | None:
-    """The certified row of (L, data_key, n) already on disk, if any."""
-    for row in existing_rows(out):
-        if _row_key(row) == (L, data_key, n) and row["status"] == "certified":
+def _recorded(out: str, L: int, data_key: str, n: int, settings_key: str) -> dict | None:
+    """The certified row of (L, data_key, n) already on disk under the same settings (a
+    row written before rows carried their settings was made with the default tolerance)."""
+    default = SpectrumSettings().settings_key
+    for row in spectrum_rows(out):
+        if (
+            _row_key(row) == (L, data_key, n)
+            and row["status"] == "certified"
+            and (row.get("settings_key") or default) == settings_key
+        ):
             return row
     return None
+
+
+class SpectrumStep:
+    """The spectrum stage as a step of the grid executor: one unit per L."""
+
+    stage = "spectrum"
+
+    def __init__(
+        self,
+        out: str,
+        settings: SpectrumSettings,
+        n_train: int | None = None,
+        workers: int | None = None,
+        check_dense: bool = False,
+    ) -> None:
+        self.out, self.settings = out, settings
+        self.n_train, self.workers, self.check_dense = n_train, workers, check_dense
+        self.max_retries = settings.max_retries
+        self.cancelled = threading.Event()
+        self.store = Store(out)
+        self.errors: dict[int, str] = {}
+
+    def key(self, L: int) -> str:
+        return f"L={L}"
+
+    def name(self, L: int) -> str:
+        return f"spectrum L={L}"
+
+    def group(self, L: int) -> int:
+        return L
+
+    def recorded(self, L: int) -> dict[str, Any] | None:
+        corpus = load_corpus(self.out)
+        n = len(train_tokens(corpus, self.n_train))
+        row = _recorded(self.out, L, corpus.data_key, n, self.settings.settings_key)
+        if row is None or (self.check_dense and row.get("dense_lambda_min") is None):
+            return None
+        return row
+
+    def pending(self, lengths: list[int]) -> list[int]:
+        return [L for L in lengths if self.recorded(L) is None]
+
+    def compute(self, L: int, attempt: int) -> dict[str, Any]:
+        return compute_spectrum(
+            self.out, L, self.settings, self.n_train, self.workers, self.check_dense
+        )
+
+    def record(self, L: int, row: dict[str, Any], attempt: int) -> tuple[str, str]:
+        self.store.append("spectrum", [row], {"method": METHOD})
+        if row["status"] != "certified":
+            return row["status"], f"uncertified: {row['message']}"
+        return "certified", (
+            f"λ_min = {row['lambda_min']:.6e} (residual {row['lambda_min_residual']:.1e}), "
+            f"λ_max = {row['lambda_max']:.4e}, {row['iterations']} block shift-invert steps"
+        )
+
+    def record_failure(self, L: int, error: str, attempt: int) -> None:
+        """A spectrum that raised records no row (none is better than a wrong one); the
+        flow reports the error."""
+        self.errors[L] = error
+
+    def compact(self) -> None:
+        self.store.compact("spectrum", {"method": METHOD})
 
 
 def check_spectrum(out: str, lengths: list[int], n_train: int | None = None) -> None:
@@ -136,8 +211,9 @@ def check_spectrum(out: str, lengths: list[int], n_train: int | None = None) -> 
     corpus = load_corpus(out)
     n = len(train_tokens(corpus, n_train))
     device = None
+    key = SpectrumSettings().settings_key
     for L in lengths:
-        if _recorded(out, L, corpus.data_key, n) is None:
+        if _recorded(out, L, corpus.data_key, n, key) is None:
             device = device or ray_pool.resolve_device("auto")
             shard_plan(L, n, device=device)
 
@@ -247,14 +323,3 @@ def _dense_check(corpus, tokens, L, estimate) -> dict[str, Any]:
         "dense_rel_diff": abs(estimate - dense_min) / dense_min,
         "dense_seconds": time.perf_counter() - t0,
     }
-
-
-def record(out: str, row: dict[str, Any]) -> None:
-    """Insert or replace the row for (L, data_key, n) and rewrite the file atomically."""
-    rows = [r for r in existing_rows(out) if _row_key(r) != _row_key(row)] + [row]
-    rows.sort(key=lambda r: (r["L"], r["n"]))
-    write_parquet(
-        schemas.to_table(rows, schemas.SPECTRUM),
-        Layout.at(out).spectrum,
-        {"stage": "spectrum", "method": METHOD},
-    )

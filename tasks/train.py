@@ -1,10 +1,9 @@
-"""Prefect task of the training stage: the (L, σ, seed) grid fanned out over Ray.
+"""The training stage: the (L, σ, seed) grid fanned out over Ray, one executor unit a cell.
 
-Finished outputs are the completion markers: a run counts as done when its row is in
-`results/runs.parquet` (written atomically) and its weights are in `models/<run_id>.npz`.
-A rerun skips those; a half-written file from a killed run is never visible under its
-final name, so it is never read as done. Each run's per-epoch history goes to
-`results/history.parquet`, keyed by run_id.
+Finished outputs are the completion markers: a run counts as done when its row is in the
+store's `runs` table and its weights load from `models/<run_id>.npz`. A rerun skips those;
+a half-written file from a killed run is never visible under its final name, so it is
+never read as done. Each run's per-epoch history goes to the `history` table.
 
 Before any cell is submitted, the device is resolved against the cluster ('auto': its
 GPUs if it has any, else its CPUs) and the largest cell's request -- CPU, GPU share and an
@@ -14,10 +13,8 @@ is refused in seconds instead of waiting in Ray's queue forever.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -25,28 +22,25 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
-from prefect.states import Completed, State
 
-from rnngen import schemas
 from rnngen.corpus import SplitArrays
-from rnngen.errors import ParameterError, UserError
+from rnngen.errors import DataError, ParameterError, UserError
 from rnngen.glove import GLOVE_DIM
-from rnngen.io import atomic_path, read_parquet, write_parquet
+from rnngen.io import atomic_path
 from rnngen.layout import Layout
 from rnngen.model import save_weights
 from rnngen.profiles import check_device, get_profile
-from rnngen.provenance import hardware, utc_now
+from rnngen.provenance import hardware, machine_fields
 from rnngen.resources import Request, gigabytes, train_cell_bytes
+from rnngen.settings import TrainSettings
 from rnngen.specs import RunSpec, expand_grid
 from rnngen.train import EpochLog, spec_splits
 from rnngen_tasks import ray_pool
-from rnngen_tasks.artifacts import Progress, publish_table
-from rnngen_tasks.data import corpus_pointer, load_corpus
+from rnngen_tasks.artifacts import publish_table
+from rnngen_tasks.data import corpus_pointer, load_corpus, split_sizes
+from rnngen_tasks.executor import Shared
+from rnngen_tasks.store import Store
 
 FINISHED = ("done", "diverged")
 
@@ -88,7 +82,7 @@ def _epoch_reporter(spec: RunSpec, send, rows: int):
 
 def _packed_result(result) -> dict[str, Any]:
     return {
-        "row": result.to_row() | {"hardware": hardware()},
+        "row": result.to_row() | machine_fields(),
         "weights": result.weights,
         "history": [asdict(h) for h in result.history],
     }
@@ -252,14 +246,6 @@ class Placement:
         return f"device {self.requested} -> {self.device} ({why}){packs}"
 
 
-def split_sizes(out: str) -> tuple[int, int]:
-    """Reviews in the corpus' train and test splits (one column read, not the corpus)."""
-    path = Layout.at(out).interim / corpus_pointer(out)["corpus"]
-    split = pq.read_table(path, columns=["split"]).column("split").cast(pa.string())
-    values = split.to_numpy(zero_copy_only=False)
-    return int(np.sum(values == "train")), int(np.sum(values == "test"))
-
-
 def place(
     out: str, specs: list[RunSpec], requested: str, gpu_fraction: float, pack_size: int = 0
 ) -> Placement:
@@ -316,11 +302,6 @@ def on_device(spec: RunSpec, device: str) -> RunSpec:
 # --------------------------------------------------------------------------- driver side
 
 
-def read_runs(out: str) -> list[dict[str, Any]]:
-    path = Layout.at(out).runs
-    return read_parquet(path, required=schemas.RUNS).to_pylist() if path.is_file() else []
-
-
 def _spec_columns(spec: RunSpec) -> dict[str, Any]:
     fields = spec.model_dump()
     return {
@@ -332,18 +313,12 @@ def _spec_columns(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-class RunsWriter:
-    """Keeps runs.parquet, history.parquet and the state file of the cells in flight up to
-    date as cells start and finish; safe to call from the threads of several cells."""
+class LiveState:
+    """`results/train_state.json`: the cells a running `train` has queued or started, read
+    by `rnngen status` (a dead process's file is ignored there)."""
 
-    def __init__(self, out: str, specs: list[RunSpec], meta: dict[str, Any]) -> None:
-        self.layout = Layout.at(out)
-        self.meta = {"stage": "train", **meta}
-        self.rows = {r["run_id"]: r for r in read_runs(out)}
-        history = self.layout.results / "history.parquet"
-        self.history = (
-            read_parquet(history, required=schemas.HISTORY).to_pylist() if history.is_file() else []
-        )
+    def __init__(self, out: str, specs: list[RunSpec]) -> None:
+        self.path = Layout.at(out).train_state
         self.queued = {
             s.run_id: {
                 "L": s.L,
@@ -356,90 +331,50 @@ class RunsWriter:
             for s in specs
         }
         self._lock = threading.Lock()
-        self._write_state()
+        self._write()
 
     def started(self, spec: RunSpec) -> None:
-        """The cell's worker began (it was queued until now)."""
         with self._lock:
             if spec.run_id in self.queued:
                 self.queued[spec.run_id]["started"] = time.time()
-                self._write_state()
+                self._write()
 
-    def record(self, spec: RunSpec, row: dict[str, Any], history: list[dict]) -> None:
+    def finished(self, spec: RunSpec) -> None:
         with self._lock:
-            self.rows[spec.run_id] = _spec_columns(spec) | row | {"finished_at": utc_now()}
-            if history or row["status"] != "failed":  # a failed retry keeps the last history
-                self.history = [h for h in self.history if h["run_id"] != spec.run_id] + [
-                    {
-                        "run_id": spec.run_id,
-                        "L": spec.L,
-                        "sigma": spec.sigma,
-                        "seed": spec.seed,
-                        **h,
-                    }
-                    for h in history
-                ]
-                self.history.sort(
-                    key=lambda h: (h["L"], h["sigma"], h["seed"], h["run_id"], h["epoch"])
-                )
-                write_parquet(
-                    schemas.to_table(self.history, schemas.HISTORY),
-                    self.layout.results / "history.parquet",
-                    self.meta,
-                )
-            write_parquet(
-                schemas.to_table(sorted(self.rows.values(), key=_order), schemas.RUNS),
-                self.layout.runs,
-                self.meta,
-            )
             self.queued.pop(spec.run_id, None)
-            self._write_state()
-
-    def _write_state(self) -> None:
-        state = {"pid": os.getpid(), "running": self.queued}
-        with atomic_path(self.layout.results / "train_state.json") as tmp:
-            tmp.write_text(json.dumps(state))
+            self._write()
 
     def close(self) -> None:
         with self._lock:
             self.queued = {}
-            self._write_state()
+            self._write()
 
-
-def _order(row: dict[str, Any]) -> tuple:
-    return (row["L"], row["sigma"], row["seed"], row["run_id"])
+    def _write(self) -> None:
+        state = {"pid": os.getpid(), "running": self.queued}
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(state))
 
 
 def pending_specs(out: str, specs: list[RunSpec]) -> list[RunSpec]:
-    """Specs whose run is not finished on disk (row done/diverged AND weights present)."""
-    layout = Layout.at(out)
-    rows = {r["run_id"]: r for r in read_runs(out)}
-    return [
-        s
-        for s in specs
-        if not (
-            rows.get(s.run_id, {}).get("status") in FINISHED
-            and (
-                rows[s.run_id]["status"] == "diverged"
-                or (layout.models / f"{s.run_id}.npz").is_file()
-            )
-        )
-    ]
-
-
-class CellFailed(RuntimeError):
-    """A cell's own computation raised (in its Ray worker): worth another attempt. Errors
-    of the driver (a full disk, a bad file) are not retried; they stop the run."""
-
-
-def _retry_failed_cells(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except CellFailed:
-        return True
-    except BaseException:
-        return False
-    return False
+    """Specs whose run is not finished in the store: no row done/diverged, or a 'done' row
+    whose model file is missing or cannot be loaded. Such a file is moved aside (never
+    deleted) and its cell trained again."""
+    store = Store(out)
+    rows = {r["run_id"]: r for r in store.rows("runs")}
+    todo = []
+    for spec in specs:
+        status = rows.get(spec.run_id, {}).get("status")
+        if status == "diverged":
+            continue
+        if status == "done" and store.model_path(spec.run_id).is_file():
+            try:
+                store.load_model(spec)
+                continue
+            except DataError as err:
+                moved = store.set_aside(spec.run_id)
+                print(f"train: {err} Moved to {moved.name}; the cell is trained again.")
+        todo.append(spec)
+    return todo
 
 
 def cell_name(spec: RunSpec) -> str:
@@ -447,56 +382,72 @@ def cell_name(spec: RunSpec) -> str:
     return f"train L={spec.L} σ={spec.sigma:g} seed={spec.seed}"
 
 
-class TrainingRun:
-    """What the cells of one training run share on the driver: where they run, the data in
-    Ray's object store, the writer, the progress relay and the counts. (A plain class:
-    Prefect passes it to the cell tasks as it is.)"""
+class TrainStep:
+    """The training stage as a step of the grid executor: one unit per cell. Cells of one
+    pack are trained as one Ray task, which the first of them to run submits."""
+
+    stage = "train"
 
     def __init__(
         self,
         out: str,
         todo: list[RunSpec],
-        total: int,
         placement: Placement,
         profile: str | None,
-        max_retries: int,
+        settings: TrainSettings,
     ) -> None:
         corpus = load_corpus(out)
-        self.todo, self.total, self.placement = todo, total, placement
-        self.max_retries = max_retries
-        self.writer = RunsWriter(
-            out,
-            todo,
-            {
-                "profile": profile,
-                "device_requested": placement.requested,
-                "device": placement.device,
-            },
-        )
+        self.store, self.placement, self.settings = Store(out), placement, settings
+        self.max_retries = settings.max_retries
+        self.meta = {
+            "profile": profile,
+            "device_requested": placement.requested,
+            "device": placement.device,
+        }
+        self.state = LiveState(out, todo)
         self.refs = ray_pool.share(corpus.table, corpus.embeddings)
         self.relay = ray_pool.ProgressRelay()
         self.cancelled = threading.Event()
-        self.began = time.perf_counter()
-        self.finished = 0
-        self.progress = Progress("train", total, total - len(todo))
-        self._lock = threading.Lock()
+        self.packs: Shared = Shared()
         self.pack_of = {s.run_id: pack for pack in placement.packs(todo) for s in pack}
-        self._submitted: dict[str, object] = {}  # pack -> its Ray task's result reference
 
-    def cell(self, spec: RunSpec, attempt: int) -> dict[str, Any]:
-        """A cell's result: from its pack (the first cell of a pack to ask submits it; the
-        others wait on the same Ray task), or alone (no pack, or a retry: a cell whose pack
-        failed is tried again by itself)."""
+    def key(self, spec: RunSpec) -> str:
+        return spec.run_id
+
+    def name(self, spec: RunSpec) -> str:
+        return cell_name(spec)
+
+    def group(self, spec: RunSpec) -> int:
+        return spec.L
+
+    def compute(self, spec: RunSpec, attempt: int) -> dict[str, Any]:
+        """A cell's result: from its pack, or alone (no pack, or a retry: a cell whose
+        pack failed is tried again by itself). Its epochs are logged as they arrive."""
+        from prefect import get_run_logger
+
+        logger = get_run_logger()
+        spec = on_device(spec, self.placement.device)
+
+        def relayed(kind: str, text: str) -> None:
+            if kind == "start":
+                self.state.started(spec)
+                logger.info(f"started on {text}")
+            else:
+                logger.info(text)
+
+        self.relay.listen(spec.run_id, relayed)
+        try:
+            return self._result(spec, attempt)
+        finally:
+            self.relay.forget(spec.run_id)
+
+    def _result(self, spec: RunSpec, attempt: int) -> dict[str, Any]:
         pack = self.pack_of[spec.run_id]
+        common = {"inject": _injection(), "progress": self.relay.sender()}
         if len(pack) == 1 or attempt > 1:
-            payload = {
-                "spec": spec.to_json(),
-                "inject": _injection(),
-                "progress": self.relay.sender(),
-            }
             return ray_pool.run_remote(
                 run_cell,
-                payload,
+                common | {"spec": spec.to_json()},
                 *self.refs,
                 request=self.placement.request(spec),
                 name=cell_name(spec),
@@ -504,138 +455,74 @@ class TrainingRun:
                 cancelled=self.cancelled,
             )
         name = f"train pack L={spec.L} ({len(pack)} cells)"
-        with self._lock:
-            if pack[0].run_id not in self._submitted:
-                payload = {
+        ref = self.packs.once(
+            pack[0].run_id,
+            lambda: ray_pool.submit(
+                run_pack,
+                common
+                | {
                     "specs": [s.to_json() for s in pack],
-                    "inject": _injection(),
-                    "progress": self.relay.sender(),
                     "memory": self.placement.request(spec).memory,
-                }
-                self._submitted[pack[0].run_id] = ray_pool.submit(
-                    run_pack,
-                    payload,
-                    *self.refs,
-                    name=name,
-                    max_retries=self.max_retries,
-                    request=self.placement.request(spec, members=len(pack)),
-                )
-            ref = self._submitted[pack[0].run_id]
+                },
+                *self.refs,
+                name=name,
+                max_retries=self.max_retries,
+                request=self.placement.request(spec, members=len(pack)),
+            ),
+        )
         return ray_pool.wait_for(ref, name, self.cancelled)[spec.run_id]
 
-    def eta(self) -> str:
-        """'[3/75] (1200 s elapsed, ~3400 s to go)' from the cells finished so far."""
-        self.progress.advance()
-        with self._lock:
-            self.finished += 1
-            done, elapsed = self.finished, time.perf_counter() - self.began
-        left = elapsed / done * (len(self.todo) - done)
-        return f"[{done}/{len(self.todo)}] ({elapsed:.0f} s elapsed, ~{left:.0f} s to go)"
+    def record(self, spec: RunSpec, result: dict[str, Any], attempt: int) -> tuple[str, str]:
+        spec = on_device(spec, self.placement.device)
+        row = result["row"]
+        if row["status"] == "done":
+            save_weights(self.store.model_path(spec.run_id), result["weights"], spec.to_json())
+        self._append(spec, row | {"attempts": attempt}, result["history"])
+        summary = row["status"]
+        if row["status"] == "done":
+            summary += f", test acc {row['test_accuracy']:.3f}, gen err {row['gen_error']:+.3f}"
+        return row["status"], summary
 
-    def close(self) -> None:
-        self.relay.close()
-        self.writer.close()
+    def record_failure(self, spec: RunSpec, error: str, attempt: int) -> None:
+        spec = on_device(spec, self.placement.device)
+        self._append(spec, {"status": "failed", "error": error, "attempts": attempt}, [])
+
+    def _append(self, spec: RunSpec, row: dict[str, Any], history: list[dict]) -> None:
+        if history:  # a failed retry keeps the history of the last attempt that had one
+            where = {"run_id": spec.run_id, "L": spec.L, "sigma": spec.sigma, "seed": spec.seed}
+            self.store.append("history", [where | h for h in history], self.meta)
+        self.store.append("runs", [_spec_columns(spec) | row], self.meta)
+        self.state.finished(spec)
+
+    def compact(self) -> None:
+        try:
+            self.relay.close()
+            self.state.close()
+        finally:
+            self.store.compact("history", self.meta)
+            self.store.compact("runs", self.meta)
 
 
-@task(name="prepare-training", cache_policy=NO_CACHE)
 def prepare_training(
-    out: str,
-    specs: list[RunSpec],
-    device: str = "cpu",
-    gpu_fraction: float = 0.25,
-    profile: str | None = None,
-    max_retries: int = 2,
-    pack_size: int = 0,
-) -> TrainingRun | None:
-    """The unfinished cells placed on the cluster (device resolved, requests checked),
-    or None when every cell is finished."""
+    out: str, specs: list[RunSpec], device: str, profile: str | None, settings: TrainSettings
+) -> tuple[list[RunSpec], TrainStep | None]:
+    """The unfinished cells placed on the cluster (device resolved, requests checked) and
+    the step that trains them; ([], None) when every cell is finished."""
     todo = pending_specs(out, specs)
     if not todo:
         print(f"train: all {len(specs)} cells already finished")
-        return None
-    placement = place(out, todo, device, gpu_fraction, pack_size)
+        return [], None
+    placement = place(out, todo, device, settings.gpu_fraction, settings.pack_size)
     print(
         f"train: {len(todo)} of {len(specs)} cells to train; {placement.describe()}; each "
         f"cell asks Ray for {placement.request(todo[-1]).describe()}"
     )
-    todo = [on_device(s, placement.device) for s in todo]
-    return TrainingRun(out, todo, len(specs), placement, profile, max_retries)
-
-
-@task(
-    name="train-cell",
-    task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_failed_cells,
-)
-def train_cell(spec: RunSpec, run: TrainingRun) -> str:
-    """Train one cell as a Ray task named like this task run, and record its row; its epochs
-    are logged here as the worker reports them. Returns the cell's status ('done' or
-    'diverged'); a cell that raises is retried by Prefect (the task's retries), and after
-    the last attempt its row says `failed` with the cause in one sentence."""
-    from prefect.runtime import task_run
-
-    logger = get_run_logger()
-    spec = on_device(spec, run.placement.device)
-
-    def relayed(kind: str, text: str) -> None:
-        if kind == "start":
-            run.writer.started(spec)
-            logger.info(f"started on {text}")
-        else:
-            logger.info(text)
-
-    run.relay.listen(spec.run_id, relayed)
-    try:
-        result = run.cell(spec, task_run.run_count)
-    except (ray_pool.Cancelled, UserError):
-        raise
-    except Exception as err:
-        attempt, attempts = task_run.run_count, run.max_retries + 1
-        logger.error(f"attempt {attempt} of {attempts} failed: {err}")  # the whole traceback
-        if attempt >= attempts:
-            run.writer.record(
-                spec, {"status": "failed", "error": error_text(err), "attempts": attempt}, []
-            )
-            logger.error(f"{cell_name(spec)}: failed {run.eta()}: {error_text(err)}")
-        raise CellFailed(error_text(err)) from err
-    finally:
-        run.relay.forget(spec.run_id)
-    row = result["row"]
-    if row["status"] == "done":
-        save_weights(
-            run.writer.layout.models / f"{spec.run_id}.npz", result["weights"], spec.to_json()
-        )
-    row |= {
-        "clean_gap": row["test_error_clean"] - row["train_error_clean"],
-        "attempts": task_run.run_count,
-    }
-    run.writer.record(spec, row, result["history"])
-    logger.info(
-        f"{cell_name(spec)}: {row['status']}"
-        + (
-            f", test acc {row['test_accuracy']:.3f}, gen err {row['gen_error']:+.3f}"
-            if row["status"] == "done"
-            else ""
-        )
-        + f" {run.eta()}"
-    )
-    return row["status"]
-
-
-@task(
-    name="train-cell",
-    task_run_name="train L={spec.L} σ={spec.sigma:g} seed={spec.seed}",
-    cache_policy=NO_CACHE,
-)
-def finished_cell(spec: RunSpec) -> State:
-    """A cell already on disk: shown as Skipped, not trained again."""
-    return Completed(name="Skipped", message=f"run {spec.run_id}: row and weights on disk")
+    return todo, TrainStep(out, todo, placement, profile, settings)
 
 
 def publish_grid(out: str, specs: list[RunSpec]) -> None:
     """The grid's cells as a table artifact `train-grid` (status, accuracy, errors)."""
-    rows = {r["run_id"]: r for r in read_runs(out)}
+    rows = {r["run_id"]: r for r in Store(out).rows("runs")}
     publish_table(
         "train-grid",
         [
@@ -660,57 +547,3 @@ def publish_grid(out: str, specs: list[RunSpec]) -> None:
         ],
         f"The training grid in {Layout.at(out).out}",
     )
-
-
-def train_grid(specs: list[RunSpec], run: TrainingRun | None, max_retries: int) -> dict[str, int]:
-    """Submit one task run per cell (finished ones as Skipped) to the flow's task runner
-    and wait for all; the counts of the grid. Stopping (Ctrl-C) cancels the Ray tasks."""
-    todo = {s.run_id for s in run.todo} if run else set()
-    futures = [
-        train_cell.with_options(retries=max_retries).submit(s, run)
-        if s.run_id in todo
-        else finished_cell.submit(s)
-        for s in specs
-    ]
-    try:
-        wait(futures)
-    except BaseException:
-        if run is not None:
-            run.cancelled.set()
-            # The first error is the one to report: on a full or read-only disk, writing
-            # the state file fails again, and that second error must not hide the first.
-            with contextlib.suppress(OSError, UserError):
-                run.close()
-        raise
-    if run is not None:
-        run.close()
-    counts = {
-        "total": len(specs),
-        "skipped": len(specs) - len(todo),
-        "done": 0,
-        "diverged": 0,
-        "failed": 0,
-    }
-    for spec, future in zip(specs, futures, strict=True):
-        if spec.run_id not in todo:
-            continue
-        outcome = future.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException) and not isinstance(outcome, CellFailed):
-            raise outcome  # the driver's own error (disk full, ...): it stops the run
-        counts["failed" if isinstance(outcome, BaseException) else outcome] += 1
-    return counts
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def error_text(error: BaseException) -> str:
-    """One clean sentence naming the cause of a failed cell (the full traceback is in the
-    log): a task's own exception as `Type: message`, without Ray's wrapping and colours."""
-    cause = getattr(error, "cause", None)
-    if isinstance(cause, BaseException):
-        text = f"{type(cause).__name__}: {cause}"
-    else:
-        lines = [ln for ln in _ANSI.sub("", str(error)).splitlines() if ln.strip()]
-        text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return _ANSI.sub("", text).strip()[:2000]

@@ -92,7 +92,7 @@ def test_foreign_model_file_is_reported_and_others_proceed(trained):
     bounds(out=out)
     rows = pq.read_table(Layout.at(out).bounds).to_pylist()
     bad = [r for r in rows if r["run_id"] == victim["run_id"]]
-    assert len(bad) == 1 and bad[0]["status"] == "skipped"
+    assert len(bad) == 1 and bad[0]["status"] == "failed"
     assert "holds the weights of another run" in bad[0]["reason"]
     assert any(r["run_id"] == other["run_id"] and r["status"] == "ok" for r in rows)
     model.write_bytes(b"\x80\x04not a weight file")  # e.g. a pickle dropped in models/

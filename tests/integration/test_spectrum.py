@@ -102,20 +102,20 @@ def test_flow_writes_certified_rows_matching_dense(prefect_harness, ray_local, c
 
 def test_fewer_samples_than_dimensions_is_explained(ray_local, corpus_out):
     with pytest.raises(SingularMatrixError, match=r"n=100 training sequences < D=150"):
-        spectrum_for_length.fn(str(corpus_out), 3, n_train=100)
+        spectrum_for_length(str(corpus_out), 3, n_train=100)
     assert not Layout.at(corpus_out).spectrum.exists()
 
 
 def test_non_convergence_is_recorded_not_hidden(ray_local, corpus_out):
     with pytest.raises(UncertifiedSpectrum, match=r"L=3: λ_min could not be certified"):
-        spectrum_for_length.fn(str(corpus_out), 3, n_train=800, max_blocks=1)
+        spectrum_for_length(str(corpus_out), 3, n_train=800, max_blocks=1)
     row = pq.read_table(Layout.at(corpus_out).spectrum).to_pylist()[0]
     assert row["status"] == "uncertified" and row["lambda_min"] is None
     assert row["lambda_min_residual"] > 0
 
 
 def test_real_data_L100_agrees_with_dense_reference(ray_local, corpus_out):
-    row = spectrum_for_length.fn(str(corpus_out), 100, check_dense=True)
+    row = spectrum_for_length(str(corpus_out), 100, check_dense=True)
     assert row["n"] == 25_000 and row["dim"] == 5_000 and row["status"] == "certified"
     assert row["dense_rel_diff"] <= 1e-6
     assert row["lambda_max"] > 1e2 and row["condition"] > 1e5

@@ -62,3 +62,58 @@ def _python312() -> str | None:
         if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
             return candidate
     return None
+
+
+ROOT = PURE.parent
+# The stage modules of tasks/: each may use the shared modules (store, executor, data,
+# ray_pool, ...) but never another stage, so a new stage copies nothing from an old one.
+STAGES = {"train", "bounds", "spectrum", "measures", "certify", "figures", "report"}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_no_stage_module_imports_another_stage():
+    offenders = {}
+    for stage in sorted(STAGES):
+        path = ROOT / "tasks" / f"{stage}.py"
+        if not path.is_file():
+            continue
+        others = {f"rnngen_tasks.{s}" for s in STAGES - {stage}}
+        bad = _imported_modules(path) & others
+        if bad:
+            offenders[stage] = sorted(bad)
+    assert offenders == {}
+
+
+def test_tasks_never_import_flows():
+    offenders = {
+        p.name: sorted(
+            n for n in _imported_modules(p) if n.split(".")[0] in ("rnngen_flows", "flows")
+        )
+        for p in sorted((ROOT / "tasks").glob("*.py"))
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_every_results_file_name_is_spelled_once():
+    """Paths of results live in rnngen/layout.py: no other module spells a results file."""
+    names = ("history.parquet", "train_state.json", "runs.parquet", "bounds.parquet")
+    spelled = {}
+    for path in [
+        *(ROOT / "rnngen").glob("*.py"),
+        *(ROOT / "tasks").glob("*.py"),
+        *(ROOT / "flows").glob("*.py"),
+    ]:
+        for name in names:
+            if f'"{name}"' in path.read_text() and path.name != "layout.py":
+                spelled.setdefault(name, []).append(path.name)
+    assert spelled == {}
