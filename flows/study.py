@@ -1,6 +1,6 @@
 """Flow `study`: the whole pipeline, stage after stage, for one profile.
 
-embed -> train -> spectrum -> bounds -> figures -> report. Every stage skips what is
+embed -> train -> spectrum -> bounds -> measures -> figures -> report. Every stage skips what is
 already on disk, so a second run with nothing changed only checks. Before the first cell
 trains, every stage's request is checked against the cluster (a grid it cannot run is
 refused in seconds, not after hours of training). Training comes before the spectrum: it
@@ -19,6 +19,7 @@ from rnngen.profiles import get_profile
 from rnngen_flows.bounds import bounds
 from rnngen_flows.embed import embed
 from rnngen_flows.figures import figures
+from rnngen_flows.measures import measures
 from rnngen_flows.report import report
 from rnngen_flows.spectrum import spectrum
 from rnngen_flows.train import train
@@ -64,6 +65,7 @@ def study(
             ray_address=ray_address,
         )
         bounds(out=out, delta=delta, ray_address=ray_address, gpu_fraction=prof.gpu_fraction)
+        measures(out=out, ray_address=ray_address, **prof.stages.get("measures", {}))
         paths = figures(out=out)
         report_path = report(out=out)
         summary = publish_artifacts(out, profile)

@@ -122,6 +122,16 @@ def init_weights(
         model.V.copy_(torch.randn(k, m, generator=generator) / math.sqrt(m))
 
 
+def model_with(weights: dict[str, np.ndarray]) -> ReLURNN:
+    """A float32 ReLURNN in eval mode holding `weights` (U, W, V), for evaluation."""
+    m, d = weights["U"].shape
+    model = ReLURNN(d, m, weights["V"].shape[0], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for key in WEIGHT_KEYS:
+            getattr(model, key).copy_(torch.as_tensor(np.asarray(weights[key])))
+    return model.eval()
+
+
 def reference_forward(U: np.ndarray, W: np.ndarray, V: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Eq. (1) as a plain loop over t (the test oracle for `ReLURNN`); x (B, L, d) -> (B, k)."""
     h = np.zeros((x.shape[0], W.shape[0]))

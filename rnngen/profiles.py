@@ -9,6 +9,8 @@ has any, else its CPUs). Command-line overrides go on top. The defaults themselv
 - `paper`: the grid of the paper (its section 6) on all the data.
 - `paper-long`, `sigma-wide`, `constrained`: three questions the paper leaves open, each at
   L = 100 with 3 seeds on all the data (see each profile's description).
+- `zoo`: a factorial design over more axes than σ, on which generalization measures are
+  ranked (rnngen.ranking).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Profile:
     sigmas: tuple[float, ...]
     seeds: tuple[int, ...]
     train: dict[str, Any] = field(default_factory=dict)  # RunSpec fields beyond the defaults
+    # More swept RunSpec fields beside L, σ and seed (a factorial design), e.g. hidden sizes.
+    axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     device: str = "cpu"  # one of DEVICES
     gpu_fraction: float = 0.25  # of one GPU per training cell, when cells run on cuda
     # Cells trained together as one batched model (rnngen.packed), one GPU per pack.
@@ -38,6 +42,8 @@ class Profile:
     # bench/bench_train.py measures it).
     pack_size: int = 0
     spectrum_n_train: int | None = None  # None: all 25,000 training reviews
+    # Settings of later stages beyond their defaults (rnngen.settings), by stage name.
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     out: str = "data"  # the folder its deployment writes to (the CLI's --out default is data)
 
 
@@ -51,6 +57,7 @@ PROFILES: dict[str, Profile] = {
         sigmas=(0.0, 0.2, 0.4),
         seeds=(0, 1),
         train={"hidden": 32, "epochs": 4, "lr": 1e-3, "n_train": 3000, "n_test": 2000},
+        stages={"measures": {"flatness_reviews": 300, "n_resamples": 200}},
     ),
     "paper": Profile(
         "paper",
@@ -93,6 +100,19 @@ PROFILES: dict[str, Profile] = {
         train={"w_row_sum_max": 1.0},
         device="auto",
         out="data/constrained",
+    ),
+    "zoo": Profile(
+        "zoo",
+        "models that differ for more reasons than σ, to rank generalization measures: a "
+        "factorial design at L = 100 over hidden size {32, 128} × training-set size "
+        "{1,000, 4,000, 16,000} × epochs {4, 16} × σ {0, 0.2, 0.4}, 3 seeds (108 models), "
+        "every model tested on all 25,000 test reviews",
+        lengths=(100,),
+        sigmas=(0.0, 0.2, 0.4),
+        seeds=(0, 1, 2),
+        axes={"hidden": (32, 128), "n_train": (1000, 4000, 16000), "epochs": (4, 16)},
+        device="auto",
+        out="data/zoo",
     ),
 }
 

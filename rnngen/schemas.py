@@ -236,6 +236,52 @@ KENDALL = _fields(
 )
 
 
+MEASURES = _fields(
+    [
+        ("run_id", STR),
+        ("group_id", STR),
+        ("experiment_id", STR),
+        ("L", I64),
+        ("sigma", F64),
+        ("seed", I64),
+        ("measure", STR),
+        ("value", F64),
+        ("status", STR),
+        ("reason", STR),
+        ("uses", STR),
+        ("reference", STR),
+        # what one model's measures cost, in units of one forward pass over its training set
+        ("seconds", F64),
+        ("forward_seconds", F64),
+        ("cost_forward_passes", F64),
+        ("flatness_forward_passes", F64),
+        ("settings_key", STR),
+        ("inputs_key", STR),
+        ("hardware", STR),
+        *PROVENANCE,
+    ]
+)
+
+RANKING = _fields(
+    [
+        ("scope", STR),  # which models: this folder, or the folders pooled
+        ("target", STR),  # clean_gap or gen_error
+        ("measure", STR),
+        ("reference", STR),
+        ("tau", F64),
+        ("tau_lo", F64),
+        ("tau_hi", F64),
+        ("psi", F64),
+        ("psi_lo", F64),
+        ("psi_hi", F64),
+        ("axes", STR),  # the axes Ψ averages over, with each ψ: JSON
+        ("n_models", I64),
+        ("n_resamples", I64),
+        ("rank", I64),
+    ]
+)
+
+
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows as a table of exactly `schema`'s columns and types; a missing value is null.
 

@@ -126,3 +126,34 @@ class SpectrumSettings(StageSettings):
         0, ge=0, le=100, strict=True, description="a number of retries from 0 to 100"
     )
     tol: float = Field(1e-8, gt=0.0, lt=1.0, description="a relative tolerance in (0, 1)")
+
+
+# The version of the measure formulas (rnngen/measures.py): part of every measure row's
+# settings_key. Raise it whenever a measure changes what it computes.
+MEASURES_VERSION = 1
+
+
+class MeasuresSettings(StageSettings):
+    """The measures stage: the bound measures' δ and the flatness search enter the rows."""
+
+    WHAT: ClassVar[str] = "measures setting"
+    KEYED: ClassVar[tuple[str, ...]] = (
+        "delta",
+        "flatness_reviews",
+        "flatness_steps",
+        "flatness_draws",
+        "measures_version",
+    )
+
+    delta: float = Field(0.05, gt=0.0, lt=1.0, description="a confidence δ in (0, 1)")
+    # The fixed training subset on which flatness perturbs the weights: the first reviews of
+    # the model's own (class-balanced) training split.
+    flatness_reviews: int = Field(
+        2000, ge=10, strict=True, description="a number of training reviews >= 10"
+    )
+    flatness_steps: int = Field(12, ge=1, le=60, strict=True, description="bisection steps, 1-60")
+    flatness_draws: int = Field(
+        4, ge=1, le=1000, strict=True, description="Monte Carlo draws per σ′, 1-1000"
+    )
+    flatness: bool = Field(True, description="true to compute the flatness measures")
+    measures_version: int = Field(MEASURES_VERSION, ge=1, strict=True)

@@ -181,8 +181,10 @@ def build_grid(
     prof = get_profile(profile)
     base = {**prof.train, **(overrides or {}), "data_key": corpus_pointer(out)["data_key"]}
     check_device(base.pop("device", prof.device))
+    axes = {k: list(v) for k, v in prof.axes.items() if k not in (overrides or {})}
     sweep = {
         "L": list(prof.lengths if lengths is None else lengths),
+        **axes,
         "sigma": list(prof.sigmas if sigmas is None else sigmas),
         "seed": list(prof.seeds if seeds is None else seeds),
     }

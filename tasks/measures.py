@@ -1,0 +1,303 @@
+"""The measures stage: the zoo of generalization measures for every trained model, ranked.
+
+One row per (model, measure) in results/measures.parquet (rnngen.measures: the bounds of
+Tu et al. read from the bounds rows, the RNN bounds of Zhang et al. and Chen et al., the
+norm, margin and flatness measures of Jiang et al. adapted to the recurrence). Each unit
+is one model, computed in a Ray task: one forward pass over its training set gives the
+margins and the input statistics; flatness perturbs the weights on a fixed subset.
+
+A model's rows are done when their inputs_key matches: the settings, the model file and
+the model's bound rows. Then every measure is ranked against the clean gap and the
+paper's generalization error (rnngen.ranking: Kendall τ, granulated Ψ, bootstrap
+intervals) into results/measure_ranking.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rnngen import measures as M
+from rnngen import ranking as R
+from rnngen import schemas
+from rnngen.errors import DataError
+from rnngen.glove import GLOVE_DIM
+from rnngen.hashing import content_key
+from rnngen.model import model_with
+from rnngen.provenance import machine_fields
+from rnngen.resources import Request, bound_stats_bytes
+from rnngen.settings import MeasuresSettings
+from rnngen.specs import RunSpec
+from rnngen.train import embed, embedding_tensor, evaluate, spec_splits, split_batches
+from rnngen_tasks import ray_pool
+from rnngen_tasks.data import load_corpus, split_sizes
+from rnngen_tasks.store import Store, Table, register
+
+register(
+    Table("measures", schemas.MEASURES, ("run_id",), ("L", "sigma", "seed", "run_id", "measure"))
+)
+register(
+    Table(
+        "ranking",
+        schemas.RANKING,
+        ("scope", "target", "measure"),
+        ("scope", "target", "rank"),
+        provenance=False,
+    )
+)
+
+TARGETS = ("clean_gap", "gen_error")
+# RunSpec fields that are never a hyperparameter axis of the ranking.
+NOT_AXES = {"seed", "data_key", "device", "eval_batch_size"}
+
+
+def model_measures(
+    payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
+) -> list[dict[str, Any]]:
+    """Worker side: every measure of one model; the timing says what they cost in forward
+    passes over the model's training set."""
+    torch.set_num_threads(1)
+    spec: RunSpec = payload["spec"]
+    settings: MeasuresSettings = payload["settings"]
+    weights = payload["weights"]
+    began = time.perf_counter()
+    train, _ = spec_splits(table, embeddings.shape[0] - 1, spec)
+    emb = embedding_tensor(embeddings)
+    model = model_with(weights)
+    t0 = time.perf_counter()
+    margins = evaluate(model, split_batches(train, emb, spec.eval_batch_size)).margins
+    forward = time.perf_counter() - t0
+    stats = M.input_stats(x.numpy() for x, _ in split_batches(train, emb, spec.eval_batch_size))
+    init = M.initial_weights(spec, embeddings.shape[1], weights["V"].shape[0])
+    rows = M.compute_measures(
+        weights, spec, margins, stats, init, payload["bounds"], delta=settings.delta
+    )
+    cost = time.perf_counter() - t0
+    flat_cost = None
+    if settings.flatness:
+        t1 = time.perf_counter()
+        n = min(settings.flatness_reviews, len(train))
+        x = embed(train.ids[:n], emb).numpy()
+        error = M.subset_error(x, train.labels[:n])
+        rows += M.flatness_rows(
+            spec.run_id,
+            weights,
+            init,
+            error,
+            len(train),
+            steps=settings.flatness_steps,
+            draws=settings.flatness_draws,
+            seed=spec.seed,
+        )
+        flat_cost = (time.perf_counter() - t1) / forward
+    where = {
+        "group_id": spec.group_id,
+        "experiment_id": spec.experiment_id,
+        "L": spec.L,
+        "sigma": spec.sigma,
+        "seed": spec.seed,
+        "seconds": time.perf_counter() - began,
+        "forward_seconds": forward,
+        "cost_forward_passes": cost / forward,
+        "flatness_forward_passes": flat_cost,
+        **machine_fields(),
+    }
+    return [row | where for row in rows]
+
+
+class MeasuresStep:
+    """The measures stage as a step of the grid executor: one unit per trained model."""
+
+    stage = "measures"
+
+    def __init__(self, out: str, settings: MeasuresSettings) -> None:
+        self.out, self.store, self.settings = out, Store(out), settings
+        self.max_retries = settings.max_retries
+        self.cancelled = threading.Event()
+        self.runs = self.store.done_runs()
+        self.units = [RunSpec.from_json(r["spec_json"]) for r in self.runs]
+        self.bounds = {k[0]: v for k, v in self.store.by_unit("bounds").items()}
+        self.refs: tuple = ()
+        self.n_train = 0
+
+    def key(self, spec: RunSpec) -> str:
+        return spec.run_id
+
+    def name(self, spec: RunSpec) -> str:
+        return f"measures L={spec.L} σ={spec.sigma:g} seed={spec.seed} {spec.run_id[:6]}"
+
+    def group(self, spec: RunSpec) -> tuple:
+        return (spec.L, spec.hidden)
+
+    def _bound_rows(self, spec: RunSpec) -> list[dict[str, Any]]:
+        return self.bounds.get(spec.run_id, [])
+
+    def inputs_key(self, spec: RunSpec) -> str:
+        bounds = sorted(
+            (r.get("alpha"), r.get("status"), r.get("inputs_key"), r.get("bound_thm3"))
+            for r in self._bound_rows(spec)
+        )
+        try:
+            digest = self.store.model_digest(spec.run_id)
+        except OSError:
+            digest = None
+        return content_key(
+            {"settings": self.settings.settings_key, "model": digest, "bounds": bounds},
+            length=12,
+        )
+
+    def pending(self) -> list[RunSpec]:
+        have = self.store.by_unit("measures")
+        return [
+            s
+            for s in self.units
+            if not have.get((s.run_id,))
+            or any(r.get("inputs_key") != self.inputs_key(s) for r in have[(s.run_id,)])
+        ]
+
+    def prepare(self, todo: list[RunSpec]) -> None:
+        self.n_train = split_sizes(self.out)[0]
+        worst = max(todo, key=lambda s: self._request(s).memory)
+        ray_pool.check_request(
+            self._request(worst),
+            "model's measures",
+            f"L={worst.L}, {worst.n_train or self.n_train} training reviews",
+            "Use a node with more memory.",
+        )
+        corpus = load_corpus(self.out)
+        self.refs = ray_pool.share(corpus.table, corpus.embeddings)
+
+    def _request(self, spec: RunSpec) -> Request:
+        memory = bound_stats_bytes(
+            n_train=min(spec.n_train or self.n_train, self.n_train),
+            L=spec.L,
+            d=GLOVE_DIM,
+            hidden=spec.hidden,
+            eval_batch_size=spec.eval_batch_size,
+        )
+        return Request(1, 0.0, memory)
+
+    def _failed(self, spec: RunSpec, reason: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "run_id": spec.run_id,
+                "L": spec.L,
+                "sigma": spec.sigma,
+                "seed": spec.seed,
+                "measure": "(all)",
+                "status": "failed",
+                "reason": reason,
+                "inputs_key": self.inputs_key(spec),
+                "settings_key": self.settings.settings_key,
+            }
+        ]
+
+    def compute(self, spec: RunSpec, attempt: int) -> list[dict[str, Any]]:
+        try:
+            weights = self.store.load_model(spec)
+        except DataError as err:  # this model fails; the others go on
+            return self._failed(spec, str(err))
+        payload = {
+            "spec": spec,
+            "settings": self.settings,
+            "weights": weights,
+            "bounds": self._bound_rows(spec),
+        }
+        rows = ray_pool.run_remote(
+            model_measures,
+            payload,
+            *self.refs,
+            request=self._request(spec),
+            name=self.name(spec),
+            max_retries=self.max_retries,
+            cancelled=self.cancelled,
+        )
+        keys = {"inputs_key": self.inputs_key(spec), "settings_key": self.settings.settings_key}
+        return [r | keys for r in rows]
+
+    def record(self, spec: RunSpec, rows: list[dict], attempt: int) -> tuple[str, str]:
+        self.store.append("measures", rows, self.meta)
+        ok = sum(r["status"] == M.OK for r in rows)
+        if rows[0]["status"] == "failed":
+            return "failed", f"failed: {rows[0]['reason']}"
+        cost = rows[0].get("cost_forward_passes")
+        return "ok", f"{ok} of {len(rows)} measures ok, {cost:.2f} forward passes"
+
+    def record_failure(self, spec: RunSpec, error: str, attempt: int) -> None:
+        self.store.append("measures", self._failed(spec, error), self.meta)
+
+    def compact(self) -> None:
+        self.store.compact("measures", self.meta)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"settings": self.settings.keyed()}
+
+
+# ----------------------------------------------------------------------------- the ranking
+
+
+def _axis_value(value: Any) -> Any:
+    return round(value, 9) if isinstance(value, float) else value
+
+
+def ranking_rows(
+    runs: list[dict[str, Any]],
+    measure_rows: list[dict[str, Any]],
+    scope: str,
+    n_resamples: int = R.N_RESAMPLES,
+) -> list[dict[str, Any]]:
+    """Every measure ranked against each target over `runs` (trained models): Kendall τ,
+    granulated Ψ over the RunSpec fields that vary among them (groups pair the same seed),
+    and bootstrap intervals; sorted by Ψ, ranks from 1."""
+    runs = [r for r in runs if r["status"] == "done"]
+    specs = [json.loads(r["spec_json"]) for r in runs]
+    ids = [r["run_id"] for r in runs]
+    varying = (
+        sorted(
+            name
+            for name in specs[0]
+            if name not in NOT_AXES and len({json.dumps(s.get(name)) for s in specs}) > 1
+        )
+        if specs
+        else []
+    )
+    axes = {name: [_axis_value(s.get(name)) for s in specs] for name in varying}
+    match = {"seed": [s["seed"] for s in specs]}
+    columns = R.measure_columns(measure_rows, ids)
+    out = []
+    for target in TARGETS:
+        values = np.array([np.nan if r[target] is None else r[target] for r in runs], float)
+        table = R.ranking_table(
+            columns, values, axes, match, target_name=target, n_resamples=n_resamples
+        )
+        for rank, row in enumerate(table, start=1):
+            per_axis = {k[4:]: v for k, v in row.items() if k.startswith("psi_") and k[4:] in axes}
+            out.append(
+                {
+                    "scope": scope,
+                    "target": target,
+                    "measure": row["measure"],
+                    "reference": M.INFO[row["measure"]].reference,
+                    **{k: row[k] for k in ("tau", "tau_lo", "tau_hi", "psi", "psi_lo", "psi_hi")},
+                    "axes": json.dumps(per_axis, sort_keys=True),
+                    "n_models": row["n_models"],
+                    "n_resamples": n_resamples,
+                    "rank": rank,
+                }
+            )
+    return out
+
+
+def rank_folder(out: str, n_resamples: int = R.N_RESAMPLES) -> list[dict[str, Any]]:
+    """Rank this folder's models and write results/measure_ranking.parquet."""
+    store = Store(out)
+    rows = ranking_rows(store.rows("runs"), store.rows("measures"), "this folder", n_resamples)
+    store.replace("ranking", rows, {"n_resamples": n_resamples})
+    return rows
