@@ -531,7 +531,10 @@ def bounds_section(inputs: Inputs, eid: str) -> list[str]:
     return out
 
 
-def _parse(stamp: str) -> datetime:
+def _parse(stamp: str | datetime) -> datetime:
+    """A row's finished_at: a timestamp, or ISO text in files written before it was one."""
+    if isinstance(stamp, datetime):
+        return stamp.replace(tzinfo=None)
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
 
 
