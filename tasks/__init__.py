@@ -1,4 +1,14 @@
-"""Prefect tasks wrapping the pure layer (`rnngen`) with I/O, skipping and retries."""
+"""The orchestration layer: each stage's step, the grid executor and the results store.
+
+This folder, `tasks/`, is installed as the package `rnngen_tasks` (pyproject.toml maps
+it), so code imports it as `from rnngen_tasks.store import Store`, never `from tasks`:
+pip then puts no generic top-level name such as `tasks` into site-packages.
+
+Stage modules (train, bounds, spectrum, measures, certify, figures, report) wrap the pure
+layer (`rnngen`) with I/O and never import each other; what they share lives in
+`executor` (runs any stage's units), `store` (every results read and write), `data` (the
+corpus), `ray_pool` (Ray) and `artifacts` (what Prefect shows).
+"""
 
 from rnngen.provenance import set_flow_run_source
 
