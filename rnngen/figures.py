@@ -26,7 +26,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from rnngen import analysis as A
@@ -50,6 +51,9 @@ PANEL_INCHES = (5.0, 4.0)  # width, height of one panel
 TITLE_INCHES = 0.95  # height added for the figure title
 MIN_WIDTH_INCHES = 6.5  # a one-panel figure still has room for a three-line title
 LEGEND_INCHES = 2.8  # width added when the legend sits right of the panels
+# Right of the panels, centred in height: at the top it ran under a figure title wider
+# than the panels (one L, one panel).
+LEGEND_RIGHT: Final = "outside right center"
 LEGEND_ROW_INCHES = 0.2  # height added per legend entry when the legend sits below
 SEED_SPREAD = 0.015  # single seeds spread over ± this fraction of the σ range
 
@@ -86,22 +90,17 @@ EXPERIMENT_COLOURS = (
 L_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 SIGMA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
-# The additive terms of Theorem 3 (top row of bound_terms): solid lines, filled markers.
-# quantity -> (label, colour, marker)
-TERM_STYLES: dict[str, tuple[str, str, str]] = {
-    "margin_loss": ("margin loss (ramp, noisy train)", "tab:gray", "v"),
-    "rademacher_fs_term": ("Rademacher term, r‖X‖_F part", "tab:blue", "o"),
-    "rademacher_norm1_term": ("Rademacher term, Λ‖Xᵀ‖₁ part", "tab:cyan", "s"),
-    "noise_term": ("noise term (σ√(2 log 2d) part)", "tab:green", "^"),
-    "confidence_term": ("confidence term (δ)", "tab:olive", "D"),
-}
-# The totals (bottom row): dashed/dotted lines, hollow markers.
-# quantity -> (label, colour, marker, line style)
-TOTAL_STYLES: dict[str, tuple[str, str, str, str]] = {
-    "bound_thm3": ("Theorem 3 bound (sum of the terms)", "tab:red", "o", "--"),
-    "bound_thm2": ("Theorem 2 bound (clean training)", "tab:purple", "s", "--"),
-    "bound_thm2_remark6": ("Theorem 2 bound, Remark 6 r", "tab:brown", "D", "-."),
-    "zhang_order": ("Zhang et al. 2018 (order only)", "black", "X", ":"),
+# The title of each panel of bound_terms: Theorem 3's additive terms, then the totals.
+PANEL_TITLES: dict[str, str] = {
+    "margin_loss": "margin loss (ramp, noisy train)",
+    "rademacher_fs_term": "Rademacher term, r‖X‖_F part",
+    "rademacher_norm1_term": "Rademacher term, Λ‖Xᵀ‖₁ part",
+    "noise_term": "noise term (σ√(2 log 2d) part)",
+    "confidence_term": "confidence term (δ)",
+    "bound_thm3": "Theorem 3 bound (sum of the terms)",
+    "bound_thm2": "Theorem 2 bound (clean training)",
+    "bound_thm2_remark6": "Theorem 2 bound, Remark 6 r",
+    "zhang_order": "Zhang et al. 2018 (order only)",
 }
 BOUND_TITLES = {
     "bound_thm3": "Theorem 3 bound (noisy training)",
@@ -173,13 +172,18 @@ ShareAxes = Literal["none", "all", "row", "col"]  # what subplots' sharex / shar
 
 
 def figure_size(
-    nrows: int, ncols: int, legend_right: bool = False, legend_rows: int = 0
+    nrows: int,
+    ncols: int,
+    legend_right: bool = False,
+    legend_rows: int = 0,
+    panel: tuple[float, float] = PANEL_INCHES,
 ) -> tuple[float, float]:
-    """Figure size in inches for a grid of panels (plus a legend right of them, or one of
-    `legend_rows` entries below them); the PNG is this times ``DPI`` pixels."""
-    width = max(MIN_WIDTH_INCHES, PANEL_INCHES[0] * ncols)
+    """Figure size in inches for a grid of panels of `panel` inches (plus a legend right
+    of them, or one of `legend_rows` entries below them); the PNG is this times ``DPI``
+    pixels."""
+    width = max(MIN_WIDTH_INCHES, panel[0] * ncols)
     width += LEGEND_INCHES if legend_right else 0.0
-    height = PANEL_INCHES[1] * nrows + TITLE_INCHES + LEGEND_ROW_INCHES * legend_rows
+    height = panel[1] * nrows + TITLE_INCHES + LEGEND_ROW_INCHES * legend_rows
     return width, height
 
 
@@ -191,10 +195,13 @@ def _new_figure(
     legend_rows: int = 0,
     sharex: bool | ShareAxes = False,
     sharey: bool | ShareAxes = False,
+    panel: tuple[float, float] = PANEL_INCHES,
 ) -> tuple[Figure, np.ndarray]:
     """A constrained-layout figure on its own Agg canvas and its 2-D array of axes."""
     fig = Figure(
-        figsize=figure_size(nrows, ncols, legend_right, legend_rows), dpi=DPI, layout="constrained"
+        figsize=figure_size(nrows, ncols, legend_right, legend_rows, panel),
+        dpi=DPI,
+        layout="constrained",
     )
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
@@ -330,6 +337,62 @@ def _cells_panel(
     ax.set_xlabel(SIGMA_XLABEL)
 
 
+VERDICT_HEADROOM = 0.36  # share of a Figure 1/2 panel's height kept free for its verdict
+
+
+def _pv(p: float) -> str:
+    """'< 0.001', '0.037' or '—' (no test)."""
+    if not math.isfinite(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict_text(inf: A.Inference | None) -> str:
+    """The corner text of a Figure 1/2 panel: the rule's verdict on Holm-adjusted p, σ*'s
+    bootstrap interval, the deciding tests' adjusted p and the no-rise test's."""
+    if inf is None:
+        return "no verdict: fewer than two σ at this L"
+    v = inf.verdict
+    first = f"verdict (Holm-adjusted): {inf.holm_verdict}"
+    if inf.holm_verdict != v.verdict:
+        first += f" (raw: {v.verdict})"
+    lines = [
+        first,
+        f"σ* = {v.sigma_star:g}, {100 * A.BOOTSTRAP_LEVEL:.0f} % interval "
+        f"[{inf.interval.low:g}, {inf.interval.high:g}]",
+    ]
+    if math.isfinite(inf.p_vs_min_holm):
+        lines.append(f"p Holm (σ* < σ = {v.sigma_min:g}): {_pv(inf.p_vs_min_holm)}")
+    if math.isfinite(inf.p_vs_max_holm):
+        lines.append(f"p Holm (σ* < σ = {v.sigma_max:g}): {_pv(inf.p_vs_max_holm)}")
+    lines.append(f"no rise ≥ {inf.no_rise.margin:g}: p Holm {_pv(inf.no_rise_p_holm)}")
+    return "\n".join(lines)
+
+
+def _headroom(ax: Axes, share: float) -> None:
+    """Raise the top of the y-range so the data fill only the lower 1 − `share` of the
+    panel: room for a corner text that hides no point."""
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, lo + (hi - lo) / (1.0 - share))
+
+
+def _verdict_box(ax: Axes, text: str) -> None:
+    """`text` in the upper left corner of `ax`, inside the headroom."""
+    ax.text(
+        0.02,
+        0.98,
+        text,
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=7,
+        gid="verdict",
+        zorder=5,
+        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.6", "alpha": 0.9},
+    )
+
+
 def _excluded(runs: pa.Table, lengths: Sequence[int]) -> str:
     """' (excluded: 2 diverged, 1 failed)' for the runs at `lengths` not 'done'."""
     L, status = A.column(runs, "L"), A.strings(runs, "status")
@@ -368,6 +431,14 @@ def _draw_cells(
         _cells_panel(ax, [c for c in cells if c.L == int(length)], order, handles)
         ax.set_title(length_title(int(length), lambda_min), fontsize=10)
     axes[0, 0].set_ylabel(ylabel)
+    if quantity in A.INFERENCE_QUANTITIES and order:
+        # the verdict of the folder's main experiment (the one with most runs), per L
+        infs = {i.L: i for i in A.inference(runs, order[0]) if i.quantity == quantity}
+        _headroom(axes[0, 0], VERDICT_HEADROOM)  # shared y: once for every panel
+        for ax, length in zip(axes.flat, lengths, strict=True):
+            if any(c.L == int(length) for c in cells):
+                who = "blue series: " if len(shown) > 1 else ""
+                _verdict_box(ax, who + verdict_text(infs.get(int(length))))
     mine = [c for c in cells if c.L in lengths]
     labels = [
         f"{A.experiment_label(runs, e)} (n = "
@@ -475,9 +546,9 @@ def fig_clean_gap(
 
 def _history_means(
     history: pa.Table, runs: pa.Table, quantity: str
-) -> dict[tuple[str, int, float], tuple[list[int], list[float]]]:
-    """(experiment, L, σ) -> (epochs, mean over the seeds of finished runs at each epoch),
-    the means taken by :func:`rnngen.analysis.cells` one epoch at a time."""
+) -> dict[tuple[str, int, float], tuple[list[int], list[float], list[float]]]:
+    """(experiment, L, σ) -> (epochs, mean and standard error over the seeds of finished
+    runs at each epoch), taken by :func:`rnngen.analysis.cells` one epoch at a time."""
     info = {
         r: (e, s)
         for r, e, s in zip(
@@ -492,7 +563,7 @@ def _history_means(
         for r in history.select(["run_id", "L", "sigma", "seed", "epoch", quantity]).to_pylist()
         if r["run_id"] in info
     ]
-    out: dict[tuple[str, int, float], tuple[list[int], list[float]]] = {}
+    out: dict[tuple[str, int, float], tuple[list[int], list[float], list[float]]] = {}
     for epoch in sorted({r["epoch"] for r in rows}):
         at = [r for r in rows if r["epoch"] == epoch]
         table = pa.table(
@@ -506,78 +577,106 @@ def _history_means(
             }
         )
         for cell in A.cells(table, quantity):
-            epochs, means = out.setdefault((cell.experiment_id, cell.L, cell.sigma), ([], []))
+            epochs, means, sems = out.setdefault(
+                (cell.experiment_id, cell.L, cell.sigma), ([], [], [])
+            )
             epochs.append(int(epoch))
             means.append(cell.mean)
+            sems.append(cell.sem)
     return out
+
+
+HISTORY_KINDS = (("train", "clean training accuracy", "-"), ("test", "test accuracy", "--"))
 
 
 def draw_history(
     history: pa.Table, runs: pa.Table, *, source: str = "results/history.parquet"
 ) -> Figure:
-    """Clean training accuracy (solid) and test accuracy (dashed) vs epoch, mean over the
-    seeds of finished runs, one colour per σ; one panel per L, one row per experiment."""
+    """Clean training accuracy (upper row, solid) and test accuracy (lower row, dashed)
+    vs epoch, mean over the seeds of finished runs with a band of ± one standard error,
+    one colour per σ; one column per L, two rows per experiment. The y-range is fitted to
+    the curves and bands (no fixed chance line pulls it down)."""
     A.require(history, (*HISTORY_COLUMNS, "L", "sigma", "seed"), "history table")
     A.require(runs, RUNS_COLUMNS, "runs table")
-    train = _history_means(history, runs, "train_accuracy_clean")
-    test = _history_means(history, runs, "test_accuracy")
-    keys = set(train) | set(test)
+    curves = {
+        "train": _history_means(history, runs, "train_accuracy_clean"),
+        "test": _history_means(history, runs, "test_accuracy"),
+    }
+    keys = set(curves["train"]) | set(curves["test"])
     order = [e for e in A.experiments(runs) if any(k[0] == e for k in keys)]
     lengths = sorted({k[1] for k in keys})
     sigmas = sorted({k[2] for k in keys})
     cmap = colormaps["viridis"]
     colours = {s: cmap(0.9 * i / max(1, len(sigmas) - 1)) for i, s in enumerate(sigmas)}
     fig, axes = _new_figure(
-        max(1, len(order)), max(1, len(lengths)), legend_right=True, sharex=True, sharey=True
+        2 * max(1, len(order)),
+        max(1, len(lengths)),
+        legend_right=True,
+        sharex=True,
+        sharey=True,
+        panel=(PANEL_INCHES[0], 3.0),
     )
     if not keys:
         _panel_text(axes[0, 0], "no epoch history of finished runs")
-    for row, eid in enumerate(order):
-        for col, length in enumerate(lengths):
-            ax = axes[row, col]
-            ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
-            for s in sigmas:
-                for curves, ls, kind in ((train, "-", "train"), (test, "--", "test")):
-                    if (eid, length, s) in curves:
-                        x, y = curves[(eid, length, s)]
-                        ax.plot(
-                            x,
-                            y,
-                            ls=ls,
-                            marker="o" if len(x) == 1 else None,
-                            ms=3,
-                            color=colours[s],
-                            lw=1.3,
-                            gid=f"{kind}:{eid}:{length}:{s:g}",
-                        )
-            if not any(k[0] == eid and k[1] == length for k in keys):
-                _panel_text(ax, "no history at this L")
-            title = f"L = {length}"
-            if len(order) > 1:
-                title += f"\n{A.experiment_label(runs, eid)}"
-            ax.set_title(title, fontsize=10 if len(order) == 1 else 8)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[row, 0].set_ylabel("accuracy (fraction)")
+    for k, eid in enumerate(order):
+        for r, (kind, name, ls) in enumerate(HISTORY_KINDS):
+            row = 2 * k + r
+            for col, length in enumerate(lengths):
+                ax = axes[row, col]
+                for s in sigmas:
+                    if (eid, length, s) not in curves[kind]:
+                        continue
+                    x, y, se = curves[kind][(eid, length, s)]
+                    band = np.nan_to_num(np.asarray(se, dtype=float))  # one seed: no band
+                    ax.fill_between(
+                        x,
+                        np.asarray(y) - band,
+                        np.asarray(y) + band,
+                        color=colours[s],
+                        alpha=0.18,
+                        lw=0,
+                        gid=f"band:{kind}:{eid}:{length}:{s:g}",
+                    )
+                    ax.plot(
+                        x,
+                        y,
+                        ls=ls,
+                        marker="o" if len(x) == 1 else None,
+                        ms=3,
+                        color=colours[s],
+                        lw=1.3,
+                        gid=f"{kind}:{eid}:{length}:{s:g}",
+                    )
+                if not any(key[0] == eid and key[1] == length for key in keys):
+                    _panel_text(ax, "no history at this L")
+                title = f"L = {length}: {name}"
+                if len(order) > 1:
+                    title += f"\n{A.experiment_label(runs, eid)}"
+                ax.set_title(title, fontsize=9 if len(order) == 1 else 8)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[row, 0].set_ylabel("accuracy (fraction)")
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    handles = [Line2D([], [], color=colours[s], lw=2, label=f"σ = {s:g}") for s in sigmas]
+    handles: list[Artist] = [
+        Line2D([], [], color=colours[s], lw=2, label=f"σ = {s:g}") for s in sigmas
+    ]
     handles += [
         Line2D([], [], color="black", ls="-", label="clean training accuracy"),
         Line2D([], [], color="black", ls="--", label="test accuracy"),
-        Line2D([], [], color="0.6", ls=":", label="chance (0.5)"),
+        Patch(color="0.5", alpha=0.3, label="band: mean ± s.e.\nover seeds"),
     ]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.legend(handles=handles, loc=LEGEND_RIGHT, fontsize=8)
     done = A.done(runs)
     lost = runs.num_rows - done.num_rows
     rows: np.ndarray | list[float] = (
         A.column(history, "eval_rows") if "eval_rows" in history.column_names else []
     )
-    label = A.experiment_label(runs, order[0]) if len(order) == 1 else "one row per experiment"
+    label = A.experiment_label(runs, order[0]) if len(order) == 1 else "two rows per experiment"
     fig.suptitle(
         "Training history: do the models fit their training data?\n"
-        f"{label}; mean over seeds of finished runs"
+        f"{label}; mean ± s.e. over seeds of finished runs"
         + (f" ({_count(lost, 'run')} not done left out)" if lost else "")
-        + f"; accuracies on fixed subsets of {_fmt_range(rows)} reviews per split\n"
+        + f";\naccuracies on fixed subsets of {_fmt_range(rows)} reviews per split; "
         f"data: {source} joined on run_id to results/runs.parquet",
         fontsize=9,
     )
@@ -634,9 +733,26 @@ def _lambda_min_panel(ax: Axes, spectrum: pa.Table) -> None:
             mew=1.5,
             label="uncertified estimate (not a bound)",
         )
+    paper = sorted(
+        (int(x), A.PAPER_LAMBDA_MIN[int(x)]) for x in set(L) if int(x) in A.PAPER_LAMBDA_MIN
+    )
+    if paper:
+        ax.plot(
+            [x for x, _ in paper],
+            [v for _, v in paper],
+            ls="",
+            marker="x",
+            ms=9,
+            mew=2,
+            color="black",
+            label="paper (Tu et al. 2020, App. D)",
+            gid="paper",
+        )
     lost = ", ".join(str(int(x)) for x in L[~cert & ~unc])
     _note(ax, f"not drawn (no positive λ_min or estimate): L = {lost}" if lost else "")
     ax.set_yscale("log")
+    ax.set_xticks(sorted({int(x) for x in L if math.isfinite(x)}))
+    ax.margins(x=0.15)
     ax.set_xlabel("sequence length L (input dimension D = L·d)")
     ax.set_ylabel(r"$\lambda_{\min}(\Sigma)$ (GloVe units²)")
     ax.set_title(r"smallest eigenvalue $\lambda_{\min}$ vs L", fontsize=10)
@@ -665,13 +781,23 @@ def _low_spectrum_panel(ax: Axes, spectrum: pa.Table) -> None:
             mfc=colour if cert else "none",
             label=f"L = {int(L[i])}" + ("" if cert else " (uncertified)"),
         )
+        if int(L[i]) in A.PAPER_LAMBDA_MIN:
+            ax.axhline(
+                A.PAPER_LAMBDA_MIN[int(L[i])],
+                color=colour,
+                ls=":",
+                lw=1.2,
+                label=f"paper's λ_min, L = {int(L[i])}",
+                gid=f"paper:{int(L[i])}",
+            )
     _note(ax, f"{dropped} non-positive/non-finite values not drawn" if dropped else "")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("index k (k-th smallest eigenvalue)")
     ax.set_ylabel(EIG_YLABEL)
     ax.set_title("low end of the spectrum", fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="upper left")
+    if ax.get_legend_handles_labels()[0]:  # beside the panel: inside it would hide lines
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
 def draw_spectrum(spectrum: pa.Table, *, source: str = "results/spectrum.parquet") -> Figure:
@@ -724,120 +850,189 @@ def _why(value: float) -> str:
     return "inf" if np.isinf(value) else "null" if np.isnan(value) else "≤0"
 
 
-def _draw_terms(ax: Axes, mine: list[A.TermCell], names: Iterable[str], total: bool) -> list[str]:
-    """Lines of log10 of the geometric means of `names` vs σ; returns notes on points not
-    drawn. (log10 values on a linear axis, not a log axis: the terms reach 1e300, where a
-    log axis's own margins and ticks overflow float64.)"""
-    x = np.array([c.sigma for c in mine])
+# Each term and total in its own panel, in this order (Remark 6's only where defined).
+TERM_PANELS = (*A.THM3_TERMS, *A.BOUND_TOTALS)
+SHORT_NAMES = {
+    "margin_loss": "margin loss",
+    "rademacher_fs_term": "Rademacher r‖X‖_F",
+    "rademacher_norm1_term": "Rademacher Λ‖Xᵀ‖₁",
+    "noise_term": "noise term",
+    "confidence_term": "confidence term",
+    "bound_thm3": "Thm 3 total",
+    "bound_thm2": "Thm 2 total",
+    "bound_thm2_remark6": "Thm 2 total, Rem. 6 r",
+    "zhang_order": "Zhang et al. (order)",
+}
+TERM_PANEL_INCHES = (4.4, 3.4)
+
+
+def _reference(mine: list[A.TermCell], q: str) -> A.TermCell | None:
+    """The cell a quantity is measured against: the smallest σ with a positive finite value
+    (σ = 0, except for the noise term, which is exactly 0 there)."""
+    return next((c for c in mine if _log_ok(np.array([c.means.get(q, math.nan)]))[0]), None)
+
+
+def _level_panel(ax: Axes, by_L: dict[int, list[A.TermCell]], names: list[str]) -> list[str]:
+    """Horizontal bars: log10 of each quantity at its reference σ, one bar per L: which
+    term dominates, by how many orders of magnitude."""
+    lengths = sorted(by_L)
+    height = 0.8 / max(1, len(lengths))
     notes = []
-    for q in names:
+    for i, length in enumerate(lengths):
+        ys, xs = [], []
+        for j, q in enumerate(names):
+            ref = _reference(by_L[length], q)
+            if ref is None:
+                notes.append(f"{SHORT_NAMES[q]} at L = {length}: no positive finite value")
+                continue
+            ys.append(j + (i - (len(lengths) - 1) / 2) * height)
+            xs.append(math.log10(ref.means[q]))
+        ax.barh(
+            ys,
+            xs,
+            height=height,
+            color=L_COLOURS[i % len(L_COLOURS)],
+            gid=f"level:{length}",
+        )
+        for y, x in zip(ys, xs, strict=True):  # the number too: a bar near 0 is invisible
+            ax.annotate(
+                f"{x:.0f}" if abs(x) >= 10 else f"{round(x, 1) + 0.0:.1f}",  # no "-0.0"
+                (max(x, 0.0), y),
+                xytext=(2, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=5,
+                color="0.25",
+            )
+    ax.margins(x=0.15)
+    ax.axvline(0.0, color="0.4", lw=0.8, ls="-.")
+    refs = {
+        q: sorted({r.sigma for r in (_reference(by_L[x], q) for x in lengths) if r is not None})
+        for q in names
+    }
+    ax.set_yticks(
+        range(len(names)),
+        [
+            SHORT_NAMES[q]
+            + (f" (σ = {', '.join(f'{s:g}' for s in refs[q])})" if q == "noise_term" else "")
+            for q in names
+        ],
+        fontsize=7,
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("log₁₀ of the value (error fraction)")
+    ax.set_title("level at σ = smallest σ: which term dominates", fontsize=8)
+    return notes
+
+
+def _relative_panel(ax: Axes, by_L: dict[int, list[A.TermCell]], q: str, eid: str) -> list[str]:
+    """log10(value / value at the reference σ) vs σ, one line per L: the σ effect of one
+    term or total, read on its own scale. Returns notes on points not drawn."""
+    notes, refs = [], set()
+    for i, length in enumerate(sorted(by_L)):
+        mine = by_L[length]
+        ref = _reference(mine, q)
+        if ref is None:
+            notes.append(f"L = {length}: no positive finite value")
+            continue
+        refs.add(ref.sigma)
+        x = np.array([c.sigma for c in mine])
         y = np.array([c.means.get(q, math.nan) for c in mine])
         ok = _log_ok(y)
-        if total:
-            label, colour, marker, ls = TOTAL_STYLES[q]
-            if q == "bound_thm2_remark6" and not ok.any():
-                notes.append("Remark 6 bound: no σ with every model at β_W < 1")
-                continue
-            ax.plot(
-                x[ok],
-                np.log10(y[ok]),
-                ls=ls,
-                marker=marker,
-                color=colour,
-                mfc="none",
-                mew=1.5,
-                ms=7,
-                lw=1.6,
-                label=label,
-                gid=f"total:{q}",
-            )
-        else:
-            label, colour, marker = TERM_STYLES[q]
-            ax.plot(
-                x[ok],
-                np.log10(y[ok]),
-                ls="-",
-                marker=marker,
-                color=colour,
-                ms=5,
-                lw=1.4,
-                label=label,
-                gid=f"term:{q}",
-            )
-        if q == "noise_term":  # σ = 0: the term is exactly 0, not a missing value
-            zero = (x == 0) & (y == 0)
-            if zero.any():
-                notes.append("noise term = 0 exactly at σ = 0 (no noise): its log10 is −∞")
-            ok |= zero
-        if (~ok).any():
-            why = ", ".join(f"σ={s:g} ({_why(v)})" for s, v in zip(x[~ok], y[~ok], strict=True))
-            notes.append(f"{q} not drawn at {why}")
+        ax.plot(
+            x[ok],
+            np.log10(y[ok]) - math.log10(ref.means[q]),
+            ls="-",
+            marker=SIGMA_MARKERS[i % len(SIGMA_MARKERS)],
+            color=L_COLOURS[i % len(L_COLOURS)],
+            ms=4,
+            lw=1.3,
+            gid=f"rel:{eid}:{q}:{length}",
+        )
+        zero = (y == 0) & (x == 0) if q == "noise_term" else np.zeros_like(ok)
+        lost = ~ok & ~zero
+        if lost.any():
+            why = ", ".join(f"σ={s:g} ({_why(v)})" for s, v in zip(x[lost], y[lost], strict=True))
+            notes.append(f"L = {length}: not drawn at {why}")
+    ax.axhline(0.0, color="0.4", lw=0.8, ls="-.")
+    at = ", ".join(f"{s:g}" for s in sorted(refs)) or "—"
+    ax.set_title(f"{PANEL_TITLES[q]}\nrelative to its value at σ = {at}", fontsize=8)
+    if q == "noise_term":
+        notes.append("exactly 0 at σ = 0 (no noise): measured from the smallest σ > 0")
+    if all(len(v) < 2 for v in by_L.values()):
+        notes.append("one σ: no σ effect to show")
     return notes
+
+
+def _defined(cells: list[A.TermCell], q: str) -> bool:
+    return bool(_log_ok(np.array([c.means.get(q, math.nan) for c in cells])).any())
 
 
 def draw_bound_terms(
     bounds: pa.Table, *, runs: pa.Table | None = None, source: str = "results/bounds.parquet"
 ) -> Figure:
-    """Bound terms vs σ (log y), geometric mean over seeds of each model's best-α row
-    (:func:`rnngen.analysis.term_cells`). Per experiment two rows of panels, one column
-    per L: on top the five additive terms of Theorem 3 (solid lines, filled markers),
-    below the totals: Theorem 3, Theorem 2 (and Remark 6's where defined), Zhang et al.
-    (dashed/dotted, hollow markers). `runs` only orders and labels the experiments."""
+    """Bound terms and totals vs σ at each model's best α (geometric mean over seeds,
+    :func:`rnngen.analysis.term_cells`), each in its own panel, one line per L, as
+    log10(value / value at σ = 0): the σ effect of every term on its own scale. A first
+    panel gives each one's level at σ = 0 (which dominates). Theorem 2 with Remark 6's r
+    is left out, with a sentence, where β_W ≥ 1 leaves it undefined. One block of panels
+    per experiment; `runs` only orders and labels the experiments."""
     cells = A.term_cells(bounds)
     order = _term_experiments(cells, runs)
-    lengths = sorted({c.L for c in cells})
+    names = [q for q in TERM_PANELS if q != "bound_thm2_remark6" or _defined(cells, q)]
+    ncols = 3
+    rows_per = math.ceil((1 + len(names)) / ncols)
     fig, axes = _new_figure(
-        2 * max(1, len(order)), max(1, len(lengths)), legend_right=True, sharey="row"
+        rows_per * max(1, len(order)), ncols, legend_right=True, panel=TERM_PANEL_INCHES
     )
     if not cells:
         _panel_text(axes[0, 0], "no best-α bounds rows with status ok")
+        for ax in axes.flat[1:]:
+            ax.remove()
+    lengths = sorted({c.L for c in cells})
     for k, eid in enumerate(order):
-        label = A.experiment_label(runs, eid) if runs is not None else eid
-        for col, length in enumerate(lengths):
-            top, bottom = axes[2 * k, col], axes[2 * k + 1, col]
-            mine = sorted(
-                (c for c in cells if c.experiment_id == eid and c.L == length),
-                key=lambda c: c.sigma,
-            )
-            n_models = sum(c.n for c in mine)
-            head = f"{label}\n" if len(order) > 1 else ""
-            head += f"L = {length} ({_count(n_models, 'model')})"
-            top.set_title(f"{head}: additive terms of Theorem 3", fontsize=9)
-            bottom.set_title(f"{head}: bound totals", fontsize=9)
-            for ax in (top, bottom):
-                ax.axhline(
-                    0.0,
-                    color="0.4",
-                    lw=0.8,
-                    ls="-.",
-                    label="value 1 (trivial: errors are fractions)",
-                )
-                ax.set_ylabel("log₁₀ of the value (error fraction)")
-                ax.set_xlabel(SIGMA_XLABEL)
-            if not mine:
-                _panel_text(top, "no models at this L")
-                continue
-            _note(top, "\n".join(_draw_terms(top, mine, TERM_STYLES, total=False)))
-            notes = _draw_terms(bottom, mine, TOTAL_STYLES, total=True)
-            pow_l = np.array([c.means["beta_W_pow_L"] for c in mine])
-            if np.isfinite(pow_l).any() or np.isinf(pow_l).any():
-                lo, hi = np.nanmin(pow_l), np.nanmax(pow_l)
-                notes.append(f"β_W^L (geometric mean over seeds) = {lo:.2g} … {hi:.2g} over σ")
-            _note(bottom, "\n".join(notes))
-    seen: dict[str, Artist] = {}
-    for ax in axes[:2, 0]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            seen.setdefault(lab, h)
-    if seen:
-        fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=8)
+        block = list(axes[k * rows_per : (k + 1) * rows_per].flat)
+        mine = [c for c in cells if c.experiment_id == eid]
+        by_L = {
+            L: sorted((c for c in mine if c.L == L), key=lambda c: c.sigma)
+            for L in sorted({c.L for c in mine})
+        }
+        _note(block[0], "\n".join(_level_panel(block[0], by_L, names)))
+        if len(order) > 1:
+            label = A.experiment_label(runs, eid) if runs is not None else eid
+            block[0].set_title(f"{label}\n{block[0].get_title()}", fontsize=8)
+        for ax, q in zip(block[1:], names, strict=False):
+            _note(ax, "\n".join(_relative_panel(ax, by_L, q, eid)))
+            ax.set_xlabel(SIGMA_XLABEL, fontsize=8)
+            ax.set_ylabel("log₁₀(value / value at σ_ref)", fontsize=8)
+        for ax in block[1 + len(names) :]:
+            ax.remove()
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=L_COLOURS[i % len(L_COLOURS)],
+            marker=SIGMA_MARKERS[i % len(SIGMA_MARKERS)],
+            label=f"L = {length}",
+        )
+        for i, length in enumerate(lengths)
+    ]
+    handles.append(Line2D([], [], color="0.4", ls="-.", label="no change (ratio 1) / value 1"))
+    fig.legend(handles=handles, loc=LEGEND_RIGHT, fontsize=8)
     title = (
         A.experiment_label(runs, order[0]) + "; " if runs is not None and len(order) == 1 else ""
     )
+    omitted = (
+        ""
+        if "bound_thm2_remark6" in names or not cells
+        else "\nTheorem 2 with Remark 6's r is not drawn: it needs β_W < 1 and is undefined "
+        "for every model here."
+    )
     fig.suptitle(
-        "Generalization-bound terms vs training noise σ (log₁₀; geometric mean over seeds "
-        "of each model's best-α row)\n"
-        f"{title}top: the additive terms of Theorem 3 (their sum is the bound); "
-        f"bottom: the bounds; data: {source}",
+        "Generalization-bound terms and totals vs training noise σ, each in its own panel "
+        "as log₁₀(value / value at σ = 0)\n"
+        f"{title}geometric mean over seeds of each model's best-α row; first panel: "
+        f"each one's level; data: {source}{omitted}",
         fontsize=9,
     )
     return fig
@@ -857,6 +1052,26 @@ def fig_bound_terms(
 # --------------------------------------------------------------------------- bounds vs gap
 
 
+def _tau_lines(
+    tau: dict[str, tuple[float, float, float, int]], psi: A.Granulated, scopes: list[str]
+) -> str:
+    """Two title lines: τ over all models (p, Holm-adjusted p, models) with Ψ, then τ
+    within each L."""
+    t, p, ph, n = tau.get("all", (math.nan, math.nan, math.nan, 0))
+    first = (
+        f"Kendall τ = {t:.3f} (p = {p:.2g}, Holm {ph:.2g}, {_count(n, 'model')})"
+        if math.isfinite(t)
+        else f"Kendall τ undefined ({_count(n, 'model')})"
+    )
+    first += f"; Ψ = {psi.psi:+.2f}" if math.isfinite(psi.psi) else "; Ψ undefined"
+    within = [
+        f"{s.removeprefix('L=')}: {tau[s][0]:+.2f}" if math.isfinite(tau[s][0]) else "—"
+        for s in scopes
+        if s != "all"
+    ]
+    return first + ("\nτ within L = " + " · ".join(within) if within else "")
+
+
 def _scatter_panel(
     ax: Axes,
     data: dict[str, np.ndarray],
@@ -865,9 +1080,10 @@ def _scatter_panel(
     lengths: list[float],
     sigmas: list[float],
     heading: str,
+    stats: str,
 ) -> None:
-    """One quantity vs measured gap over the models in `mask`: colour = L, marker = σ,
-    Kendall's τ (as in results/kendall_tau.parquet, scope 'all') in the title."""
+    """One quantity vs measured gap over the models in `mask`: colour = L, marker = σ;
+    the title carries `stats` (τ as in results/kendall_tau.parquet, Ψ)."""
     y, gap = data[quantity][mask], data["gen_error"][mask]
     L, sigma = data["L"][mask], np.array([A.sigma_key(s) for s in data["sigma"][mask]])
     ok = _log_ok(y) & np.isfinite(gap)
@@ -882,31 +1098,14 @@ def _scatter_panel(
                     alpha=0.8,
                     marker=SIGMA_MARKERS[j % len(SIGMA_MARKERS)],
                     s=28,
+                    gid=f"models:{quantity}:{int(length)}:{s:g}",
                 )
-    tau, p, n = A.kendall(y, gap)
-    stat = (
-        f"Kendall τ = {tau:.3f} (p = {p:.2g}, {_count(n, 'model')})"
-        if math.isfinite(tau)
-        else f"Kendall τ undefined ({_count(n, 'model')})"
-    )
-    ax.set_title(f"{BOUND_TITLES[quantity]}\n{stat}{heading}", fontsize=9)
+    ax.set_title(f"{BOUND_TITLES[quantity]}{heading}\n{stats}", fontsize=8)
     ax.set_xlabel("measured generalization error (clean test − noisy train)")
     ax.set_ylabel(f"log₁₀ {quantity}")
-    beta = data["beta_W"][mask]
-    models = int(mask.sum())
-    if quantity == "bound_thm2_remark6" and models and not (beta < 1).any():
-        median = float(np.nanmedian(beta)) if np.isfinite(beta).any() else math.nan
-        _panel_text(
-            ax,
-            f"Remark 6 needs β_W < 1;\nall {models} models have β_W ≥ 1\n"
-            f"(median β_W = {median:.3g})",
-            colour="0.2",
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        return
     lost = int((~ok).sum())
     if quantity == "bound_thm2_remark6" and lost:
+        beta = data["beta_W"][mask]
         no_r = int((~(beta < 1)).sum())
         _note(
             ax,
@@ -915,8 +1114,15 @@ def _scatter_panel(
         )
     else:
         _note(ax, f"{_count(lost, 'model')} not drawn (≤0/null/inf)" if lost else "")
-    if not ok.any():
-        _panel_text(ax, "no positive finite values" if models else "no models")
+
+
+def _remark6_sentence(data: dict[str, np.ndarray], mask: np.ndarray) -> str:
+    beta = data["beta_W"][mask]
+    median = float(np.nanmedian(beta)) if np.isfinite(beta).any() else math.nan
+    return (
+        f"Remark 6's bound is not drawn: it needs β_W < 1; all {_count(int(mask.sum()), 'model')} "
+        f"have β_W ≥ 1 (median β_W = {median:.3g})"
+    )
 
 
 def draw_bound_vs_gap(
@@ -925,20 +1131,43 @@ def draw_bound_vs_gap(
     *,
     source: str = "results/bounds.parquet + results/runs.parquet",
 ) -> Figure:
-    """Bounds vs measured generalization error, one point per model (its best-α row),
-    Kendall's τ per panel: Theorem 3, Theorem 2, Theorem 2 with Remark 6's r, Zhang et
-    al.'s order (log y); colour = L, marker = σ. One 2 × 2 block per experiment."""
+    """Bounds vs measured generalization error, one point per model (its best-α row):
+    Theorem 3, Theorem 2, Theorem 2 with Remark 6's r (only where some model has one),
+    Zhang et al.'s order (log y); colour = L, marker = σ. Each title: Kendall τ over all
+    models (raw and Holm-adjusted p over the experiment's τ table), Ψ (granulated τ) and τ
+    within each L. One row of panels per experiment."""
     data = A.joined(bounds, runs)
     present = set(data["experiment_id"])
     order = [e for e in A.experiments(runs) if e in present] or [""]
-    fig, axes = _new_figure(2 * len(order), 2, legend_right=True)
+    rows = A.kendall_rows(bounds, runs)
+    tau = {
+        (r["experiment_id"], r["scope"], r["quantity"]): (r["tau"], r["p_value"], p, r["n_models"])
+        for r, p in zip(rows, A.kendall_holm(rows), strict=True)
+    }
+    shown, notes = {}, []
+    for eid in order:
+        mask = data["experiment_id"] == eid
+        shown[eid] = [q for q in SCATTER_QUANTITIES if _log_ok(data[q][mask]).any()]
+        if mask.any() and "bound_thm2_remark6" not in shown[eid]:
+            notes.append(
+                (f"{A.experiment_label(runs, eid)}: " if len(order) > 1 else "")
+                + _remark6_sentence(data, mask)
+            )
+    ncols = max(1, max(len(v) for v in shown.values()))
+    fig, axes = _new_figure(len(order), ncols, legend_right=True)
     lengths, sigmas = _levels(data["L"]), _levels(data["sigma"])
     for k, eid in enumerate(order):
         mask = data["experiment_id"] == eid
         heading = f"\n{A.experiment_label(runs, eid)}" if len(order) > 1 else ""
-        block = axes[2 * k : 2 * k + 2].flat
-        for ax, q in zip(block, SCATTER_QUANTITIES, strict=True):
-            _scatter_panel(ax, data, mask, q, lengths, sigmas, heading)
+        scopes = list(dict.fromkeys(s for (e, s, _) in tau if e == eid))
+        for ax, q in zip(axes[k], shown[eid], strict=False):
+            mine = {s: tau[(eid, s, q)] for s in scopes}
+            stats = _tau_lines(mine, A.granulated_kendall(data, mask, q), scopes)
+            _scatter_panel(ax, data, mask, q, lengths, sigmas, heading, stats)
+        if not shown[eid]:
+            _panel_text(axes[k, 0], "no models" if not mask.any() else "no positive finite values")
+        for ax in axes[k, max(1, len(shown[eid])) :]:
+            ax.remove()
     handles = [
         Line2D(
             [], [], color=L_COLOURS[i % len(L_COLOURS)], marker="o", ls="", label=f"L = {int(v)}"
@@ -957,13 +1186,14 @@ def draw_bound_vs_gap(
         for j, v in enumerate(sigmas)
     ]
     if handles:
-        fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+        fig.legend(handles=handles, loc=LEGEND_RIGHT, fontsize=8)
     label = A.experiment_label(runs, order[0]) + "; " if len(order) == 1 and order[0] else ""
     fig.suptitle(
         "Generalization bounds vs measured generalization error (one point per model, "
         "best α per model)\n"
         f"{label}{_count(int(data['gen_error'].size), 'model')} (status done); τ within one "
-        f"experiment; data: {source}",
+        f"experiment, Ψ: mean τ over groups differing in L alone / σ alone; data: {source}"
+        + "".join(f"\n{n}" for n in notes),
         fontsize=9,
     )
     return fig

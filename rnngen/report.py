@@ -19,7 +19,7 @@ from rnngen import analysis as A
 from rnngen.io import table_metadata
 
 # The paper's λ_min(E xxᵀ) on all training data (its text and Appendix D).
-PAPER_LAMBDA_MIN = {100: 4e-4, 200: 1e-4, 300: 2.5e-5}
+PAPER_LAMBDA_MIN = A.PAPER_LAMBDA_MIN
 PAPER_CLAIM = (
     "Tu, He & Tao (ICLR 2020) train ReLU RNNs on IMDB with Gaussian noise of standard "
     "deviation σ added to every input coordinate, and report (Figures 1 and 2, mean ± s.e. "
@@ -69,6 +69,7 @@ class Inputs:
     figures: tuple[str, ...] = ()  # names of the PNG files present under figures/
     # the paper profile's runs (a sibling folder `paper/`), to set another profile beside
     baseline: pa.Table | None = None
+    kendall: pa.Table | None = None  # results/kendall_tau.parquet (for its provenance)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -100,6 +101,11 @@ def pval(p: float) -> str:
     if math.isnan(p):
         return "—"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def pct(x: float) -> str:
+    """0.953 -> '95 %'."""
+    return f"{100 * x:.0f} %"
 
 
 def sig(sigma: float) -> str:
@@ -174,6 +180,9 @@ def _verdict_rows(verdicts: list[A.Verdict], cells: dict[tuple, A.Cell]) -> list
     return rows
 
 
+QUANTITY_NAMES = {"gen_error": "generalization error (paper)", "clean_gap": "clean gap"}
+
+
 def verdict_section(inputs: Inputs, eid: str) -> list[str]:
     verdicts = A.verdicts(inputs.runs, eid)
     cells = {
@@ -185,7 +194,8 @@ def verdict_section(inputs: Inputs, eid: str) -> list[str]:
     out = [
         "## Did it reproduce?",
         "",
-        "The rule, fixed before the numbers were looked at:",
+        "The rule (when it was written, against when this profile trained, is under *History "
+        "of the rule* below):",
         "",
         A.VERDICT_RULE,
         "",
@@ -208,8 +218,193 @@ def verdict_section(inputs: Inputs, eid: str) -> list[str]:
         ],
         _verdict_rows(verdicts, cells),
     )
-    out += [""] + _rise_lines(inputs, eid)
+    out += [""] + inference_lines(A.inference(inputs.runs, eid))
+    out += _rise_lines(inputs, eid) + [""]
+    return out + rule_history(inputs.runs, eid)
+
+
+def _interval(inf: A.Inference) -> str:
+    """'[0.3, 0.4]': the σ* bootstrap interval."""
+    lo, hi = inf.interval.low, inf.interval.high
+    return "—" if math.isnan(lo) else f"[{sig(lo)}, {sig(hi)}]"
+
+
+def _ends_share(inf: A.Inference) -> str:
+    """Share of the resamples with σ* at σ_min / inside / at σ_max."""
+    share, v = inf.interval.share, inf.verdict
+    if not share:
+        return "—"
+    low, high = share.get(v.sigma_min, 0.0), share.get(v.sigma_max, 0.0)
+    inside = 1.0 - low - high
+    return " / ".join(pct(x) for x in (low, max(inside, 0.0), high))
+
+
+def inference_lines(infs: list[A.Inference]) -> list[str]:
+    """The Holm-adjusted verdicts, σ*'s bootstrap intervals and the no-rise tests."""
+    if not infs:
+        return []
+    n_tests = sum(math.isfinite(p) for i in infs for p in (i.verdict.p_vs_min, i.verdict.p_vs_max))
+    seeds = sorted({i.interval.seeds for i in infs})
+    resamples = sorted({i.interval.resamples for i in infs})
+    exact = all(i.interval.exact for i in infs)
+    margin = infs[0].no_rise.margin
+    tail = 100 * (1 - A.BOOTSTRAP_LEVEL) / 2
+    out = [
+        "### Beside the rule: multiplicity, the uncertainty of σ*, and no rise as a finding",
+        "",
+        "Added after every profile's results had been seen, so they are not part of the rule; "
+        "they qualify it.",
+        "",
+        f"- **Holm–Bonferroni.** The rule runs {n_tests} tests in this profile (both "
+        "quantities at every L; against both ends when σ* is interior). Holm's step-down "
+        "adjustment over these "
+        f"{n_tests} keeps the chance of any false rejection among them ≤ {A.SIGNIFICANCE}; "
+        "the rule is then applied to the adjusted p-values.",
+        f"- **σ*'s {pct(A.BOOTSTRAP_LEVEL)} interval** (paired bootstrap over seeds): the "
+        "seeds are resampled with replacement, the same resampled seeds at every σ, and σ* "
+        f"is found again in each resample; the interval runs from the {tail:g} % to the "
+        f"{100 - tail:g} % quantile of those σ*, on the σ grid. With "
+        + "/".join(map(str, seeds))
+        + " seeds, "
+        + (
+            f"all {'/'.join(map(str, resamples))} ordered resamples are enumerated (exact, "
+            "no random draw)"
+            if exact
+            else f"{'/'.join(map(str, resamples))} resamples are drawn from a fixed seed"
+        )
+        + "; "
+        + " and ".join(f"{k} seeds give only {math.comb(2 * k - 1, k)}" for k in seeds)
+        + " distinct resamples (as multisets), so the interval is coarse.",
+        "",
+    ]
+    out += table(
+        [
+            "L",
+            "quantity",
+            "σ*",
+            f"σ* {pct(A.BOOTSTRAP_LEVEL)} interval",
+            "resamples: σ* at σ_min / inside / at σ_max",
+            "p Holm (σ* < σ_min)",
+            "p Holm (σ* < σ_max)",
+            "verdict, Holm-adjusted",
+        ],
+        [
+            [
+                str(i.L),
+                QUANTITY_NAMES.get(i.quantity, i.quantity),
+                sig(i.verdict.sigma_star),
+                _interval(i),
+                _ends_share(i),
+                pval(i.p_vs_min_holm),
+                pval(i.p_vs_max_holm),
+                f"**{i.holm_verdict}**"
+                + ("" if i.holm_verdict == i.verdict.verdict else f" (raw: {i.verdict.verdict})"),
+            ]
+            for i in sorted(infs, key=lambda i: (i.L, i.quantity != "gen_error"))
+        ],
+    )
+    out += [
+        "",
+        f"**No rise, as a finding** (equivalence margin ε = {margin:g} in error, i.e. "
+        f"{100 * margin:g} percentage points). A U needs the quantity to rise past its "
+        "minimum. When σ* < σ_max, every σ above σ* is compared with σ*; when σ* = σ_max, "
+        "σ_max is compared with every smaller σ (a rise into σ_max from a minimum anywhere "
+        "below). Each comparison is a TOST (two one-sided paired t-tests) on the per-seed "
+        "differences d = value(larger σ) − value(smaller σ): p↑ tests H0: d ≥ ε (a rise of "
+        "ε or more), p↓ tests H0: d ≤ −ε. **No rise** of ε or more is shown when p↑ < "
+        f"{A.SIGNIFICANCE} in every comparison: an intersection–union test, whose p is the "
+        "largest p↑ (no correction is needed inside it); Holm then adjusts these p over "
+        f"this profile's {len(infs)} rows. TOST's equivalence, flat within ±ε (p↑ and p↓ "
+        f"both < {A.SIGNIFICANCE}), is given beside it: a steady fall is not flat, and is "
+        "not a rise either.",
+        "",
+    ]
+    out += table(
+        [
+            "L",
+            "quantity",
+            "comparisons: σ pair, mean d, p↑, p↓",
+            "no rise ≥ ε: p",
+            "p Holm",
+            "flat within ±ε: p (TOST)",
+            "finding",
+        ],
+        [
+            [
+                str(i.L),
+                QUANTITY_NAMES.get(i.quantity, i.quantity),
+                "; ".join(
+                    f"{sig(c.sigma_lo)}→{sig(c.sigma_hi)}: {c.mean_diff:+.3f}, "
+                    f"{pval(c.p_upper)}, {pval(c.p_lower)}"
+                    for c in i.no_rise.comparisons
+                )
+                or "—",
+                pval(i.no_rise.p),
+                pval(i.no_rise_p_holm),
+                pval(i.no_rise.p_tost),
+                _no_rise_finding(i),
+            ]
+            for i in sorted(infs, key=lambda i: (i.L, i.quantity != "gen_error"))
+        ],
+    )
     return out + [""]
+
+
+def _no_rise_finding(inf: A.Inference) -> str:
+    margin = f"{inf.no_rise.margin:g}"
+    if math.isnan(inf.no_rise_p_holm):
+        return "no test"
+    if inf.no_rise_p_holm < A.SIGNIFICANCE:
+        flat = (
+            "; flat within ±" + margin
+            if math.isfinite(inf.no_rise.p_tost) and inf.no_rise.p_tost < A.SIGNIFICANCE
+            else ""
+        )
+        return f"**no rise ≥ {margin}**{flat}"
+    return f"a rise ≥ {margin} not excluded"
+
+
+def rule_history(runs: pa.Table, eid: str) -> list[str]:
+    """When the rule and the rise-onset test were written (A.RULE_HISTORY, from git), set
+    against when this experiment's cells finished (the runs' `finished_at`)."""
+    finished = sorted(
+        _parse(f)
+        for f, e in zip(
+            runs.column("finished_at").to_pylist(), A.strings(runs, "experiment_id"), strict=True
+        )
+        if f and e == eid
+    )
+    out = ["### History of the rule", ""]
+    for what, commit, when in A.RULE_HISTORY:
+        at = _parse(when)
+        line = (
+            f"- {what[0].upper()}{what[1:]} was first committed in `{commit}` at {_clock(at)} UTC"
+        )
+        if finished:
+            first, last = finished[0], finished[-1]
+            if at < first:
+                line += f", before this profile's first cell finished ({_clock(first)})."
+            elif at < last:
+                line += (
+                    f", after this profile's first cell had finished ({_clock(first)}) and "
+                    f"while its other cells were training (the last finished at {_clock(last)})."
+                )
+            else:
+                line += f", after all of this profile's cells had finished ({_clock(last)})."
+        else:
+            line += "."
+        out.append(line)
+    out += [
+        "- The Holm adjustment, the bootstrap interval of σ* and the no-rise test were added "
+        "after the results of all four profiles (paper, paper-long, sigma-wide, constrained) "
+        "had been seen and reported.",
+        "",
+    ]
+    return out
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def _rise_lines(inputs: Inputs, eid: str) -> list[str]:
@@ -407,21 +602,39 @@ def history_section(inputs: Inputs, eid: str) -> list[str]:
 
 
 def _kendall_table(inputs: Inputs, eid: str) -> list[str]:
-    rows = [r for r in A.kendall_rows(inputs.bounds, inputs.runs) if r["experiment_id"] == eid]
-    scopes = list(dict.fromkeys(r["scope"] for r in rows))
-    cell = {(r["quantity"], r["scope"]): r for r in rows}
+    """τ (raw two-sided p, Holm-adjusted p over this table, models) per quantity and scope,
+    and the granulated τ Ψ per quantity."""
+    every = A.kendall_rows(inputs.bounds, inputs.runs)
+    adjusted = A.kendall_holm(every)
+    rows = [(r, p) for r, p in zip(every, adjusted, strict=True) if r["experiment_id"] == eid]
+    scopes = list(dict.fromkeys(r["scope"] for r, _ in rows))
+    cell = {(r["quantity"], r["scope"]): (r, p) for r, p in rows}
+    data = A.joined(inputs.bounds, inputs.runs)
+    mine = data["experiment_id"] == eid
     body = []
     for q in A.KENDALL_QUANTITIES:
         entries = []
         for scope in scopes:
-            r = cell[(q, scope)]
+            r, p = cell[(q, scope)]
             entries.append(
                 "—"
                 if math.isnan(r["tau"])
-                else f"{r['tau']:+.2f} (p {pval(r['p_value'])}, n {r['n_models']})"
+                else f"{r['tau']:+.2f} (p {pval(r['p_value'])}, Holm {pval(p)}, n {r['n_models']})"
             )
-        body.append([q, *entries])
-    return table(["quantity", *[f"τ, {s}" for s in scopes]], body)
+        g = A.granulated_kendall(data, mine, q)
+        psi = "—" if math.isnan(g.psi) else f"{g.psi:+.2f}"
+        axes = ", ".join(
+            f"{'σ' if a == 'sigma' else a} {t:+.2f}"
+            for a, t in g.per_axis.items()
+            if math.isfinite(t)
+        )
+        body.append([q, *entries, f"{psi} ({axes})" if axes else psi])
+    return table(["quantity", *[f"τ, {s}" for s in scopes], "Ψ (per axis)"], body)
+
+
+def _kendall_family(inputs: Inputs, eid: str) -> int:
+    rows = A.kendall_rows(inputs.bounds, inputs.runs)
+    return sum(r["experiment_id"] == eid and math.isfinite(r["p_value"]) for r in rows)
 
 
 def bound_facts(bounds: pa.Table, eid: str) -> list[str]:
@@ -522,13 +735,92 @@ def bounds_section(inputs: Inputs, eid: str) -> list[str]:
         [
             "Kendall's τ between each bound or term (at each model's best α) and the measured "
             "generalization error, over all models and within each L. A bound that tracks "
-            "generalization has τ > 0.",
+            "generalization has τ > 0. p is the two-sided p of each τ; Holm adjusts it over "
+            f"every τ of this table ({_kendall_family(inputs, eid)} tests), since a table of "
+            "this size finds some p < 0.05 by chance. Ψ is the granulated τ of Jiang et al. "
+            "(2020): for each axis (L, σ), the mean τ over the groups of models that differ "
+            "in that axis alone (same seed, same value of the other axis), then the mean over "
+            "the axes that vary; it does not reward a quantity that merely moves with L.",
             "",
         ]
         + _kendall_table(inputs, eid)
         + [""]
     )
     return out
+
+
+def delta_section(inputs: Inputs, eid: str) -> list[str]:
+    """What the bounds' probability 1 − δ does not cover, and Theorem 3 as α → ∞ beside
+    its value at the edge of the α grid."""
+    if inputs.bounds is None or not A.best_rows(inputs.bounds).num_rows:
+        return []
+    best = A.of_experiment(A.best_rows(inputs.bounds), eid)
+    n_models = best.num_rows
+    out = [
+        "## What δ does not cover",
+        "",
+        "Each bound holds with probability ≥ 1 − δ over the n training samples and their "
+        "noise, for an α of the grid and a class of networks fixed before the data is seen. "
+        "Outside that δ:",
+        "",
+        "- **λ_min is the sample's.** The theorems use λ_min(E xxᵀ) of the data "
+        "distribution; the bounds use λ_min of the second moment of these n training "
+        "sequences (certified as an eigenvalue of that matrix, not of E xxᵀ). Its "
+        "estimation error is in no δ, and the smallest eigenvalue of a sample second "
+        "moment is on average at or below the population's (λ_min is concave, so by "
+        "Jensen E λ_min(Σ̂) ≤ λ_min(Σ)): on average that enlarges the fs term, but any one "
+        "sample can err either way.",
+        "- **The norms are read off the trained model.** β_U, β_V, β_W, Λ and r are "
+        "measured on each model after training and put into a bound stated for a class "
+        "whose norms are fixed in advance. Choosing the class after seeing the data needs "
+        "a union bound over norm levels (δ split over a grid of them), which is not "
+        "included.",
+        "- **The noise is one separate evaluation draw.** The margin loss, ‖X + X_ε‖_F, "
+        "‖Xᵀ + X_εᵀ‖₁ and r on noisy inputs use one N(0, σ²) draw per training example from "
+        "the run's own `eval_noise` stream: an evaluation draw, independent of the fresh "
+        "noise training drew at every step (none of the training draws is kept); the "
+        "bounds table's `noise_draw` column calls it the recorded training draw, which it "
+        "is not. Another draw would give other values; only this one is evaluated.",
+        f"- **One model at a time.** δ covers each model's bound on its own; the {n_models} "
+        f"models here are not covered all at once (that needs δ/{n_models} each).",
+        "",
+    ]
+    edge = {
+        (t.L, t.sigma): t for t in A.term_cells(inputs.bounds, at="edge") if t.experiment_id == eid
+    }
+    if not edge:
+        return out
+    out += [
+        "**Theorem 3 as α → ∞.** As α grows, the ramp loss of every finite margin tends to 1 "
+        "and every term divided by α tends to 0, so the bound tends to 1 + its confidence "
+        "term: above 1, vacuous, whatever the model. A best α at the grid's largest value "
+        "means the bound was still falling toward that limit. Geometric means over seeds:",
+        "",
+    ]
+    rows = [
+        [
+            str(L),
+            sig(s),
+            num(t.means["alpha"], 2),
+            num(t.means["bound_thm3"], 3),
+            fixed(1.0 + t.means["confidence_term"], 4),
+        ]
+        for (L, s), t in sorted(edge.items())
+    ]
+    return (
+        out
+        + table(
+            [
+                "L",
+                "σ",
+                "largest α of the grid",
+                "Thm 3 at that α",
+                "Thm 3 as α → ∞ (1 + confidence)",
+            ],
+            rows,
+        )
+        + [""]
+    )
 
 
 def _parse(stamp: str | datetime) -> datetime:
@@ -629,6 +921,7 @@ def provenance_section(inputs: Inputs) -> list[str]:
                 "spectrum": inputs.spectrum,
                 "bounds": inputs.bounds,
                 "embed": inputs.embed,
+                "kendall_tau": inputs.kendall,
             }
         ),
     ) + [""]
@@ -682,13 +975,22 @@ def baseline_section(inputs: Inputs, eid: str) -> list[str]:
     )
 
 
-def figures_section(figures: tuple[str, ...]) -> list[str]:
+def figures_section(figures: tuple[str, ...], lengths: set[int] | None = None) -> list[str]:
+    """The drawn figures, linked; with Figure 1 drawn but not Figure 2, a line that says
+    why (the paper's Figure 2 is L = 200 and 300, which this grid does not have)."""
     present = [(f, caption) for f, caption in FIGURES if f in figures]
     if not present:
         return []
     out = ["## Figures", ""]
     for f, caption in present:
         out += [f"**{caption}**", "", f"![{caption}](figures/{f})", ""]
+        if f == "fig1_gen_error_L100.png" and not (lengths or set()) & {200, 300}:
+            have = ", ".join(map(str, sorted(lengths or ())))
+            out += [
+                "**Figure 2** (L = 200 and 300) is not drawn: this profile trained "
+                + (f"L = {have} only." if have else "no L = 200 or 300."),
+                "",
+            ]
     return out
 
 
@@ -709,18 +1011,46 @@ def other_experiments(runs: pa.Table, main: str) -> list[str]:
     return lines + [""]
 
 
+def decisive_p(inf: A.Inference) -> float:
+    """The Holm-adjusted p the verdict turns on: against the other end when σ* is an end,
+    the larger of the two when it is interior."""
+    v = inf.verdict
+    if v.sigma_star == v.sigma_max:
+        return inf.p_vs_min_holm
+    if v.sigma_star == v.sigma_min:
+        return inf.p_vs_max_holm
+    return max(inf.p_vs_min_holm, inf.p_vs_max_holm)
+
+
+def verdict_phrase(inf: A.Inference) -> str:
+    """'**not reproduced** (σ* = 0.4, 95 % interval [0.3, 0.4]; p Holm < 0.001; no rise ≥
+    0.005: p Holm 0.037)', with the raw rule's verdict where Holm changed it."""
+    raw = "" if inf.holm_verdict == inf.verdict.verdict else f"; raw: {inf.verdict.verdict}"
+    return (
+        f"**{inf.holm_verdict}** (σ* = {sig(inf.verdict.sigma_star)}, "
+        f"{pct(A.BOOTSTRAP_LEVEL)} interval {_interval(inf)}; p Holm {pval(decisive_p(inf))}; "
+        f"no rise ≥ {inf.no_rise.margin:g}: p Holm {pval(inf.no_rise_p_holm)}{raw})"
+    )
+
+
+def _tau_phrase(tau: dict | None) -> str:
+    if tau is None or math.isnan(tau["tau"]):
+        return "—"
+    return f"{tau['tau']:+.2f} (p {pval(tau['p_value'])}, Holm {pval(tau['p_holm'])})"
+
+
 def summary(inputs: Inputs, eid: str) -> list[str]:
-    verdicts = A.verdicts(inputs.runs, eid)
+    infs = A.inference(inputs.runs, eid)
     lines = []
     for q, name in (
         ("gen_error", "the paper's generalization error"),
         ("clean_gap", "the clean gap"),
     ):
-        mine = [v for v in verdicts if v.quantity == q]
+        mine = [i for i in infs if i.quantity == q]
         if mine:
             lines.append(
-                f"- U-shape in {name}: "
-                + "; ".join(f"L = {v.L}: **{v.verdict}** (σ* = {sig(v.sigma_star)})" for v in mine)
+                f"- U-shape in {name}, Holm-adjusted: "
+                + "; ".join(f"L = {i.L}: {verdict_phrase(i)}" for i in mine)
                 + "."
             )
     thm3 = theorem3(inputs, eid)
@@ -731,7 +1061,8 @@ def summary(inputs: Inputs, eid: str) -> list[str]:
             f"{thm3.bounds.size} models"
             + (
                 f"; Kendall τ with the measured generalization error {tau['tau']:+.2f} "
-                f"(p {pval(tau['p_value'])}, {tau['n_models']} models)"
+                f"(p {pval(tau['p_value'])}, Holm {pval(tau['p_holm'])}, "
+                f"{tau['n_models']} models)"
                 if tau is not None and math.isfinite(tau["tau"])
                 else ""
             )
@@ -744,7 +1075,7 @@ def summary(inputs: Inputs, eid: str) -> list[str]:
 class Theorem3:
     """Theorem 3's bound of one experiment at each model's best α, with their L, and the
     Kendall τ rows of the bound against the generalization error by scope ('all',
-    'L=100', ...)."""
+    'L=100', ...), each with its Holm-adjusted p (`p_holm`, over the experiment's table)."""
 
     bounds: np.ndarray
     L: np.ndarray
@@ -756,15 +1087,12 @@ def theorem3(inputs: Inputs, eid: str) -> Theorem3 | None:
     if inputs.bounds is None:
         return None
     best = A.of_experiment(A.best_rows(inputs.bounds), eid)
-    taus = (
-        {
-            r["scope"]: r
-            for r in A.kendall_rows(inputs.bounds, inputs.runs)
-            if r["experiment_id"] == eid and r["quantity"] == "bound_thm3"
-        }
-        if best.num_rows
-        else {}
-    )
+    taus = {}
+    if best.num_rows:
+        rows = A.kendall_rows(inputs.bounds, inputs.runs)
+        for r, p in zip(rows, A.kendall_holm(rows), strict=True):
+            if r["experiment_id"] == eid and r["quantity"] == "bound_thm3":
+                taus[r["scope"]] = {**r, "p_holm": p}
     return Theorem3(A.column(best, "bound_thm3"), A.column(best, "L"), taus)
 
 
@@ -809,7 +1137,8 @@ def render(inputs: Inputs) -> str:
     out += history_section(inputs, eid)
     out += lambda_section(inputs.spectrum)
     out += bounds_section(inputs, eid)
-    out += figures_section(inputs.figures)
+    out += delta_section(inputs, eid)
+    out += figures_section(inputs.figures, {int(L) for L in A.column(main, "L")})
     out += other_experiments(inputs.runs, eid)
     out += provenance_section(inputs)
     return "\n".join(out).rstrip() + "\n"
@@ -817,40 +1146,38 @@ def render(inputs: Inputs) -> str:
 
 def overview(folders: list[tuple[str, Inputs]]) -> list[str]:
     """One table over several output folders (the README's results): per folder and L, the
-    two U-shape verdicts, the clean test accuracy at the two ends of σ, and Theorem 3's
-    vacuous count and Kendall τ against the generalization error."""
+    two U-shape verdicts after Holm's adjustment (with σ*'s interval and the no-rise test),
+    the clean test accuracy at the two ends of σ, and Theorem 3's vacuous count and Kendall
+    τ against the generalization error."""
     rows = []
     for name, inputs in folders:
         eid = A.experiments(inputs.runs)[0]
-        verdicts = {(v.quantity, v.L): v for v in A.verdicts(inputs.runs, eid)}
+        infs = {(i.quantity, i.L): i for i in A.inference(inputs.runs, eid)}
         acc = {
             (c.L, c.sigma): c
             for c in A.cells(inputs.runs, "test_accuracy")
             if c.experiment_id == eid
         }
         thm3 = theorem3(inputs, eid)
-        for L in sorted({L for _, L in verdicts}):
-            gen, gap = verdicts[("gen_error", L)], verdicts[("clean_gap", L)]
+        for L in sorted({L for _, L in infs}):
+            gen, gap = infs[("gen_error", L)], infs[("clean_gap", L)]
             sigmas = sorted(s for (ell, s) in acc if ell == L)
             if thm3 is not None:
                 of_L = thm3.bounds[thm3.L == L]
                 vacuous = f"{int((of_L > 1).sum())} / {of_L.size}"
             else:
                 vacuous = "—"
-            tau = thm3.taus.get(f"L={L}") if thm3 is not None else None
             rows.append(
                 [
                     f"`{name}`",
                     str(L),
                     f"{sig(sigmas[0])}–{sig(sigmas[-1])}",
-                    str(gen.pairs),
-                    f"**{gen.verdict}** (σ* = {sig(gen.sigma_star)})",
-                    f"**{gap.verdict}** (σ* = {sig(gap.sigma_star)})",
+                    str(gen.verdict.pairs),
+                    verdict_phrase(gen),
+                    verdict_phrase(gap),
                     " → ".join(pm(acc[(L, s)], sign=False) for s in (sigmas[0], sigmas[-1])),
                     vacuous,
-                    "—"
-                    if tau is None or math.isnan(tau["tau"])
-                    else f"{tau['tau']:+.2f} (p {pval(tau['p_value'])})",
+                    _tau_phrase(thm3.taus.get(f"L={L}") if thm3 is not None else None),
                 ]
             )
     return table(
@@ -859,8 +1186,8 @@ def overview(folders: list[tuple[str, Inputs]]) -> list[str]:
             "L",
             "σ",
             "seeds",
-            "generalization error (paper)",
-            "clean gap",
+            "generalization error (paper), Holm-adjusted",
+            "clean gap, Holm-adjusted",
             "clean test accuracy, σ_min → σ_max",
             "Thm 3 > 1",
             "Kendall τ (Thm 3, gen. error)",

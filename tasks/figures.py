@@ -14,19 +14,15 @@ from rnngen import figures as F
 from rnngen.hashing import content_key, sha256_file
 from rnngen.io import atomic_path, read_parquet, write_parquet
 from rnngen.layout import Layout
-
-
-def _history(layout: Layout) -> Path:
-    """Per-epoch history of the runs; folders trained before it existed lack it."""
-    return layout.results / "history.parquet"
+from rnngen_tasks import run_logger
 
 
 def _inputs_key(layout: Layout) -> str:
     """What the figures are drawn from: the result files (history.parquet when there) and
     the code that computes and draws them."""
     files = [layout.runs, layout.spectrum, layout.bounds]
-    if _history(layout).is_file():
-        files.append(_history(layout))
+    if layout.history.is_file():
+        files.append(layout.history)
     files += [Path(F.__file__), Path(analysis.__file__)]
     return content_key({p.name: sha256_file(p) for p in files})
 
@@ -62,6 +58,12 @@ def draw_figures(out: str) -> tuple[list[str], bool]:
         paths += F.fig_gen_error(runs, [100], fig / "fig1_gen_error_L100", lambda_min=lam)
     if lengths & {200, 300}:
         paths += F.fig_gen_error(runs, [200, 300], fig / "fig2_gen_error_L200_L300", lambda_min=lam)
+    elif 100 in lengths:  # said here and in REPORT.md's figures section, not left silent
+        run_logger().info(
+            "Figure 2 (L = 200 and 300) skipped: this grid has L = "
+            + ", ".join(map(str, sorted(lengths)))
+            + " only."
+        )
     if not lengths & {100, 200, 300}:  # a grid of other lengths: all of them in one figure
         paths += F.fig_gen_error(runs, sorted(lengths), fig / "gen_error", lambda_min=lam)
     paths += [
@@ -70,8 +72,8 @@ def draw_figures(out: str) -> tuple[list[str], bool]:
         *F.fig_bound_terms(bounds, fig / "bound_terms", runs=runs),
         *F.fig_bound_vs_gap(bounds, runs, fig / "bound_vs_gap"),
     ]
-    if _history(layout).is_file():
-        history = read_parquet(_history(layout), required=schemas.HISTORY)
+    if layout.history.is_file():
+        history = read_parquet(layout.history, required=schemas.HISTORY)
         paths += F.fig_history(history, runs, fig / "history")
     tau = schemas.to_table(analysis.kendall_rows(bounds, runs), schemas.KENDALL)
     paths.append(

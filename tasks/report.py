@@ -14,8 +14,9 @@ from rnngen.report import Inputs, overview, render
 
 
 def report_inputs(out: str) -> Inputs:
-    """The result tables of `out` (runs, spectrum and bounds must be there) and the names
-    of the figures drawn; a missing or foreign file is a one-paragraph error."""
+    """The result tables of `out` (runs, spectrum and bounds must be there; history,
+    embed and the figures stage's kendall_tau when written) and the names of the figures
+    drawn; a missing or foreign file is a one-paragraph error."""
     layout = Layout.at(out)
     layout.require("train", "spectrum", "bounds")
 
@@ -26,17 +27,18 @@ def report_inputs(out: str) -> Inputs:
         runs=read_parquet(layout.runs, required=schemas.RUNS),
         spectrum=read_parquet(layout.spectrum, required=schemas.SPECTRUM),
         bounds=read_parquet(layout.bounds, required=schemas.BOUNDS),
-        history=optional(layout.results / "history.parquet", schemas.HISTORY),
+        history=optional(layout.history, schemas.HISTORY),
         embed=optional(layout.embed_summary, schemas.EMBED),
         figures=tuple(sorted(p.name for p in layout.figures.glob("*.png"))),
         baseline=_baseline(layout),
+        kendall=optional(layout.results / "kendall_tau.parquet", schemas.KENDALL),
     )
 
 
 def _baseline(layout: Layout):
     """The paper profile's runs, when this folder has a sibling `paper/` (the committed
     study's layout: data/paper beside data/paper-long, ...) and is not it."""
-    path = layout.out.parent / "paper" / "results" / "runs.parquet"
+    path = Layout.at(layout.out.parent / "paper").runs
     if layout.out.name == "paper" or not path.is_file():
         return None
     return read_parquet(path, required=schemas.RUNS)

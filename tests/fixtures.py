@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -57,7 +58,7 @@ def run_row(s: RunSpec, gen: float, gap: float | None = None, status: str = "don
         "train_error_noisy": test_error - gen,
         "train_error_clean": test_error - gap,
         "seconds": 60.0 + s.seed,
-        "finished_at": f"2026-12-02T08:{10 + s.seed:02d}:00Z",
+        "finished_at": datetime(2026, 12, 2, 8, 10 + s.seed, tzinfo=UTC),
         "hardware": "Test CPU (2 cores)",
     }
 

@@ -340,81 +340,98 @@ def test_clean_gap_has_a_panel_per_length_and_draws_the_clean_gap() -> None:
 # --------------------------------------------------------------------------- bound terms
 
 
-def test_bound_terms_draws_every_term_and_total_apart() -> None:
+def test_bound_terms_draws_every_term_and_total_in_its_own_panel() -> None:
     runs = make_runs()
     bounds = make_bounds(runs)
     a, b = ids()
     fig = fg.draw_bound_terms(bounds, runs=runs)
-    axes = np.asarray(fig.axes).reshape(4, 3)  # 2 experiments × (terms, totals), 3 L
-    cells = [c for c in analysis.term_cells(bounds) if c.experiment_id == a and c.L == 100]
-    top, bottom = fg.series(axes[0, 0]), fg.series(axes[1, 0])
-    assert set(top) == {f"term:{q}" for q in analysis.THM3_TERMS}
-    assert set(bottom) == {"total:bound_thm3", "total:bound_thm2", "total:zhang_order"}
-    for q in ("margin_loss", "rademacher_norm1_term", "confidence_term"):
-        np.testing.assert_allclose(top[f"term:{q}"][1], np.log10([c.means[q] for c in cells]))
-    np.testing.assert_allclose(
-        bottom["total:bound_thm3"][1], np.log10([c.means["bound_thm3"] for c in cells])
-    )
-    x, _ = top["term:noise_term"]
-    assert list(x) == [0.1, 0.2]  # σ = 0 has noise term 0: log10 is −∞, not drawn ...
-    notes = [t.get_text() for t in axes[0, 0].texts]
-    assert any("noise term = 0 exactly at σ = 0" in n for n in notes)  # ... and said so
-    assert not any("noise_term not drawn" in n for n in notes)
-    # terms and totals differ in style: solid filled vs broken hollow
-    term_line = next(ln for ln in axes[0, 0].get_lines() if ln.get_gid() == "term:margin_loss")
-    total_line = next(ln for ln in axes[1, 0].get_lines() if ln.get_gid() == "total:bound_thm3")
-    assert term_line.get_linestyle() == "-" and total_line.get_linestyle() == "--"
-    assert total_line.get_markerfacecolor() == "none"
-    # experiment B only has L = 100: its other panels say so
-    assert "no models at this L" in [t.get_text() for t in axes[2, 1].texts]
-    assert b in {c.experiment_id for c in analysis.term_cells(bounds)}
-    assert "hidden 32" in axes[2, 0].get_title()
+    names = [q for q in fg.TERM_PANELS if q != "bound_thm2_remark6"]  # β_W ≥ 1: undefined
+    per = 1 + len(names)  # the level panel, then one panel per term and total
+    assert len(fig.axes) == 2 * per  # two experiments, unused grid cells removed
+    cells = {(c.L, c.sigma): c for c in analysis.term_cells(bounds) if c.experiment_id == a}
+    for ax, q in zip(fig.axes[1:per], names, strict=True):
+        drawn = fg.series(ax)
+        assert set(drawn) == {f"rel:{a}:{q}:{L}" for L in LENGTHS}  # one line per L, no more
+        x, y = drawn[f"rel:{a}:{q}:100"]
+        ref = min(s for s in SIGMAS if cells[(100, s)].means[q] > 0)
+        want = [
+            math.log10(cells[(100, s)].means[q]) - math.log10(cells[(100, ref)].means[q]) for s in x
+        ]
+        np.testing.assert_allclose(y, want, atol=1e-12)
+        assert y[0] == 0.0  # the first point drawn is the reference itself
+        assert fg.PANEL_TITLES[q] in ax.get_title()
+    noise = fig.axes[1 + names.index("noise_term")]
+    x, _ = fg.series(noise)[f"rel:{a}:noise_term:100"]
+    assert list(x) == [0.1, 0.2]  # 0 at σ = 0: measured from the smallest σ > 0, and said so
+    assert "σ = 0.1" in noise.get_title()
+    assert any("exactly 0 at σ = 0" in t.get_text() for t in noise.texts)
+    # the level panel: one bar per quantity and L, at log10 of the value at σ = 0
+    level = fig.axes[0]
+    bars = [r for r in level.patches if r.get_gid() == "level:100"]
+    assert len(bars) == len(names)
+    thm3 = bars[names.index("bound_thm3")]
+    assert thm3.get_width() == pytest.approx(math.log10(cells[(100, 0.0)].means["bound_thm3"]))
+    # experiment B only has L = 100, and its block is labelled by its settings
+    assert set(fg.series(fig.axes[per + 1])) == {f"rel:{b}:margin_loss:100"}
+    assert "hidden 32" in fig.axes[per].get_title()
+    assert "Remark 6's r is not drawn" in fig.get_suptitle()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert len(legend) == len(set(legend)) == 5 + 3 + 1
+    assert legend[:3] == ["L = 100", "L = 200", "L = 300"]
 
 
 def test_bound_terms_without_runs_and_with_remark6() -> None:
     runs = make_runs()
     one = runs.filter(pa.array([e == ids()[0] for e in analysis.strings(runs, "experiment_id")]))
     fig = fg.draw_bound_terms(make_bounds(one, beta_w=0.5))
-    assert len(fig.axes) == 2 * 3
-    assert "total:bound_thm2_remark6" in fg.series(fig.axes[3])
+    assert len(fig.axes) == 1 + len(fg.TERM_PANELS)  # Remark 6 defined: its own panel
+    remark6 = fig.axes[1 + fg.TERM_PANELS.index("bound_thm2_remark6")]
+    assert f"rel:{ids()[0]}:bound_thm2_remark6:100" in fg.series(remark6)
+    assert "Remark 6's r is not drawn" not in fig.get_suptitle()
 
 
 # --------------------------------------------------------------------------- bounds vs gap
 
 
-def test_bound_vs_gap_remark6_sentence_when_every_beta_w_is_at_least_one() -> None:
+def test_bound_vs_gap_leaves_out_remark6_with_a_sentence_when_no_beta_w_is_below_one() -> None:
     runs = make_runs()
     a, _ = ids()
     fig = fg.draw_bound_vs_gap(make_bounds(runs, beta_w=1.5), runs)
-    assert len(fig.axes) == 2 * 4  # one 2 × 2 block per experiment
+    assert len(fig.axes) == 2 * 3  # one row per experiment: no empty Remark 6 panel
+    assert not any("Remark 6" in ax.get_title() for ax in fig.axes)
     n_a = sum(1 for r in runs.to_pylist() if r["experiment_id"] == a and r["status"] == "done")
-    remark6 = fig.axes[2]
-    sentence = " ".join(t.get_text() for t in remark6.texts).replace("\n", " ")
-    assert f"Remark 6 needs β_W < 1; all {n_a} models have β_W ≥ 1 (median β_W = 1.5)" in (sentence)
+    sentence = fig.get_suptitle().replace("\n", " ")
+    assert f"it needs β_W < 1; all {n_a} models have β_W ≥ 1 (median β_W = 1.5)" in sentence
     fine = fg.draw_bound_vs_gap(make_bounds(runs, beta_w=0.5), runs)
-    assert "Remark 6 needs" not in texts(fine)
+    assert len(fine.axes) == 2 * 4
+    assert "Remark 6's bound is not drawn" not in texts(fine)
 
 
-def test_bound_vs_gap_prints_the_tau_of_the_kendall_table() -> None:
+def test_bound_vs_gap_prints_the_tau_of_the_kendall_table_within_L_and_psi() -> None:
     runs = make_runs()
     bounds = make_bounds(runs)
     a, b = ids()
     fig = fg.draw_bound_vs_gap(bounds, runs)
-    rows = {
-        (r["experiment_id"], r["quantity"]): r
-        for r in analysis.kendall_rows(bounds, runs)
-        if r["scope"] == "all"
+    rows = analysis.kendall_rows(bounds, runs)
+    holm = analysis.kendall_holm(rows)
+    by = {
+        (r["experiment_id"], r["scope"], r["quantity"]): (r, p)
+        for r, p in zip(rows, holm, strict=True)
     }
-    for block, eid in ((0, a), (4, b)):
-        for ax, q in zip(fig.axes[block : block + 4], fg.SCATTER_QUANTITIES, strict=True):
-            row = rows[(eid, q)]
+    data = analysis.joined(bounds, runs)
+    shown = [q for q in fg.SCATTER_QUANTITIES if q != "bound_thm2_remark6"]
+    for block, eid in ((0, a), (3, b)):
+        for ax, q in zip(fig.axes[block : block + 3], shown, strict=True):
+            row, p = by[(eid, "all", q)]
+            title = ax.get_title()
             if math.isfinite(row["tau"]):
-                assert f"Kendall τ = {row['tau']:.3f}" in ax.get_title()
-                assert f"{row['n_models']} models" in ax.get_title()
+                assert f"Kendall τ = {row['tau']:.3f}" in title
+                assert f"Holm {p:.2g}" in title and f"{row['n_models']} models" in title
             else:
-                assert "undefined" in ax.get_title()
+                assert "undefined" in title
+            psi = analysis.granulated_kendall(data, data["experiment_id"] == eid, q).psi
+            assert (f"Ψ = {psi:+.2f}" if math.isfinite(psi) else "Ψ undefined") in title
+            within = by[(eid, "L=100", q)][0]["tau"]
+            assert (f"100: {within:+.2f}" if math.isfinite(within) else "—") in title
 
 
 def test_bound_figures_draw_terms_near_the_float64_limit(tmp_path: Path) -> None:
@@ -430,8 +447,10 @@ def test_bound_figures_draw_terms_near_the_float64_limit(tmp_path: Path) -> None
         bounds = bounds.set_column(bounds.schema.get_field_index(c), c, col)
     terms = fg.draw_bound_terms(bounds, runs=runs)
     terms.savefig(tmp_path / "terms.png")
-    drawn = fg.series(terms.axes[3])["total:bound_thm3"][1]
-    assert 290 < float(np.min(drawn)) and float(np.max(drawn)) < 308
+    names = [q for q in fg.TERM_PANELS if q != "bound_thm2_remark6"]
+    bars = [r for r in terms.axes[0].patches if r.get_gid() == "level:100"]
+    level = bars[names.index("bound_thm3")].get_width()  # log10 of the value at σ = 0
+    assert 290 < level < 308
     fg.draw_bound_vs_gap(bounds, runs).savefig(tmp_path / "gap.png")
 
 
@@ -443,18 +462,24 @@ def test_history_means_over_seeds_per_sigma_and_experiment() -> None:
     history = make_history(runs)
     a, b = ids()
     fig = fg.draw_history(history, runs)
-    axes = np.asarray(fig.axes).reshape(2, 3)
-    drawn = fg.series(axes[0, 0])
-    assert len(drawn) == 2 * len(SIGMAS)  # train and test per σ
-    for kind in ("train", "test"):
+    axes = np.asarray(fig.axes).reshape(4, 3)  # per experiment: training row, test row
+    for row, kind in ((0, "train"), (1, "test")):
+        drawn = fg.series(axes[row, 0])
+        assert len(drawn) == len(SIGMAS)  # one curve per σ
         x, y = drawn[f"{kind}:{a}:100:0.1"]
         assert list(x) == [1, 2, 3]
-        want = [
-            np.mean([history_value(spec(100, 0.1, k, 64).run_id, e, kind) for k in range(3)])
+        values = [
+            [history_value(spec(100, 0.1, k, 64).run_id, e, kind) for k in range(3)]
             for e in (1, 2, 3)
         ]
-        np.testing.assert_allclose(y, want)
-    x, y = fg.series(axes[1, 0])[f"train:{b}:100:0.2"]
+        np.testing.assert_allclose(y, [np.mean(v) for v in values])
+        band = next(
+            c for c in axes[row, 0].collections if c.get_gid() == f"band:{kind}:{a}:100:0.1"
+        )
+        top = band.get_paths()[0].vertices[:, 1].max()  # mean + s.e. at some epoch
+        se = [np.std(v, ddof=1) / math.sqrt(3) for v in values]
+        assert top == pytest.approx(max(np.mean(v) + e for v, e in zip(values, se, strict=True)))
+    x, y = fg.series(axes[2, 0])[f"train:{b}:100:0.2"]
     want = [
         np.mean([history_value(spec(100, 0.2, k, 32).run_id, e, "train") for k in range(2)])
         for e in (1, 2, 3)
@@ -468,6 +493,181 @@ def test_history_means_over_seeds_per_sigma_and_experiment() -> None:
     ]
     np.testing.assert_allclose(y, want)
     assert "1 run not done left out" in fig.get_suptitle()
+    # the y-range is the data's (no chance line at 0.5 pulling it down)
+    low, _ = axes[0, 0].get_ylim()
+    assert low > 0.5
+
+
+# --------------------------------------------------------------------------- spectrum
+
+
+def test_spectrum_marks_the_papers_lambda_min_and_has_integer_ticks() -> None:
+    fig = fg.draw_spectrum(make_spectrum())
+    fig.canvas.draw()
+    left, right = fig.axes[0], fig.axes[1]
+    x, y = fg.series(left)["paper"]
+    assert list(x) == [100, 200, 300] and list(y) == [4e-4, 1e-4, 2.5e-5]
+    assert [t for t in left.get_xticks()] == [100, 200, 300]
+    assert all(float(t).is_integer() for t in right.get_xticks())
+    lines = {ln.get_gid(): ln for ln in right.get_lines() if ln.get_gid()}
+    assert lines["paper:200"].get_ydata()[0] == 1e-4
+    one = fg.draw_spectrum(make_spectrum().slice(0, 1))  # L = 100 only
+    assert list(fg.series(one.axes[0])["paper"][0]) == [100]
+    assert list(one.axes[0].get_xticks()) == [100]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_gen_error_panels_carry_the_holm_adjusted_verdict_in_a_corner() -> None:
+    runs = make_runs()
+    a, _ = ids()
+    fig = fg.draw_gen_error(runs, [100, 200])
+    infs = {i.L: i for i in analysis.inference(runs, a) if i.quantity == "gen_error"}
+    for ax, L in zip(fig.axes, (100, 200), strict=True):
+        (box,) = [t for t in ax.texts if t.get_gid() == "verdict"]
+        text = box.get_text()
+        assert text == "blue series: " + fg.verdict_text(infs[L])  # two experiments drawn
+        assert f"verdict (Holm-adjusted): {infs[L].holm_verdict}" in text
+        assert "p Holm" in text and "95 % interval" in text
+    clean = fg.draw_clean_gap(runs)
+    assert all(any(t.get_gid() == "verdict" for t in ax.texts) for ax in clean.axes)
+
+
+def test_the_verdict_text_gives_each_adjusted_p_that_exists() -> None:
+    from tests.fixtures import make_runs as u_runs
+
+    runs = u_runs(lengths=(100,))
+    (inf,) = [
+        i
+        for i in analysis.inference(runs, analysis.experiments(runs)[0])
+        if i.quantity == "gen_error"
+    ]
+    text = fg.verdict_text(inf)
+    assert text.splitlines()[0] == "verdict (Holm-adjusted): reproduced"
+    assert "p Holm (σ* < σ = 0)" in text and "p Holm (σ* < σ = 0.4)" in text
+    assert fg.verdict_text(None) == "no verdict: fewer than two σ at this L"
+
+
+# ---------------------------------------------------------------- one L, one σ: the layout
+
+
+def _only(table: pa.Table, name: str, value: float) -> pa.Table:
+    return table.filter(pa.array([v == value for v in table.column(name).to_pylist()]))
+
+
+def every_figure(runs: pa.Table, spectrum: pa.Table) -> dict[str, object]:
+    bounds, lam = make_bounds(runs), fg.certified_lambda_min(spectrum)
+    lengths = sorted({int(x) for x in analysis.column(runs, "L")})
+    return {
+        "gen_error": fg.draw_gen_error(runs, lengths, lambda_min=lam),
+        "fig2": fg.draw_gen_error(runs, [200, 300], lambda_min=lam),
+        "clean_gap": fg.draw_clean_gap(runs, lambda_min=lam),
+        "spectrum": fg.draw_spectrum(spectrum),
+        "bound_terms": fg.draw_bound_terms(bounds, runs=runs),
+        "bound_vs_gap": fg.draw_bound_vs_gap(bounds, runs),
+        "history": fg.draw_history(make_history(runs), runs),
+    }
+
+
+def _inside(inner, outer, tol: float = 1.0) -> bool:
+    return (
+        inner.x0 >= outer.x0 - tol
+        and inner.y0 >= outer.y0 - tol
+        and inner.x1 <= outer.x1 + tol
+        and inner.y1 <= outer.y1 + tol
+    )
+
+
+def _data_points(ax) -> np.ndarray:
+    """Every drawn data point of `ax` in data coordinates (lines, scatters, bands, bars)."""
+    from matplotlib.collections import PathCollection, PolyCollection
+
+    pts = [
+        np.column_stack(ln.get_data())
+        for ln in ax.get_lines()
+        if ln.get_transform() is ax.transData
+    ]
+    for c in ax.collections:
+        if isinstance(c, PathCollection) and c.get_offset_transform() is ax.transData:
+            pts.append(np.asarray(c.get_offsets()))
+        elif isinstance(c, PolyCollection) and c.get_transform() is ax.transData:
+            pts += [p.vertices for p in c.get_paths()]
+    for r in ax.patches:
+        if r.get_gid():
+            x, y, w, h = r.get_x(), r.get_y(), r.get_width(), r.get_height()
+            pts.append(np.array([[x, y], [x + w, y + h]]))
+    pts = [np.asarray(p, dtype=float).reshape(-1, 2) for p in pts if np.size(p)]
+    return np.vstack(pts) if pts else np.empty((0, 2))
+
+
+def assert_laid_out(fig, name: str) -> None:
+    """Nothing clipped, nothing under a legend: every axes (its labels, ticks, title and
+    notes) and every legend inside the figure; the figure title and the panel titles clear
+    of the legends; every data point inside its axes' limits; a verdict box inside its
+    panel and over no data point."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    page = fig.bbox
+    legends = [lg.get_window_extent(r) for lg in fig.legends]
+    assert fig.get_suptitle(), name
+    title = fig._suptitle.get_window_extent(r)
+    assert _inside(title, page), f"{name}: the title is cut off"
+    for box in legends:
+        assert _inside(box, page), f"{name}: a legend is cut off"
+        assert not box.overlaps(title), f"{name}: the title runs under the legend"
+    for ax in fig.axes:
+        where = f"{name}, panel {ax.get_title()!r}"
+        assert _inside(ax.get_tightbbox(r), page), f"{where}: cut off at the figure's edge"
+        for box in legends:
+            assert not box.overlaps(ax.bbox), f"{where}: the legend covers the panel"
+            if ax.get_title():
+                assert not box.overlaps(ax.title.get_window_extent(r)), f"{where}: title"
+        pts = _data_points(ax)
+        pts = pts[np.all(np.isfinite(pts), axis=1)]
+        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+        assert inside.all(), f"{where}: {int((~inside).sum())} data points outside the axes"
+        for text in (t for t in ax.texts if t.get_gid() == "verdict"):
+            box = text.get_bbox_patch().get_window_extent(r)
+            assert _inside(box, ax.bbox), f"{where}: the verdict sticks out of its panel"
+            shown = ax.transData.transform(pts) if len(pts) else np.empty((0, 2))
+            hidden = [p for p in shown if box.contains(*p)]
+            assert not hidden, f"{where}: the verdict hides {len(hidden)} data points"
+
+
+def test_every_figure_is_laid_out_with_the_full_grid() -> None:
+    for name, fig in every_figure(make_runs(), make_spectrum()).items():
+        assert_laid_out(fig, name)
+
+
+def test_every_figure_is_laid_out_with_one_L() -> None:
+    runs = _only(make_runs(), "L", 100)
+    figs = every_figure(runs, make_spectrum().slice(0, 1))
+    for name, fig in figs.items():
+        assert_laid_out(fig, name)
+    # Figure 2 drawn from a grid without L = 200, 300 says so in its panels
+    assert all(
+        "no finished runs at this L" in [t.get_text() for t in ax.texts] for ax in figs["fig2"].axes
+    )
+    assert len(figs["bound_vs_gap"].axes) == 2 * 3
+
+
+def test_every_figure_is_laid_out_with_one_sigma() -> None:
+    runs = _only(make_runs(), "sigma", 0.1)
+    figs = every_figure(runs, make_spectrum())
+    for name, fig in figs.items():
+        assert_laid_out(fig, name)
+    verdicts = [t.get_text() for t in figs["gen_error"].axes[0].texts if t.get_gid() == "verdict"]
+    assert verdicts and "no verdict: fewer than two σ" in verdicts[0]
+    notes = texts(figs["bound_terms"])
+    assert "one σ: no σ effect to show" in notes
+
+
+def test_every_figure_is_laid_out_with_one_L_and_one_experiment() -> None:
+    runs = _only(_only(make_runs(), "L", 100), "hidden", 64)
+    for name, fig in every_figure(runs, make_spectrum().slice(0, 1)).items():
+        assert_laid_out(fig, name)
 
 
 # --------------------------------------------------------------------------- the flow
@@ -508,3 +708,20 @@ def test_flow_task_draws_everything_and_recognises_its_stamp_elsewhere(tmp_path:
     )
     third, drawn = draw_figures.fn(str(copy))  # a new input: drawn again, with history
     assert drawn and any(p.endswith("history.png") for p in third)
+
+
+def test_flow_task_says_that_figure_2_is_skipped_for_a_grid_of_one_L(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rnngen_tasks.figures import draw_figures
+
+    out = tmp_path / "one"
+    layout = Layout.at(out)
+    runs = _only(make_runs(), "L", 100)
+    write_parquet(runs, layout.runs, {"stage": "train"})
+    write_parquet(make_spectrum().slice(0, 1), layout.spectrum, {"stage": "spectrum"})
+    write_parquet(make_bounds(runs), layout.bounds, {"stage": "bounds"})
+    with caplog.at_level("INFO", logger="rnngen"):
+        paths, _ = draw_figures.fn(str(out))
+    assert not any("fig2" in p for p in paths) and any("fig1" in p for p in paths)
+    assert "Figure 2 (L = 200 and 300) skipped: this grid has L = 100 only." in caplog.text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from rnngen import analysis as A
-from rnngen.report import Inputs, render
+from rnngen import schemas
+from rnngen.io import with_metadata
+from rnngen.report import Inputs, pval, render
 from tests.fixtures import make_bounds, make_runs, make_spectrum, run_row, spec
 
 
@@ -21,7 +23,7 @@ def fixture_report(**runs_kwargs) -> str:
 
 def test_the_rule_comes_before_the_numbers_and_each_L_gets_its_verdicts():
     text = fixture_report()
-    rule = text.index("The rule, fixed before the numbers")
+    rule = text.index("The rule (when it was written")
     table = text.index("| L | quantity | σ* |")
     assert rule < table
     rows = [
@@ -31,7 +33,10 @@ def test_the_rule_comes_before_the_numbers_and_each_L_gets_its_verdicts():
     ]
     assert "**reproduced**" in rows[0]  # the fixture's gen_error is a U
     assert "**not reproduced**" in rows[1]  # its clean gap falls monotonically
-    assert "- U-shape in the paper's generalization error: L = 100: **reproduced**" in text
+    assert (
+        "- U-shape in the paper's generalization error, Holm-adjusted: L = 100: **reproduced** "
+        "(σ* = 0.2, 95 % interval [0.2, 0.2]; p Holm < 0.001; no rise ≥ 0.005: p Holm "
+    ) in text
 
 
 def test_lambda_min_is_set_beside_the_papers_with_the_ratio():
@@ -138,11 +143,86 @@ def test_overview_gives_one_row_per_folder_and_L_with_both_verdicts():
     runs = make_runs()
     inputs = Inputs(runs=runs, spectrum=make_spectrum(), bounds=make_bounds(runs), figures=())
     lines = overview([("one", inputs), ("two", inputs)])
-    assert lines[0].startswith("| profile | L | σ | seeds | generalization error (paper) |")
+    assert lines[0].startswith(
+        "| profile | L | σ | seeds | generalization error (paper), Holm-adjusted |"
+    )
     rows = [line for line in lines[2:] if line.startswith("| `")]
     Ls = sorted({v.L for v in A.verdicts(runs, A.experiments(runs)[0])})
     assert len(rows) == 2 * len(Ls)
     first = rows[0].split(" | ")
     assert first[0] == "| `one`" and first[1] == str(Ls[0])
-    assert "**reproduced**" in first[4]  # the fixture's gen_error is a U at L = 100
-    assert "**not reproduced**" in first[5]  # and its clean gap falls
+    assert "**reproduced** (σ* = 0.2" in first[4]  # the fixture's gen_error is a U at L = 100
+    assert "**not reproduced** (σ* = 0.4" in first[5]  # and its clean gap falls
+    assert "p Holm" in first[4] and "no rise ≥ 0.005: p Holm" in first[5]
+
+
+def test_holm_adjusted_verdicts_intervals_and_the_no_rise_test_sit_beside_the_rule():
+    runs = make_runs()
+    infs = A.inference(runs, A.experiments(runs)[0])
+    text = fixture_report()
+    assert "### Beside the rule" in text
+    assert "The rule runs 6 tests in this profile" in text  # 2 quantities × 2 L: U (2), fall (1)
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| 100 | generalization error (paper) | 0.2 | [0.2, 0.2] |")
+    )
+    inf = next(i for i in infs if i.L == 100 and i.quantity == "gen_error")
+    assert f"| {pval(inf.p_vs_min_holm)} | {pval(inf.p_vs_max_holm)} | **reproduced** |" in row
+    rise = next(
+        line for line in text.splitlines() if line.startswith("| 200 | clean gap |") and "→" in line
+    )
+    assert "0→0.4:" in rise and "0.2→0.4:" in rise and "**no rise ≥ 0.005**" in rise
+    assert "margin ε = 0.005 in error" in text
+
+
+def test_the_history_of_the_rule_is_set_against_the_training_times():
+    text = fixture_report()  # the fixture's cells finished 2026-12-02 08:10 to 08:14
+    assert (
+        "- The rule above (VERDICT_RULE) was first committed in `7ce6752` at 2026-12-02 07:59 "
+        "UTC, before this profile's first cell finished (2026-12-02 08:10)."
+    ) in text
+    assert "`dab92fc` at 2026-12-02 09:38 UTC, after all of this profile's cells" in text
+    assert "were added after the results of all four profiles" in text
+
+
+def test_what_delta_does_not_cover_and_the_alpha_limit():
+    text = fixture_report()
+    section = text[text.index("## What δ does not cover") :]
+    for cue in ("λ_min is the sample's", "read off the trained model", "separate evaluation draw"):
+        assert cue in section
+    assert "`eval_noise`" in section and "(that needs δ/" in section
+    row = next(line for line in section.splitlines() if line.startswith("| 100 | 0.2 |"))
+    assert row.endswith("| 1.0500 |")  # 1 + the fixture's confidence term 0.05
+    assert "| 2.0e+00 |" in row  # the grid's largest α
+
+
+def test_kendall_table_gives_holm_adjusted_p_and_psi():
+    text = fixture_report()
+    row = next(line for line in text.splitlines() if line.startswith("| noise_term |"))
+    assert "Holm " in row and row.count("(p ") == 3
+    assert "Ψ (per axis)" in text and row.endswith("(σ +0.07) |")  # no τ across L: constant
+
+
+def test_provenance_lists_every_results_file_including_kendall_tau():
+    runs = make_runs()
+    bounds = make_bounds(runs)
+    kendall = with_metadata(
+        schemas.to_table(A.kendall_rows(bounds, runs), schemas.KENDALL), {"stage": "figures"}
+    )
+    text = render(Inputs(runs=runs, spectrum=make_spectrum(), bounds=bounds, kendall=kendall))
+    assert f"| results/kendall_tau.parquet | {kendall.num_rows} |" in text
+
+
+def test_a_profile_of_one_L_says_why_figure_2_is_missing():
+    runs = make_runs(lengths=(100,))
+    text = render(
+        Inputs(
+            runs=runs,
+            spectrum=make_spectrum((100,)),
+            bounds=make_bounds(runs),
+            figures=("fig1_gen_error_L100.png",),
+        )
+    )
+    assert "**Figure 2** (L = 200 and 300) is not drawn: this profile trained L = 100 only." in text
+    assert "Figure 2** (L = 200" not in fixture_report()
