@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import logging
+import math
 import os
 import signal
+import subprocess
 import sys
 import typing
 from enum import StrEnum
@@ -17,6 +20,18 @@ from rich.console import Console
 
 from rnngen.profiles import PROFILES
 
+# Prefect reads its settings once, when it is first imported, and keeps them: setting these
+# later (as the commands once did) changes nothing. Nothing above imports prefect (its
+# imports here are lazy, inside functions), so they are set here, at import, unless the
+# user set them. 90 s: the temporary API's start (creating or migrating its SQLite
+# database) takes longer than Prefect's 20 s on a busy two-core machine.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+for _name, _value in PREFECT_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -25,7 +40,21 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-Out = Annotated[Path, typer.Option("--out", help="Output folder (data, results, figures).")]
+
+def _check_out(value: Path) -> Path:
+    """`--out` names a folder (created when missing), never an existing regular file."""
+    if value.exists() and not value.is_dir():
+        _fail(
+            f"--out {value} is a file, not a folder. Give the folder the outputs go to "
+            "(it is created if it does not exist), e.g. --out data."
+        )
+    return value
+
+
+Out = Annotated[
+    Path,
+    typer.Option("--out", help="Output folder (data, results, figures).", callback=_check_out),
+]
 Lengths = Annotated[list[int] | None, typer.Option("--L", help="Sequence lengths L.")]
 RayAddress = Annotated[
     str | None,
@@ -35,10 +64,9 @@ RayAddress = Annotated[
 ]
 
 
-def _prefect_defaults() -> None:
-    """Quiet, local defaults for Prefect unless the user configured otherwise."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+def _prepare_prefect() -> None:
+    """Before a flow runs: the watchdog, then Prefect's API (checked, or started)."""
+    _start_watchdog()
     _check_prefect_api()
 
 
@@ -78,9 +106,206 @@ def _start_temporary_api() -> None:
 
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        SubprocessASGIServer().start()
+        server = SubprocessASGIServer()
+        server.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    if server.server_process is not None:
+        _tell_watchdog(f"pid {server.server_process.pid}")
+
+
+# ------------------------------------------------------------------------------ watchdog
+#
+# SIGKILL, the out-of-memory killer, or Ray ending its driver with _exit(1) when the local
+# raylet dies: no handler, atexit or finally of the CLI runs then, and what it started
+# lives on (Prefect's temporary API server listened for minutes; Ray's agents too), while
+# the user sees a bare exit status. So a small watchdog process watches the CLI: a pipe
+# whose only writer is the CLI reaches end-of-file when the CLI ends, however it ends. The
+# watchdog then stops every process it saw descend from the CLI, and when the CLI had not
+# said "ok" (at a normal exit, after its own clean-up) it prints why, with the resume hint.
+
+_watchdog: dict[str, object] = {}  # "fd": the pipe's write end, "proc": the watchdog
+
+
+def _start_watchdog() -> None:
+    """Start the watchdog (once); on systems without pidfds (not Linux) there is none."""
+    if _watchdog or not hasattr(os, "pidfd_open"):
+        return
+    read_end, write_end = os.pipe()  # neither end is inherited by other children
+    try:
+        # The watchdog runs these functions' own source in a bare interpreter (`-I`: no
+        # site customisation): a few MB and milliseconds, not the CLI's imports.
+        parts = (_descendants, _stop_all, _abrupt_end, _watch)
+        code = "\n".join(inspect.getsource(f) for f in parts)
+        code += f"\n_watch({os.getpid()}, {read_end})\n"
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", code],
+            pass_fds=(read_end,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            process_group=0,  # not in the terminal's group: Ctrl-C is the CLI's business
+        )
+    except OSError:
+        os.close(write_end)
+        return
+    finally:
+        os.close(read_end)
+    _watchdog.update(fd=write_end, proc=proc)
+    # Registered before Prefect's server and Ray register theirs: runs after them.
+    atexit.register(_tell_watchdog, "ok")
+
+
+def _tell_watchdog(line: str) -> None:
+    """Send the watchdog one line: `pid N` (stop it if the CLI dies) or `ok` (a clean exit)."""
+    fd = _watchdog.get("fd")
+    if isinstance(fd, int):
+        try:
+            os.write(fd, f"{line}\n".encode())
+        except OSError:
+            pass
+
+
+# The watchdog's program: `_watch` and its helpers, self-contained (each imports what it
+# uses, and uses nothing else of this module), since they run from their source alone.
+
+
+def _descendants(roots):
+    """The pids whose parent is one of `roots` or one of theirs (a scan of /proc)."""
+    import os
+
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _stop_all(pidfds):
+    """SIGTERM the processes of `pidfds`, SIGKILL those still alive 5 s later."""
+    import select
+    import signal
+    import time
+
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        for fd in pidfds:
+            try:
+                signal.pidfd_send_signal(fd, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace
+        while pidfds and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pidfds = [fd for fd in pidfds if not select.select([fd], [], [], 0)[0]]
+
+
+def _abrupt_end(cli_pid, raylet, left):
+    """The paragraph for a CLI that ended without its own clean-up: `raylet` is the pid of a
+    local raylet that died before it, or None; `left`, how many processes it left."""
+    if raylet is not None:
+        why = (
+            f"the local Ray node's raylet (pid {raylet}) died, and Ray then ended rnngen "
+            f"(pid {cli_pid}); often the machine ran out of memory"
+        )
+    else:
+        why = (
+            f"rnngen (pid {cli_pid}) was killed (SIGKILL, the out-of-memory killer) or "
+            "crashed, and could not stop what it had started"
+        )
+    stopping = (
+        f" The {left} processes it started and left running (such as the temporary Prefect "
+        "API and the local Ray) are being stopped."
+        if left
+        else ""
+    )
+    return (
+        f"error: {why}.{stopping} Finished results are on disk; run the same command "
+        "again to resume where it stopped.\n"
+    )
+
+
+def _watch(cli_pid, pipe_fd):
+    """Until `pipe_fd` reaches end-of-file (the CLI ended), track the processes descended
+    from `cli_pid` (a scan of /proc each second, and the pids the CLI sends), each by a
+    pidfd: it names that process, never a later one with its pid. Then stop those still
+    alive; unless the CLI said "ok", first say what happened."""
+    import os
+    import select
+    import signal
+    import time
+
+    # Outlive a closed terminal (SIGHUP), and write to it from outside its foreground
+    # group even under `stty tostop` (SIGTTOU).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    tracked, raylets = {}, {}  # pid -> pidfd; pidfd -> pid, of the local raylets
+    said_ok, raylet_died, buffer, scanned = False, None, b"", 0.0  # raylet_died: (pid, t)
+
+    def gone(fd):
+        return bool(select.select([fd], [], [], 0)[0])
+
+    def track(pids):
+        for pid in pids - set(tracked) - {os.getpid()}:
+            try:
+                tracked[pid] = os.pidfd_open(pid)
+                with open(f"/proc/{pid}/comm") as fh:
+                    if fh.read().strip() == "raylet":
+                        raylets[tracked[pid]] = pid
+            except OSError:
+                continue
+
+    while True:
+        if time.monotonic() - scanned >= 1.0:
+            for pid, fd in list(tracked.items()):
+                if fd not in raylets and gone(fd):
+                    os.close(tracked.pop(pid))
+            track(_descendants([cli_pid, *tracked]))
+            scanned = time.monotonic()
+        ready = select.select([pipe_fd, *raylets], [], [], 1.0)[0]
+        for fd in set(ready) & set(raylets):  # a raylet ended while the CLI still ran
+            raylet_died = (raylets.pop(fd), time.monotonic())
+        if pipe_fd not in ready:
+            continue
+        data = os.read(pipe_fd, 4096)
+        if not data:  # the CLI ended
+            break
+        *lines, buffer = (buffer + data).split(b"\n")
+        for line in lines:
+            said_ok = said_ok or line == b"ok"
+            if line.startswith(b"pid "):
+                track({int(line[4:])})
+
+    alive = [fd for fd in tracked.values() if not gone(fd)]
+    if not said_ok:
+        # A raylet that ended with the CLI (a SIGKILL ends the thread that started it a
+        # moment before the CLI's last thread) did not end it; Ray takes seconds to notice
+        # a dead raylet and end its driver.
+        caused = raylet_died and time.monotonic() - raylet_died[1] > 0.5
+        message = _abrupt_end(cli_pid, raylet_died[0] if caused else None, len(alive))
+        try:
+            os.write(2, message.encode())
+        except OSError:
+            pass
+    _stop_all(alive)
+
+
+def _private_ray_token(ray_address: str | None) -> None:
+    """The local Ray's token file, private before Ray starts (rnngen_tasks.tokens)."""
+    from rnngen_tasks.tokens import secure_local_token
+
+    note = secure_local_token(ray_address)
+    if note:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True, markup=False)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -158,7 +383,7 @@ def embed(
     from rnngen.text import TokenizerConfig
 
     lengths = _run(check_lengths, lengths)
-    _prefect_defaults()
+    _prepare_prefect()
     cfg = TokenizerConfig(
         lowercase=not keep_case, punctuation_replacement=" " if punct_as_space else ""
     )
@@ -185,6 +410,14 @@ def _require(out: Path, *stages: str, corpus: bool = True) -> None:
     if corpus:
         _run(corpus_pointer, str(out))
     _run(Layout.at(out).require, *stages)
+
+
+def _require_results(out: Path) -> None:
+    """What figures and report read: the study's results, or a folder of certificates."""
+    from rnngen.layout import Layout
+
+    if not Layout.at(out).certificates.is_file():
+        _require(out, "train", "spectrum", "bounds", corpus=False)
 
 
 def _fail(message: str) -> None:
@@ -216,7 +449,8 @@ def spectrum(
 
     lengths = _run(check_lengths, lengths)
     _require(out)
-    _prefect_defaults()
+    _private_ray_token(ray_address)
+    _prepare_prefect()
     from rnngen_flows.spectrum import spectrum as spectrum_flow
 
     _run(
@@ -331,6 +565,11 @@ def train(
     **spec_fields,
 ) -> None:
     """Train the (L, σ, seed) grid over Ray; finished cells are skipped."""
+    if max_retries < 0:
+        _fail(
+            f"--max-retries must be 0 (no retry) or a positive number of retries, "
+            f"got {max_retries}."
+        )
     overrides = {
         k: v.value if isinstance(v, StrEnum) else v for k, v in spec_fields.items() if v is not None
     }
@@ -344,7 +583,8 @@ def train(
     specs = _run(build_grid, str(out), profile.value, lengths, sigma, seeds, overrides)
     typer.echo(f"train: {len(specs)} cells in the grid")
     _run(preflight, str(out), specs, overrides.get("device"), profile.value, ray_address, pack_size)
-    _prefect_defaults()
+    _private_ray_token(ray_address)
+    _prepare_prefect()
     _run(
         train_flow,
         out=str(out),
@@ -355,6 +595,7 @@ def train(
         overrides=overrides,
         ray_address=ray_address,
         max_retries=max_retries,
+        pack_size=pack_size,
     )
     typer.echo(f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}")
 
@@ -380,12 +621,13 @@ def bounds(
     ray_address: RayAddress = None,
 ) -> None:
     """Every term of Theorems 2 and 3 for every trained model -> results/bounds.parquet."""
-    if not 0 < delta < 1:
-        _fail(f"--delta must be in (0, 1), got {delta}.")
-    if alpha is not None and any(a <= 0 for a in alpha):
-        _fail(f"--alpha values must be positive margins, got {alpha}.")
+    if not (math.isfinite(delta) and 0 < delta < 1):
+        _fail(f"--delta must be a number in (0, 1), got {delta}.")
+    if alpha is not None and not all(math.isfinite(a) and a > 0 for a in alpha):
+        _fail(f"--alpha values must be positive, finite margins, got {alpha}.")
     _require(out, "train")
-    _prefect_defaults()
+    _private_ray_token(ray_address)
+    _prepare_prefect()
     from rnngen_flows.bounds import bounds as bounds_flow
 
     _run(
@@ -402,8 +644,8 @@ def bounds(
 @app.command()
 def figures(out: Out = Path("data")) -> None:
     """Figures 1 and 2 of the paper and ours, from the Parquet results (PNG + PDF)."""
-    _require(out, "train", "spectrum", "bounds", corpus=False)
-    _prefect_defaults()
+    _require_results(out)
+    _prepare_prefect()
     from rnngen_flows.figures import figures as figures_flow
 
     _run(figures_flow, out=str(out))
@@ -414,8 +656,8 @@ def figures(out: Out = Path("data")) -> None:
 def report(out: Out = Path("data")) -> None:
     """REPORT.md in --out, from its Parquet results: the paper's claims beside ours, the
     U-shape verdicts, λ_min, the bound terms, Kendall τ and provenance."""
-    _require(out, "train", "spectrum", "bounds", corpus=False)
-    _prefect_defaults()
+    _require_results(out)
+    _prepare_prefect()
     from rnngen_flows.report import report as report_flow
 
     path = _run(report_flow, out=str(out))
@@ -433,7 +675,8 @@ def study(
 ) -> None:
     """The whole study for a profile: every stage, each skipping finished work, then the
     report (REPORT.md in --out)."""
-    _prefect_defaults()
+    _private_ray_token(ray_address)
+    _prepare_prefect()
     from rnngen_flows.study import study as study_flow
 
     _run(
@@ -448,6 +691,145 @@ def study(
     typer.echo(
         f"study ({profile.value}) finished; outputs under {out}, report in {out / 'REPORT.md'}"
     )
+
+
+@app.command()
+def measures(
+    out: Out = Path("data"),
+    delta: Annotated[
+        float, typer.Option(help="Confidence δ of the bound measures (split over the α grid).")
+    ] = 0.05,
+    flatness: Annotated[
+        bool, typer.Option(help="Compute the flatness measures (σ′ by bisection).")
+    ] = True,
+    flatness_reviews: Annotated[
+        int, typer.Option(help="Training reviews on which flatness perturbs the weights.")
+    ] = 2000,
+    n_resamples: Annotated[
+        int, typer.Option(help="Bootstrap resamples of the models for the intervals.")
+    ] = 1000,
+    ray_address: RayAddress = None,
+) -> None:
+    """The generalization measures of every trained model (results/measures.parquet) and
+    their ranking by Kendall τ and granulated τ Ψ (results/measure_ranking.parquet)."""
+    if not (math.isfinite(delta) and 0 < delta < 1):
+        _fail(f"--delta must be a number in (0, 1), got {delta}.")
+    if flatness_reviews < 10 or n_resamples < 10:
+        _fail("--flatness-reviews and --n-resamples must each be at least 10.")
+    _require(out, "train")
+    _private_ray_token(ray_address)
+    _prepare_prefect()
+    from rnngen_flows.measures import measures as measures_flow
+
+    _run(
+        measures_flow,
+        out=str(out),
+        delta=delta,
+        flatness=flatness,
+        flatness_reviews=flatness_reviews,
+        n_resamples=n_resamples,
+        ray_address=ray_address,
+    )
+    typer.echo(f"wrote {out / 'results' / 'measures.parquet'} and measure_ranking.parquet")
+
+
+@app.command()
+def certify(
+    out: Out = Path("data"),
+    profile: Profile = ProfileName.certificates,
+    lengths: Lengths = None,
+    sigma: Annotated[list[float] | None, typer.Option(help="Input-noise levels σ.")] = None,
+    seeds: Annotated[list[int] | None, typer.Option(help="Seeds.")] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A certificate setting NAME=VALUE (rnngen/certify.py CertifySettings, e.g. "
+            "m=300, prior_share=0.5); repeatable. Fixed before the data is seen."
+        ),
+    ] = None,
+    ray_address: RayAddress = None,
+) -> None:
+    """PAC-Bayes-kl certificates of the clean 0-1 error, one per cell, with a prior trained
+    on a disjoint part of the training set (results/certificates.parquet)."""
+    import json
+
+    settings = {}
+    for item in setting or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--setting must be NAME=VALUE, got {item!r}.")
+        try:
+            settings[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[name.strip()] = value
+    _require(out)
+    _private_ray_token(ray_address)
+    _prepare_prefect()
+    from rnngen_flows.certify import certify as certify_flow
+
+    _run(
+        certify_flow,
+        out=str(out),
+        profile=profile.value,
+        lengths=lengths,
+        sigmas=sigma,
+        seeds=seeds,
+        settings=settings,
+        ray_address=ray_address,
+    )
+    typer.echo(f"wrote {out / 'results' / 'certificates.parquet'}")
+
+
+@app.command()
+def replay(
+    out: Out = Path("data/paper"),
+    cells: Annotated[int, typer.Option(help="How many committed cells to retrain.")] = 3,
+    scratch: Annotated[
+        Path | None, typer.Option(help="Where to retrain them (default: a new temporary folder).")
+    ] = None,
+    corpus_from: Annotated[
+        Path, typer.Option(help="An output folder holding the corpus the runs were trained on.")
+    ] = Path("data"),
+    ray_address: RayAddress = None,
+) -> None:
+    """Retrain committed cells (one per L at the smallest σ, then the next seed) into a
+    scratch folder, compare them with what is committed and give a verdict: identical,
+    within seed noise, or differs."""
+    if cells < 1:
+        _fail(f"--cells must be a positive number, got {cells}.")
+    _require(out, "train", corpus=False)
+    _require(corpus_from)
+    _private_ray_token(ray_address)
+    _prepare_prefect()
+    from rnngen_flows.replay import replay as replay_flow
+
+    result = _run(
+        replay_flow,
+        out=str(out),
+        cells=cells,
+        scratch=str(scratch) if scratch else None,
+        corpus_from=str(corpus_from),
+        ray_address=ray_address,
+    )
+    typer.echo(f"replay verdict: {result['verdict']} (retrained in {result['scratch']})")
+
+
+@app.command()
+def profiles() -> None:
+    """Every profile with its values: grid, training settings, stage settings, folder."""
+    from rich.table import Table
+
+    from rnngen.profiles import PROFILES
+
+    table = Table(title="rnngen profiles", show_lines=True)
+    for column in ("profile", "grid", "settings", "device / folder"):
+        table.add_column(column)
+    for p in PROFILES.values():
+        grid = f"L {list(p.lengths)} × σ {list(p.sigmas)} × seeds {list(p.seeds)}"
+        grid += "".join(f" × {k} {list(v)}" for k, v in p.axes.items())
+        settings = ", ".join(f"{k}={v}" for k, v in {**p.train, **p.stages}.items()) or "defaults"
+        table.add_row(f"{p.name}\n{p.description}", grid, settings, f"{p.device}\n{p.out}")
+    console.print(table)
 
 
 @app.command()

@@ -16,8 +16,9 @@
 # Authentication stays on (RAY_AUTH_MODE=token): an unauthenticated Ray job API runs any code
 # that reaches it, and has been exploited in the wild. The token is RAY_AUTH_TOKEN,
 # RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; when none exists, a new one is written (mode 600)
-# to infra/.run/ray-auth-token and RAY_AUTH_TOKEN_PATH points to it. RAY_AUTH_MODE=disabled
-# turns it off (tests on 127.0.0.1 do).
+# to infra/.run/ray-auth-token and RAY_AUTH_TOKEN_PATH points to it. A token file readable by
+# other users is made private (mode 600) first. RAY_AUTH_MODE=disabled turns it off (tests on
+# 127.0.0.1 do).
 #
 # `ray start --block` runs under this script's own session, so infra/ray-head-stop.sh stops this
 # head and nothing else (`ray stop` would stop every Ray process of the user on the machine).
@@ -67,6 +68,15 @@ if [[ "$RAY_AUTH_MODE" == token ]]; then
                 >"$RAY_AUTH_TOKEN_PATH")
             echo "wrote a new Ray auth token to $RAY_AUTH_TOKEN_PATH (mode 600)"
         fi
+    fi
+    # The token file in use is readable by its owner only: Ray's own local start and
+    # `ray get-auth-token --generate` write ~/.ray/auth_token readable by every user (644).
+    token_file="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
+    if [[ -z "${RAY_AUTH_TOKEN:-}" && -f "$token_file" ]] && "$PY" -c 'import os, sys
+sys.exit(0 if os.stat(sys.argv[1]).st_mode & 0o077 else 1)' "$token_file"; then
+        chmod 600 "$token_file" || die "the Ray auth token $token_file is readable by other" \
+            "users and could not be made private: run \`chmod 600 $token_file\`."
+        echo "made the Ray auth token $token_file private (mode 600): it was readable by others"
     fi
     auth_lines="export RAY_AUTH_MODE=token"
     if [[ -n "${RAY_AUTH_TOKEN_PATH:-}" ]]; then

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,13 +34,65 @@ def _umask() -> int:
     return mask
 
 
+# A temporary file untouched this long is abandoned, whoever wrote it: a write renames its
+# file within seconds of its last byte.
+STALE_TEMP_S = 30 * 60
+
+
+def _temp_prefix(target: Path) -> str:
+    """Temporary files of `target` are `.<name>.<writer pid>.<random>.tmp`."""
+    return f".{target.name}.{os.getpid()}."
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid) here
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(target: str | Path) -> list[Path]:
+    """Remove the temporary files of `target` that a killed writer left beside it: those
+    whose writer (the pid in the name) is no longer running on this machine, and any not
+    touched for STALE_TEMP_S (a name without a pid, from an older rnngen, included). A
+    write in progress -- its writer alive, its file fresh -- is left alone. The paths
+    removed."""
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp")
+    removed: list[Path] = []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for path in siblings:
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            continue
+        try:
+            age = time.time() - path.lstat().st_mtime
+            pid = match.group(1)
+            if age > STALE_TEMP_S or (pid is not None and not _writer_alive(int(pid))):
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return removed
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success rename it over `target`."""
+    """Yield a temporary path beside `target`; on success rename it over `target`.
+
+    Temporary files of `target` left by writers that were killed are removed first
+    (:func:`remove_stale_temps`)."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
     except OSError as err:
@@ -117,7 +171,17 @@ def read_parquet(path: str | Path, required: tuple[str, ...] | pa.Schema = ()) -
     return table
 
 
-_HELD: dict[Path, Any] = {}
+_HELD: dict[Path, int] = {}  # folder -> the open lock file's descriptor
+LOCK_NAME = ".rnngen.lock"
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """`path` open for reading and writing (a bare descriptor: no buffer that a close
+    would flush), created if missing; and whether it was created."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+    except FileExistsError:
+        return os.open(path, os.O_RDWR), False
 
 
 @contextmanager
@@ -135,28 +199,43 @@ def output_lock(out: str | Path) -> Iterator[None]:
     if folder in _HELD:  # already ours: the outermost holder releases it
         yield
         return
+    if folder.exists() and not folder.is_dir():
+        raise UserError(
+            f"the output folder {folder} is a file, not a folder. Choose another --out "
+            "(a folder; it is created if it does not exist)."
+        )
+    lock = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / ".rnngen.lock", "a+")  # noqa: SIM115 (held across the yield)
+        fd, created = _open_lock(lock)
     except OSError as err:
-        raise UserError(f"cannot use the output folder {folder}: {err.strerror}.") from err
+        raise UserError(
+            f"cannot use the output folder {folder}: {err.strerror}. Check that it is "
+            "writable and has free space, or choose another --out."
+        ) from err
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
         raise UserError(
             f"the output folder {folder} is in use by {holder} (another rnngen "
             "run). Wait for it to finish or stop it, or choose another --out."
         ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()}")
-    fh.flush()
-    _HELD[folder] = fh
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+    except OSError as err:  # a full disk: the file could be made, not written
+        if created:  # leave no empty lock file behind
+            lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise UserError(
+            f"cannot write the lock file {lock}: {err.strerror or err}. Free space on "
+            f"the file system of {folder} (or make it writable), or choose another --out."
+        ) from err
+    _HELD[folder] = fd
     try:
         yield
     finally:
         del _HELD[folder]
-        fh.close()
+        os.close(fd)

@@ -144,21 +144,41 @@ def reference_forward(U: np.ndarray, W: np.ndarray, V: np.ndarray, x: np.ndarray
 
 
 def _check_weights(weights: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
-    """U (m, d), W (m, m), V (k, m) as float64, or an error naming `where`."""
+    """U (m, d), W (m, m), V (k, m) as finite float64, or an error naming `where` and the
+    matrix. Complex or non-numeric arrays are refused, never cast (a cast to float64 would
+    silently drop an imaginary part)."""
     missing = [key for key in WEIGHT_KEYS if key not in weights]
     if missing:
         raise DataError(
             f"{where} lacks the weight arrays {missing}; expected keys "
             f"{list(WEIGHT_KEYS)}. Rerun the training that writes it."
         )
-    U, W, V = (np.asarray(weights[key], dtype=np.float64) for key in WEIGHT_KEYS)
+    arrays: dict[str, np.ndarray] = {}
+    for key in WEIGHT_KEYS:
+        raw = np.asarray(weights[key])
+        if raw.dtype.kind not in "fiu":  # complex, bool, strings, objects
+            kind = "complex" if raw.dtype.kind == "c" else "non-numeric"
+            raise DataError(
+                f"{where}: weight matrix {key} holds {kind} values (dtype {raw.dtype}); "
+                "weights are real numbers. Rerun the training that writes it."
+            )
+        arrays[key] = raw.astype(np.float64)
+    U, W, V = (arrays[key] for key in WEIGHT_KEYS)
     m = W.shape[0] if W.ndim == 2 else -1
     if U.ndim != 2 or W.shape != (m, m) or U.shape[0] != m or V.ndim != 2 or V.shape[1] != m:
         raise DataError(
             f"{where} holds weights of inconsistent shapes U {U.shape}, W {W.shape}, "
             f"V {V.shape}; expected (m, d), (m, m), (k, m). Rerun the training."
         )
-    return {"U": U, "W": W, "V": V}
+    for key, array in arrays.items():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise DataError(
+                f"{where}: weight matrix {key} {array.shape} holds {bad} non-finite "
+                "values (NaN or infinity); no bound can be computed from it. Rerun the "
+                "training that writes it."
+            )
+    return arrays
 
 
 def save_weights(path: str | Path, weights: dict[str, np.ndarray], spec_json: str) -> Path:

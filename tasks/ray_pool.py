@@ -20,6 +20,7 @@ import ray
 
 from rnngen.errors import UserError
 from rnngen.resources import Request, gigabytes
+from rnngen_tasks.tokens import secure_local_token
 
 _chosen: dict | None = None  # what connect() chose; Ray starts or attaches on first use
 
@@ -70,6 +71,9 @@ def _keeping_sigterm():
 
 
 def _init(address: str | None, num_cpus: int | None) -> None:
+    note = secure_local_token(address)  # before Ray writes a token readable by everyone
+    if note:
+        print(f"note: {note}")
     try:
         if address in (None, "", "local"):
             ray.init(

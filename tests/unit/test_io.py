@@ -1,5 +1,6 @@
 """Atomic writes, the schema check and the output-folder lock."""
 
+import os
 import subprocess
 import sys
 import time
@@ -90,3 +91,65 @@ def test_second_process_is_refused_and_lock_dies_with_its_holder(tmp_path):
         except UserError:
             assert time.time() < deadline
             time.sleep(0.1)
+
+
+# The child of the full-disk test: RLIMIT_FSIZE 0 makes every write of a byte fail (EFBIG,
+# with SIGXFSZ ignored) while files can still be created -- the state of a full disk that
+# still has inodes. The first stage on a new output folder creates and writes its lock.
+_LOCK_ON_A_FULL_DISK = """
+import resource, signal, sys
+from rnngen.errors import UserError
+from rnngen.io import output_lock
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+try:
+    with output_lock(sys.argv[1]):
+        print("held")
+except UserError as err:
+    print("UserError:", err)
+"""
+
+
+def test_first_lock_on_a_full_disk_is_a_clear_error_and_leaves_no_lock_file(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOCK_ON_A_FULL_DISK, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no traceback
+    message = proc.stdout.strip()
+    assert message.startswith(f"UserError: cannot write the lock file {out / '.rnngen.lock'}")
+    assert "File too large" in message and "choose another --out" in message
+    assert sorted(out.iterdir()) == []  # no empty lock file left behind
+
+
+def test_an_output_folder_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(UserError, match="is a file, not a folder"), output_lock(tmp_path / "out"):
+        pass
+    assert (tmp_path / "out").read_text() == "a file"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_killed_writers_are_removed_at_the_next_write(tmp_path):
+    target = tmp_path / "runs.parquet"
+    hour_ago = time.time() - 3600
+    dead = tmp_path / f".runs.parquet.{_dead_pid()}.k2j4h5g6.tmp"  # its writer is gone
+    legacy = tmp_path / ".runs.parquet.a1b2c3d4.tmp"  # no pid in the name, untouched 1 h
+    live = tmp_path / f".runs.parquet.{os.getpid()}.x9y8z7w6.tmp"  # a write in progress
+    fresh_legacy = tmp_path / ".runs.parquet.q1w2e3r4.tmp"  # no pid, written just now
+    other = tmp_path / f".bounds.parquet.{_dead_pid()}.m1n2b3v4.tmp"  # another file's
+    for path in (dead, legacy, live, fresh_legacy, other):
+        path.write_bytes(b"half a file")
+    os.utime(legacy, (hour_ago, hour_ago))
+    write_parquet(pa.table({"a": [1]}), target)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["runs.parquet", live.name, fresh_legacy.name, other.name])
+    assert read_parquet(target).column("a").to_pylist() == [1]

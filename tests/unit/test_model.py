@@ -128,6 +128,45 @@ def test_save_refuses_incomplete_weights(tmp_path: Path) -> None:
         save_weights(tmp_path / "w.npz", weights, "{}")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("W", np.nan, r"weight matrix W \(7, 7\) holds 1 non-finite values \(NaN or infinity\)"),
+        ("U", np.inf, r"weight matrix U \(7, 5\) holds 1 non-finite values"),
+        ("V", -np.inf, r"weight matrix V \(2, 7\) holds 1 non-finite values"),
+    ],
+)
+def test_load_refuses_non_finite_weights_naming_file_and_matrix(
+    tmp_path: Path, key: str, value: float, reason: str
+) -> None:
+    weights = model64().weights_numpy()
+    weights[key][1, 2] = value
+    path = tmp_path / "nan.npz"
+    np.savez(path, **weights, spec_json=np.array("{}"))  # as a corrupted file would hold them
+    with pytest.raises(DataError, match=f"^{tmp_path / 'nan.npz'}: {reason}") as err:
+        load_weights(path)
+    assert "same model and data" not in str(err.value)
+
+
+def test_load_refuses_complex_weights_instead_of_dropping_the_imaginary_part(
+    tmp_path: Path,
+) -> None:
+    weights = model64().weights_numpy()
+    weights["W"] = weights["W"] + 1e-3j
+    path = tmp_path / "complex.npz"
+    np.savez(path, **weights, spec_json=np.array("{}"))
+    with pytest.raises(DataError, match=r"complex.npz: weight matrix W holds complex values"):
+        load_weights(path)
+
+
+def test_save_refuses_non_finite_weights(tmp_path: Path) -> None:
+    weights = model64().weights_numpy()
+    weights["V"][0, 0] = np.nan
+    with pytest.raises(DataError, match="weight matrix V"):
+        save_weights(tmp_path / "w.npz", weights, "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_load_missing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nope.npz"):
         load_weights(tmp_path / "nope.npz")
