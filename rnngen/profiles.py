@@ -9,6 +9,8 @@ has any, else its CPUs). Command-line overrides go on top. The defaults themselv
 - `paper`: the grid of the paper (its section 6) on all the data.
 - `paper-long`, `sigma-wide`, `constrained`: three questions the paper leaves open, each at
   L = 100 with 3 seeds on all the data (see each profile's description).
+- `constrained-099`: as `constrained` with β_W ≤ 0.99, where Remark 6 is defined.
+- `fit`: small training sets trained until they are fitted (clean training accuracy 0.99).
 - `zoo`: a factorial design over more axes than σ, on which generalization measures are
   ranked (rnngen.ranking).
 """
@@ -100,6 +102,40 @@ PROFILES: dict[str, Profile] = {
         train={"w_row_sum_max": 1.0},
         device="auto",
         out="data/constrained",
+    ),
+    "constrained-099": Profile(
+        "constrained-099",
+        "the constrained profile with every row of W capped at an absolute sum of 0.99 "
+        "(β_W ≤ 0.99 < 1), so that Remark 6's bound is defined: the paper's σ grid at "
+        "L = 100, 3 seeds",
+        lengths=(100,),
+        sigmas=PAPER_SIGMAS,
+        seeds=(0, 1, 2),
+        train={"w_row_sum_max": 0.99},
+        device="auto",
+        out="data/constrained-099",
+    ),
+    "fit": Profile(
+        "fit",
+        "models that fit their data: L = 100 on 2,500 training reviews (class-balanced), "
+        "trained until the clean training accuracy reaches 0.99 or for at most 60 epochs, "
+        "σ ∈ {0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8}, 5 seeds; tested on all 25,000 reviews",
+        lengths=(100,),
+        sigmas=(0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8),
+        seeds=(0, 1, 2, 3, 4),
+        train={"n_train": 2500, "epochs": 60, "stop_train_accuracy": 0.99},
+        device="auto",
+        out="data/fit",
+    ),
+    "certificates": Profile(
+        "certificates",
+        "PAC-Bayes-kl certificates (rnngen.certify): the paper's σ grid at L = 100, one "
+        "seed, the paper profile's recipe for the prior mean, all 25,000 / 25,000 reviews",
+        lengths=(100,),
+        sigmas=PAPER_SIGMAS,
+        seeds=(0,),
+        device="auto",
+        out="data/certificates",
     ),
     "zoo": Profile(
         "zoo",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rnngen.errors import ParameterError
 from rnngen.hashing import content_key
@@ -27,6 +27,9 @@ SPEC_VERSION = 2
 
 # Fields that say where or how fast a run goes, not what it computes: not hashed.
 NOT_HASHED = frozenset({"device"})
+# Fields added after runs were committed: left out of the hash while unset, so the
+# run_ids of every earlier run stay what they were.
+HASHED_WHEN_SET = frozenset({"stop_train_accuracy"})
 
 
 class RunSpec(BaseModel):
@@ -87,6 +90,15 @@ class RunSpec(BaseModel):
     # Test accuracy levels off by ~10 epochs (15 epochs gained < 1 point at L = 100 and
     # widened the train-test gap); 10 epochs is ~1-1.5 min at L = 100 on two CPU cores.
     epochs: int = Field(10, gt=0, strict=True, description="a positive number of epochs")
+    # Stop before `epochs` once the clean training accuracy (on the monitored training
+    # subset: the whole training set up to 5,000 reviews) reaches this value: `epochs` is
+    # then a cap (the `fit` profile). None: always train `epochs` epochs.
+    stop_train_accuracy: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="a clean training accuracy in (0, 1] to stop at, or null for none",
+    )
 
     # Data and evaluation. None = the full 25,000-review split.
     n_train: int | None = Field(
@@ -114,6 +126,13 @@ class RunSpec(BaseModel):
             super().__init__(**data)
         except ValidationError as err:
             raise _parameter_error(err) from None
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_zero(cls, value: Any) -> Any:
+        """-0.0 is 0.0 (`--sigma -0` is σ = 0): one value, one run_id. Any other spelling
+        of a number (0, "0", 1e-1 for 0.1) is already the same float once validated."""
+        return value + 0.0 if isinstance(value, float) else value
 
     @property
     def run_id(self) -> str:
@@ -146,7 +165,9 @@ class RunSpec(BaseModel):
         return content_key(payload, length=16)
 
     def _hashed(self) -> dict[str, Any]:
-        return {"spec_version": SPEC_VERSION, **self.model_dump(exclude=set(NOT_HASHED))}
+        fields = self.model_dump(exclude=set(NOT_HASHED))
+        unset = {name for name in HASHED_WHEN_SET if fields[name] is None}
+        return {"spec_version": SPEC_VERSION, **{k: v for k, v in fields.items() if k not in unset}}
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -437,6 +437,8 @@ def _fit(
         )
         if on_epoch is not None:
             on_epoch(history[-1])
+        if spec.stop_train_accuracy is not None and train_acc >= spec.stop_train_accuracy:
+            break  # fitted: `epochs` was a cap
     return history, None, seconds
 
 

@@ -81,6 +81,28 @@ def _timestamp(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+# Columns whose type changed: files written before hold the old type, read as such.
+LEGACY_TYPES = {"finished_at": pa.string()}
+
+
+def _read(path: Path, table: Table) -> list[dict[str, Any]]:
+    """A table file's rows, refused at once (naming the file and the column) when a
+    column holds another type than the one declared: it would fail only later, when the
+    stage writes, after its work."""
+    data = read_parquet(path, required=table.schema)
+    for field in data.schema:
+        if field.name not in table.schema.names or pa.types.is_null(field.type):
+            continue
+        declared = table.schema.field(field.name).type
+        if field.type != declared and field.type != LEGACY_TYPES.get(field.name):
+            raise DataError(
+                f"{path}: column {field.name!r} holds {field.type}, not {declared} as "
+                f"rnngen writes it. The file was changed by something else; move it away "
+                f"and rerun the stage that writes it."
+            )
+    return data.to_pylist()
+
+
 class Store:
     """The results of one output folder."""
 
@@ -99,7 +121,7 @@ class Store:
         rows replace its unit's rows)."""
         table = TABLES[name]
         path = self.path(name)
-        rows = read_parquet(path, required=table.schema).to_pylist() if path.is_file() else []
+        rows = _read(path, table) if path.is_file() else []
         fragments = self._fragments(name)
         if fragments:
             fresh = [r for f in fragments for r in self._read_fragment(f, table)]
@@ -211,7 +233,7 @@ class Store:
 
     @staticmethod
     def _read_fragment(path: Path, table: Table) -> list[dict[str, Any]]:
-        return read_parquet(path, required=table.schema).to_pylist()
+        return _read(path, table)
 
     @staticmethod
     def _unit(table: Table, row: dict[str, Any]) -> tuple:

@@ -34,12 +34,13 @@ from rnngen.profiles import check_device, get_profile
 from rnngen.provenance import hardware, machine_fields
 from rnngen.resources import Request, gigabytes, train_cell_bytes
 from rnngen.settings import TrainSettings
-from rnngen.specs import RunSpec, expand_grid
+from rnngen.specs import RunSpec
 from rnngen.train import EpochLog, spec_splits
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import publish_table
-from rnngen_tasks.data import corpus_pointer, load_corpus, split_sizes
+from rnngen_tasks.data import load_corpus, split_sizes
 from rnngen_tasks.executor import Shared
+from rnngen_tasks.grid import build_grid  # noqa: F401 (the CLI and benches import it here)
 from rnngen_tasks.store import Store
 
 FINISHED = ("done", "diverged")
@@ -165,32 +166,6 @@ def _injection() -> dict | None:
 # --------------------------------------------------------------------------- the grid
 
 
-def build_grid(
-    out: str,
-    profile: str = "quick",
-    lengths: list[int] | None = None,
-    sigmas: list[float] | None = None,
-    seeds: list[int] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[RunSpec]:
-    """The profile's grid with the caller's overrides; validated before anything runs.
-
-    The specs say device 'cpu' whatever the profile asks: the device is no part of a run's
-    identity and is resolved against the cluster only when cells are submitted.
-    """
-    prof = get_profile(profile)
-    base = {**prof.train, **(overrides or {}), "data_key": corpus_pointer(out)["data_key"]}
-    check_device(base.pop("device", prof.device))
-    axes = {k: list(v) for k, v in prof.axes.items() if k not in (overrides or {})}
-    sweep = {
-        "L": list(prof.lengths if lengths is None else lengths),
-        **axes,
-        "sigma": list(prof.sigmas if sigmas is None else sigmas),
-        "seed": list(prof.seeds if seeds is None else seeds),
-    }
-    return expand_grid(base, sweep)
-
-
 @dataclass(frozen=True)
 class Placement:
     """Where the cells of a grid run: the resolved device and each cell's request."""
@@ -227,7 +202,9 @@ class Placement:
         pack_size each, in grid order."""
         groups: dict[str, list[RunSpec]] = {}
         for spec in specs:
-            groups.setdefault(spec.pack_id, []).append(spec)
+            # cells that stop at a training accuracy end at epochs of their own: alone
+            key = spec.run_id if spec.stop_train_accuracy is not None else spec.pack_id
+            groups.setdefault(key, []).append(spec)
         return [
             group[i : i + self.pack_size]
             for group in groups.values()

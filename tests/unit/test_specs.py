@@ -33,6 +33,7 @@ ALTERNATIVES: dict[str, Any] = {
     "n_test": 50,
     "eval_batch_size": 7,
     "w_row_sum_max": 1.0,
+    "stop_train_accuracy": 0.99,
     "device": "cuda:1",
 }
 
@@ -55,6 +56,25 @@ def test_run_id_is_16_hex_and_stable() -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", spec().run_id)
     assert spec().run_id == spec().run_id
     assert spec(sigma=0).run_id == spec(sigma=0.0).run_id  # int and float spell one value
+
+
+@pytest.mark.parametrize("name", ["sigma", "weight_decay", "momentum"])
+def test_every_spelling_of_a_value_gives_one_run_id(name: str) -> None:
+    """`--sigma -0` is σ = 0: -0.0 is normalized to 0.0, so it names the same run."""
+    zeros = [0, 0.0, -0.0, "0", "-0", "0.0", "-0.0", "0e3"]
+    assert {spec(**{name: z}).run_id for z in zeros} == {spec(**{name: 0.0}).run_id}
+    assert {str(getattr(spec(**{name: z}), name)) for z in zeros} == {"0.0"}  # no "-0.0"
+    assert spec(**{name: -0.0}).to_json() == spec(**{name: 0.0}).to_json()
+    tenths = [0.1, 1e-1, "0.1", "1e-1", "0.10", 0.1000000000000000055511151231257827]
+    assert len({spec(**{name: t}).run_id for t in tenths}) == 1
+
+
+def test_minus_zero_in_a_grid_is_zero() -> None:
+    specs = expand_grid({"L": 10, "seed": 0, "data_key": "k"}, {"sigma": [-0.0, 0.5]})
+    assert [s.sigma for s in specs] == [0.0, 0.5]
+    assert specs[0].run_id == spec(L=10, sigma=0.0, data_key="k").run_id
+    with pytest.raises(ParameterError, match="twice"):
+        expand_grid({"L": 10, "seed": 0, "data_key": "k"}, {"sigma": [0.0, -0.0]})
 
 
 def test_device_does_not_change_run_id() -> None:
@@ -187,3 +207,15 @@ def test_bad_grids_fail_before_anything_runs(
 ) -> None:
     with pytest.raises(ParameterError, match=message):
         expand_grid(base, sweep)
+
+
+def test_a_field_added_later_leaves_earlier_run_ids_alone_while_unset() -> None:
+    """stop_train_accuracy joined the spec after runs were committed: unset, the run_id is
+    the hash of the other fields alone (what it was before the field existed)."""
+    from rnngen.hashing import content_key
+    from rnngen.specs import NOT_HASHED, SPEC_VERSION
+
+    plain = spec()
+    fields = plain.model_dump(exclude=set(NOT_HASHED) | {"stop_train_accuracy"})
+    assert plain.run_id == content_key({"spec_version": SPEC_VERSION, **fields}, length=16)
+    assert spec(stop_train_accuracy=0.99).run_id != plain.run_id

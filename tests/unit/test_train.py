@@ -335,3 +335,16 @@ def test_constrained_training_keeps_beta_W_at_most_the_limit() -> None:
     bound = run(lr=0.05, epochs=3, w_row_sum_max=0.9)
     assert beta(free.weights["W"]) > 0.9  # W = I starts at row sums of 1
     assert beta(bound.weights["W"]) <= 0.9 * (1 + 1e-6)
+
+
+def test_training_stops_once_the_clean_training_accuracy_reaches_its_target() -> None:
+    """`stop_train_accuracy` makes `epochs` a cap: the run stops after the first epoch whose
+    clean training accuracy reaches it, and only then."""
+    full = run(epochs=4)
+    accuracies = [h.train_accuracy_clean for h in full.history]
+    target = accuracies[1]  # reached at epoch 2 at the latest
+    first = next(i for i, a in enumerate(accuracies) if a >= target) + 1
+    stopped = run(epochs=4, stop_train_accuracy=target)
+    assert stopped.epochs_run == len(stopped.history) == first < 4
+    assert [h.train_accuracy_clean for h in stopped.history] == accuracies[:first]
+    assert run(epochs=4, stop_train_accuracy=1.0).epochs_run == 4 or max(accuracies) >= 1.0
