@@ -1208,3 +1208,108 @@ def fig_bound_vs_gap(
 ) -> list[Path]:
     """:func:`draw_bound_vs_gap` saved as ``<path_stem>.png`` and ``.pdf``."""
     return save(draw_bound_vs_gap(bounds, runs, source=source), path_stem)
+
+
+# ------------------------------------------------------------------ measures, certificates
+
+
+def draw_measure_ranking(
+    ranking: pa.Table, *, source: str = "results/measure_ranking.parquet"
+) -> Figure:
+    """Kendall τ and granulated τ Ψ of every measure against the clean gap, each with its
+    95 % bootstrap interval; measures in the ranking's order (by Ψ), the best on top."""
+    A.require(ranking, ("target", "measure", "tau", "psi", "rank"), "ranking table")
+    rows = sorted(
+        (r for r in ranking.to_pylist() if r["target"] == "clean_gap"), key=lambda r: r["rank"]
+    )
+    height = max(3.0, 0.28 * len(rows) + 1.2)
+    fig, axes = _new_figure(1, 2, sharey=True, panel=(4.2, height))
+    if not rows:
+        for ax in axes.flat:
+            _panel_text(ax, "no ranking rows")
+        return fig
+    y = np.arange(len(rows))[::-1]
+    for ax, name, title in ((axes[0, 0], "psi", "granulated τ Ψ"), (axes[0, 1], "tau", "τ")):
+        value = np.array([np.nan if r[name] is None else r[name] for r in rows], float)
+        lo = np.array([np.nan if r[f"{name}_lo"] is None else r[f"{name}_lo"] for r in rows])
+        hi = np.array([np.nan if r[f"{name}_hi"] is None else r[f"{name}_hi"] for r in rows])
+        above = lo > 0
+        ax.errorbar(value, y, xerr=[value - lo, hi - value], fmt="none", ecolor="0.55", capsize=2)
+        ax.scatter(value[~above], y[~above], color="tab:grey", zorder=3, label="interval reaches 0")
+        ax.scatter(value[above], y[above], color="tab:blue", zorder=3, label="interval above 0")
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_xlabel(f"{title} against the clean gap (95 % bootstrap interval)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(y, [r["measure"] for r in rows], fontsize=7)
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    n = rows[0]["n_models"]
+    fig.suptitle(
+        f"Which measure tracks generalization? {len(rows)} measures on {n} models, sorted by Ψ "
+        f"(Jiang et al. 2020)\ndata: {source}",
+        fontsize=9,
+    )
+    return fig
+
+
+def fig_measure_ranking(
+    ranking: pa.Table,
+    path_stem: str | os.PathLike[str],
+    *,
+    source: str = "results/measure_ranking.parquet",
+) -> list[Path]:
+    """:func:`draw_measure_ranking` saved as ``<path_stem>.png`` and ``.pdf``."""
+    return save(draw_measure_ranking(ranking, source=source), path_stem)
+
+
+def draw_certificates(
+    certificates: pa.Table,
+    theorem3: dict[float, float] | None = None,
+    *,
+    source: str = "results/certificates.parquet",
+) -> Figure:
+    """Per σ, on a log axis: the PAC-Bayes-kl certificate, the stochastic classifier's
+    measured test error, and Theorem 3 of the paper (`theorem3`: σ -> its value, e.g. the
+    mean over a reference profile's seeds at the best α), with the line at 0.5 (chance)."""
+    A.require(certificates, ("sigma", "status", "certificate"), "certificates table")
+    rows = [r for r in certificates.to_pylist() if r["status"] == "done"]
+    fig, axes = _new_figure(1, 1, legend_right=True)
+    ax = axes[0, 0]
+    if not rows:
+        _panel_text(ax, "no certified cell")
+        return fig
+    sig = np.array([r["sigma"] for r in rows])
+    ax.scatter(sig, [r["certificate"] for r in rows], marker="o", color="tab:blue",
+               label="certificate (PAC-Bayes-kl)", zorder=3)  # fmt: skip
+    ax.scatter(sig, [r["test_error_stochastic"] for r in rows], marker="s", color="tab:green",
+               label="test error, stochastic classifier", zorder=3)  # fmt: skip
+    ax.scatter(sig, [r["test_error_mean"] for r in rows], marker="^", color="tab:olive",
+               label="test error, mean network", zorder=3)  # fmt: skip
+    if theorem3:
+        s3 = sorted(theorem3)
+        ax.plot(s3, [theorem3[s] for s in s3], "x--", color="tab:red",
+                label="Theorem 3 (paper profile, best α)")  # fmt: skip
+    ax.axhline(0.5, color="black", lw=0.8, ls=":", label="0.5 (chance)")
+    ax.set_yscale("log")
+    ax.set_xlabel(SIGMA_XLABEL)
+    ax.set_ylabel("clean 0-1 error (fraction) or its bound")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    L = sorted({r["L"] for r in rows})
+    fig.suptitle(
+        f"Certified vs measured test error, L = {', '.join(map(str, L))}: a certificate below "
+        f"0.5 is non-vacuous\ndata: {source}",
+        fontsize=9,
+    )
+    return fig
+
+
+def fig_certificates(
+    certificates: pa.Table,
+    path_stem: str | os.PathLike[str],
+    theorem3: dict[float, float] | None = None,
+    *,
+    source: str = "results/certificates.parquet",
+) -> list[Path]:
+    """:func:`draw_certificates` saved as ``<path_stem>.png`` and ``.pdf``."""
+    return save(draw_certificates(certificates, theorem3, source=source), path_stem)

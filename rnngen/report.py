@@ -7,6 +7,7 @@ The numbers come from rnngen.analysis; this module only lays them out.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ FIGURES = (
     ("spectrum.png", "λ_min(E xxᵀ) vs L and the low spectrum"),
     ("bound_terms.png", "Bound terms vs σ"),
     ("bound_vs_gap.png", "Bounds vs measured generalization error"),
+    ("measure_ranking.png", "Which measure tracks generalization: τ and Ψ per measure"),
+    ("certificates.png", "Certified vs measured test error, with Theorem 3"),
 )
 
 
@@ -61,7 +64,7 @@ FIGURES = (
 class Inputs:
     """The tables a report is made of (None: that stage has not written its file)."""
 
-    runs: pa.Table
+    runs: pa.Table | None  # None: a folder of certificates only
     spectrum: pa.Table | None = None
     bounds: pa.Table | None = None
     history: pa.Table | None = None
@@ -70,6 +73,9 @@ class Inputs:
     # the paper profile's runs (a sibling folder `paper/`), to set another profile beside
     baseline: pa.Table | None = None
     kendall: pa.Table | None = None  # results/kendall_tau.parquet (for its provenance)
+    measures: pa.Table | None = None  # results/measures.parquet
+    ranking: pa.Table | None = None  # results/measure_ranking.parquet
+    certificates: pa.Table | None = None  # results/certificates.parquet
 
 
 # --------------------------------------------------------------------------- formatting
@@ -922,10 +928,226 @@ def provenance_section(inputs: Inputs) -> list[str]:
                 "bounds": inputs.bounds,
                 "embed": inputs.embed,
                 "kendall_tau": inputs.kendall,
+                "measures": inputs.measures,
+                "measure_ranking": inputs.ranking,
+                "certificates": inputs.certificates,
             }
         ),
     ) + [""]
-    return out
+    return out + origins_section(inputs)
+
+
+def _origin(row: dict) -> str:
+    """'AMD EPYC (2 cores) @ 1a2b3c4d5e' for a row: its machine and the commit it was
+    computed at ('commit not recorded per row' for rows written before rows carried it)."""
+    machine = row.get("hardware") or row.get("cpu_model") or "machine not recorded"
+    commit = row.get("git_commit")
+    if not commit:
+        return f"{machine} @ commit not recorded per row"
+    return f"{machine} @ {commit[:10]}" + (" (uncommitted changes)" if row.get("git_dirty") else "")
+
+
+def origins(table: pa.Table | None) -> dict[str, int]:
+    """How many rows of `table` come from each machine and commit."""
+    counts: dict[str, int] = {}
+    for row in table.to_pylist() if table is not None else []:
+        counts[_origin(row)] = counts.get(_origin(row), 0) + 1
+    return counts
+
+
+def mixing_note(table: pa.Table | None, what: str) -> list[str]:
+    """A warning line when the rows of one comparison come from more than one machine or
+    commit (empty when they come from one)."""
+    found = origins(table)
+    if len(found) <= 1:
+        return []
+    parts = "; ".join(f"{n} from {o}" for o, n in sorted(found.items()))
+    return [
+        f"**Mixed origins:** {what} pool rows from {len(found)} machines or commits ({parts}). "
+        "The same run_id can round differently on another CPU (see `rnngen replay`).",
+        "",
+    ]
+
+
+def origins_section(inputs: Inputs) -> list[str]:
+    """Which machines and commits produced the rows of each results table."""
+    if inputs.runs is None and inputs.certificates is None:
+        return []
+    tables = {
+        "runs": inputs.runs,
+        "bounds": inputs.bounds,
+        "spectrum": inputs.spectrum,
+        "measures": inputs.measures,
+        "certificates": inputs.certificates,
+    }
+    rows = [
+        [f"results/{name}.parquet", origin, str(n)]
+        for name, t in tables.items()
+        for origin, n in sorted(origins(t).items())
+    ]
+    if not rows:
+        return []
+    out = ["Which machine and commit produced the rows of each table:", ""]
+    return out + table(["file", "machine @ commit", "rows"], rows) + [""]
+
+
+def measures_section(inputs: Inputs) -> list[str]:
+    """## Which measure tracks generalization? The ranking of every measure by granulated τ
+    against the clean gap, with the intervals, the verdict and where Theorem 3 stands."""
+    if inputs.ranking is None or not inputs.ranking.num_rows:
+        return []
+    rows = inputs.ranking.to_pylist()
+    gap = [r for r in rows if r["target"] == "clean_gap" and r["scope"] == "this folder"]
+    gen = {r["measure"]: r for r in rows if r["target"] == "gen_error"}
+    if not gap:
+        return []
+    axes = sorted(json.loads(gap[0]["axes"]))
+    n_models, n_res = gap[0]["n_models"], gap[0]["n_resamples"]
+
+    def ci(r: dict, name: str) -> str:
+        return f"{fixed(r[name], 2, True)} [{fixed(r[name + '_lo'], 2, True)}, " + (
+            f"{fixed(r[name + '_hi'], 2, True)}]"
+        )
+
+    body = [
+        [
+            str(r["rank"]),
+            f"`{r['measure']}`",
+            ci(r, "psi"),
+            ci(r, "tau"),
+            *(fixed(json.loads(r["axes"]).get(a), 2, True) for a in axes),
+            fixed(gen[r["measure"]]["psi"], 2, True) if r["measure"] in gen else "—",
+            r["reference"],
+        ]
+        for r in gap
+    ]
+    positive = [r["measure"] for r in gap if r["psi_lo"] is not None and r["psi_lo"] > 0]
+    thm3 = next((r for r in gap if r["measure"] == "tu2020_thm3"), None)
+    out = [
+        "## Which measure tracks generalization?",
+        "",
+        f"Every measure of every model ({n_models} models with a finite value), ranked as "
+        "Jiang et al. (ICLR 2020, “Fantastic generalization measures”) rank them: Kendall τ "
+        "against the clean gap over all models rewards anything that moves with one "
+        "hyperparameter, so the table is sorted by the granulated τ Ψ, the mean over the "
+        f"varied axes ({', '.join(axes)}) of the mean τ within groups of models that differ "
+        "in that axis alone (the same seed, every other setting equal). Intervals: 95 % "
+        f"bootstrap over models ({n_res} resamples). Rows of `results/measures.parquet` "
+        "give each value with its reference; `results/measure_ranking.parquet` this table.",
+        "",
+    ]
+    out += table(
+        ["rank", "measure", "Ψ (clean gap)", "τ (clean gap)", *(f"ψ {a}" for a in axes),
+         "Ψ (gen. error)", "reference"],
+        body,
+    ) + [""]  # fmt: skip
+    verdict = (
+        f"**Verdict.** {len(positive)} of {len(gap)} measures reach Ψ > 0 with the whole "
+        "interval above 0"
+        + (": " + ", ".join(f"`{m}`" for m in positive) if positive else "")
+        + f"; the other {len(gap) - len(positive)} do not."
+    )
+    if thm3 is not None:
+        verdict += (
+            f" Theorem 3 of Tu et al. ranks {thm3['rank']} of {len(gap)} (Ψ {ci(thm3, 'psi')})."
+        )
+    out += [verdict, ""]
+    if inputs.measures is not None and inputs.measures.num_rows:
+        mrows = inputs.measures.to_pylist()
+        bad = Counter((r["measure"], r["status"]) for r in mrows if r["status"] != "ok")
+        cost = [r["cost_forward_passes"] for r in mrows if r.get("cost_forward_passes")]
+        flat = [r["flatness_forward_passes"] for r in mrows if r.get("flatness_forward_passes")]
+        if cost:
+            out += [
+                f"Cost per model, in forward passes over its training set (median): "
+                f"{float(np.median(cost)):.2f} for every measure but flatness"
+                + (f", {float(np.median(flat)):.1f} for flatness." if flat else "."),
+                "",
+            ]
+        if bad:
+            out += [
+                "Not computed on every model (the reason is in each row): "
+                + "; ".join(f"`{m}` {st} × {n}" for (m, st), n in sorted(bad.items()))
+                + ".",
+                "",
+            ]
+    out += [
+        "The RNN bounds of Zhang et al. (2018) and Chen et al. (2020) are stated up to "
+        "constants their available text does not pin down; their rows say how each was "
+        "reconstructed. Constants change no ranking, but a different power of L would.",
+        "",
+    ]
+    return out + mixing_note(inputs.measures, "The measures")
+
+
+def certificates_section(inputs: Inputs) -> list[str]:
+    """## A non-vacuous certificate: each certified cell's PAC-Bayes-kl bound beside the
+    measured test errors, and which term dominates."""
+    if inputs.certificates is None or not inputs.certificates.num_rows:
+        return []
+    rows = sorted(inputs.certificates.to_pylist(), key=lambda r: (r["L"], r["sigma"], r["seed"]))
+    done = [r for r in rows if r["status"] == "done"]
+    body = [
+        [
+            str(r["L"]),
+            sig(r["sigma"]),
+            str(r["seed"]),
+            fixed(r["certificate"], 4),
+            fixed(r["test_error_stochastic"], 4),
+            fixed(r["test_error_mean"], 4),
+            fixed(r["test_error_prior"], 4),
+            fixed(r["emp_error_mc"], 4),
+            fixed(r["emp_error_bound"], 4),
+            f"{r['kl']:.1f}",
+            f"{r['kl_term']:.4f}" if r.get("kl_term") is not None else "—",
+            f"{r['prior_var']:.0e}",
+            f"{r['n_prior']:,} / {r['n_bound']:,}",
+            str(r["m"]),
+        ]
+        for r in done
+    ]
+    out = [
+        "## A non-vacuous certificate",
+        "",
+        "PAC-Bayes-kl (Seeger 2002; Maurer 2004) with a data-dependent prior (Dziugaite & "
+        "Roy 2017; Pérez-Ortiz et al., JMLR 2021): the training set is split, by a seeded, "
+        "class-balanced rule fixed in advance, into a prior part and a disjoint bound part "
+        "(no review in both: the row's `n_overlap` is 0). The prior mean is trained on the "
+        "prior part with the cell's recipe; the Gaussian posterior N(μ, diag s²) is trained "
+        "on the bound part with f_quad; its empirical error on the bound part is estimated "
+        "from m sampled networks and bounded by kl⁻¹(ê, ln(2/δ′)/m) (Langford & Caruana "
+        "2002); then certificate = kl⁻¹(that, (KL(Q‖P) + ln(2√n/δ))/n), n the bound part's "
+        "size, δ split over the prior-variance grid. The certified quantity is the clean "
+        "0-1 error of the stochastic classifier; the test set was read only after it was "
+        "computed.",
+        "",
+    ]
+    out += table(
+        ["L", "σ", "seed", "certificate", "test error (stochastic)", "test error (mean net)",
+         "test error (prior net)", "ê (MC)", "kl⁻¹ of ê", "KL(Q‖P)", "(KL + ln(2√n/δ))/n",
+         "prior var", "prior / bound", "m"],
+        body,
+    ) + [""]  # fmt: skip
+    if done:
+        worst = max(r["certificate"] for r in done)
+        below = sum(r["certificate"] < 0.5 for r in done)
+        held = sum(r["certificate"] >= r["test_error_stochastic"] for r in done)
+        out += [
+            f"**Verdict.** {below} of {len(done)} certified cells have a certificate below 0.5 "
+            f"(better than chance); the largest is {worst:.4f}. In {held} of {len(done)} the "
+            "certificate lies above the measured test error of the stochastic classifier, as "
+            "it must with probability ≥ 1 − δ − δ′ (each row's `confidence`).",
+            "",
+        ]
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        out += [
+            f"Not certified: {len(failed)} cells ("
+            + "; ".join(f"σ={sig(r['sigma'])}: {r['status']}, {r['reason']}" for r in failed)
+            + ").",
+            "",
+        ]
+    return out + mixing_note(inputs.certificates, "The certificates")
 
 
 def baseline_section(inputs: Inputs, eid: str) -> list[str]:
@@ -1096,8 +1318,41 @@ def theorem3(inputs: Inputs, eid: str) -> Theorem3 | None:
     return Theorem3(A.column(best, "bound_thm3"), A.column(best, "L"), taus)
 
 
+def render_certificates(inputs: Inputs) -> str:
+    """REPORT.md of a folder that holds certificates only (`rnngen certify`)."""
+    assert inputs.certificates is not None
+    meta = table_metadata(inputs.certificates)
+    out = [
+        "# Certificates report",
+        "",
+        "Generated by `rnngen report` from the Parquet files under `results/` (do not edit "
+        "by hand: the command writes it anew, and a test checks that it matches them).",
+        "",
+    ]
+    out += certificates_section(inputs)
+    out += figures_section(inputs.figures, set())
+    prov = meta.get("provenance", {})
+    out += [
+        "## Provenance",
+        "",
+        f"- Settings: `{json.dumps(meta.get('settings', {}), sort_keys=True)}`.",
+        f"- Software: Python {prov.get('python', '?')}, "
+        + ", ".join(f"{k} {v}" for k, v in sorted(prov.get("versions", {}).items()) if v)
+        + ".",
+        "",
+    ]
+    out += table(
+        ["file", "rows", "git commit", "written (UTC)", "Prefect flow run"],
+        _provenance_rows({"certificates": inputs.certificates}),
+    ) + [""]
+    out += origins_section(inputs)
+    return "\n".join(out).rstrip() + "\n"
+
+
 def render(inputs: Inputs) -> str:
     """The whole REPORT.md for the folder's main experiment (the one with most runs)."""
+    if inputs.runs is None:
+        return render_certificates(inputs)
     A.require(
         inputs.runs,
         (
@@ -1138,6 +1393,8 @@ def render(inputs: Inputs) -> str:
     out += lambda_section(inputs.spectrum)
     out += bounds_section(inputs, eid)
     out += delta_section(inputs, eid)
+    out += measures_section(inputs)
+    out += certificates_section(inputs)
     out += figures_section(inputs.figures, {int(L) for L in A.column(main, "L")})
     out += other_experiments(inputs.runs, eid)
     out += provenance_section(inputs)

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from rnngen.bounds import TERM_COLUMNS
-from rnngen.specs import RunSpec
+from rnngen.certify import _LIST_COLUMNS as CERT_LIST_COLUMNS
+from rnngen.certify import ROW_COLUMNS as CERT_ROW_COLUMNS
+from rnngen.specs import HASHED_WHEN_SET, RunSpec
 from rnngen.train import QUANTILES, EpochLog
 
 _SCALARS: dict[type, pa.DataType] = {
@@ -26,7 +28,7 @@ _SCALARS: dict[type, pa.DataType] = {
     bool: pa.bool_(),
 }
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
-TIME = pa.timestamp("s", tz="UTC")
+TIME = pa.timestamp("ms", tz="UTC")  # what Parquet stores (it has no seconds unit)
 
 # Columns added after files of schema version 2 were committed: declared (writers always
 # write them) but not required of a file being read, so the committed results stay readable.
@@ -81,7 +83,9 @@ def _fields(pairs: list[tuple[str, pa.DataType] | pa.Field]) -> pa.Schema:
 
 
 _SPEC = [
-    (name, arrow_type(f.annotation))
+    added(name, arrow_type(f.annotation))
+    if name in HASHED_WHEN_SET
+    else (name, arrow_type(f.annotation))
     for name, f in RunSpec.model_fields.items()
     if name not in ("n_train", "n_test")
 ]
@@ -278,6 +282,30 @@ RANKING = _fields(
         ("n_models", I64),
         ("n_resamples", I64),
         ("rank", I64),
+    ]
+)
+
+
+# One row per certified cell (rnngen.certify.ROW_COLUMNS, in that order), then where it ran.
+_CERT_TYPES = {
+    **dict.fromkeys(
+        ("run_id", "settings_id", "status", "reason", "prior_ids_digest", "bound_ids_digest",
+         "mc_draws", "objective"),
+        STR,
+    ),
+    **dict.fromkeys(
+        ("L", "seed", "n_prior", "n_bound", "n_overlap", "m", "m_test", "posterior_epochs",
+         "select_draws", "prior_epochs", "prior_var_index", "n_test"),
+        I64,
+    ),
+    "posterior_input_noise": BOOL,
+    **dict.fromkeys(CERT_LIST_COLUMNS, _F64_LIST),
+}  # fmt: skip
+CERTIFICATES = _fields(
+    [
+        *((name, _CERT_TYPES.get(name, F64)) for name in CERT_ROW_COLUMNS),
+        ("hardware", STR),
+        *PROVENANCE,
     ]
 )
 

@@ -20,9 +20,12 @@ from rnngen_tasks import run_logger
 def _inputs_key(layout: Layout) -> str:
     """What the figures are drawn from: the result files (history.parquet when there) and
     the code that computes and draws them."""
-    files = [layout.runs, layout.spectrum, layout.bounds]
-    if layout.history.is_file():
-        files.append(layout.history)
+    files = [
+        p
+        for p in (layout.runs, layout.spectrum, layout.bounds, layout.history, layout.ranking,
+                  layout.certificates, _reference_bounds(layout))
+        if p is not None and p.is_file()
+    ]  # fmt: skip
     files += [Path(F.__file__), Path(analysis.__file__)]
     return content_key({p.name: sha256_file(p) for p in files})
 
@@ -39,13 +42,53 @@ def draw_figures(out: str) -> tuple[list[str], bool]:
     The drawing is skipped when neither the results nor the drawing code changed since the
     last time and every output is there."""
     layout = Layout.at(out)
-    layout.require("train", "spectrum", "bounds")
+    if not layout.certificates.is_file():
+        layout.require("train", "spectrum", "bounds")
     stamp, key = layout.figures / ".drawn.json", _inputs_key(layout)
     if stamp.is_file():
         drawn = json.loads(stamp.read_text())
         paths = [layout.out / p for p in drawn.get("paths", [])]
         if drawn.get("key") == key and paths and all(p.is_file() for p in paths):
             return [str(p) for p in paths], False
+    paths = _study_figures(layout) if layout.runs.is_file() else []
+    if layout.ranking.is_file():
+        ranking = read_parquet(layout.ranking, required=schemas.RANKING)
+        paths += F.fig_measure_ranking(ranking, layout.figures / "measure_ranking")
+    if layout.certificates.is_file():
+        certificates = read_parquet(layout.certificates, required=schemas.CERTIFICATES)
+        paths += F.fig_certificates(
+            certificates, layout.figures / "certificates", _theorem3_by_sigma(layout)
+        )
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps({"key": key, "paths": [_relative(p, layout) for p in paths]}))
+    return [str(p) for p in paths], True
+
+
+def _reference_bounds(layout: Layout) -> Path | None:
+    """The bounds of the paper profile beside a certificates folder (data/paper beside
+    data/certificates), whose Theorem 3 the certificates figure shows for comparison."""
+    if not layout.certificates.is_file():
+        return None
+    return Layout.at(layout.out.parent / "paper").bounds
+
+
+def _theorem3_by_sigma(layout: Layout) -> dict[float, float] | None:
+    """σ -> the mean over seeds of Theorem 3 at its best α, at the certified cells' L, from
+    the reference bounds (None without them)."""
+    path = _reference_bounds(layout)
+    if path is None or not path.is_file():
+        return None
+    certified = {r["L"] for r in read_parquet(layout.certificates).to_pylist()}
+    values: dict[float, list[float]] = {}
+    for row in read_parquet(path, required=schemas.BOUNDS).to_pylist():
+        if row.get("alpha_best") and row["status"] == "ok" and row["L"] in certified:
+            values.setdefault(row["sigma"], []).append(row["bound_thm3"])
+    return {s: sum(v) / len(v) for s, v in values.items()} or None
+
+
+def _study_figures(layout: Layout) -> list[Path]:
+    """The study's figures (Figures 1 and 2, clean gap, spectrum, bounds, history) and the
+    Kendall-τ table."""
     runs = read_parquet(layout.runs, required=schemas.RUNS)
     spectrum = read_parquet(layout.spectrum, required=schemas.SPECTRUM)
     bounds = read_parquet(layout.bounds, required=schemas.BOUNDS)
@@ -79,10 +122,8 @@ def draw_figures(out: str) -> tuple[list[str], bool]:
     paths.append(
         write_parquet(
             tau,
-            layout.results / "kendall_tau.parquet",
+            layout.kendall_tau,
             {"stage": "figures", "method": analysis.KENDALL_METHOD},
         )
     )
-    with atomic_path(stamp) as tmp:
-        tmp.write_text(json.dumps({"key": key, "paths": [_relative(p, layout) for p in paths]}))
-    return [str(p) for p in paths], True
+    return paths

@@ -18,20 +18,30 @@ def report_inputs(out: str) -> Inputs:
     embed and the figures stage's kendall_tau when written) and the names of the figures
     drawn; a missing or foreign file is a one-paragraph error."""
     layout = Layout.at(out)
-    layout.require("train", "spectrum", "bounds")
 
     def optional(path: Path, schema) -> object:
         return read_parquet(path, required=schema) if path.is_file() else None
 
+    figures = tuple(sorted(p.name for p in layout.figures.glob("*.png")))
+    if layout.certificates.is_file() and not layout.runs.is_file():  # certificates only
+        return Inputs(
+            runs=None,
+            certificates=optional(layout.certificates, schemas.CERTIFICATES),
+            figures=figures,
+        )
+    layout.require("train", "spectrum", "bounds")
     return Inputs(
         runs=read_parquet(layout.runs, required=schemas.RUNS),
         spectrum=read_parquet(layout.spectrum, required=schemas.SPECTRUM),
         bounds=read_parquet(layout.bounds, required=schemas.BOUNDS),
         history=optional(layout.history, schemas.HISTORY),
         embed=optional(layout.embed_summary, schemas.EMBED),
-        figures=tuple(sorted(p.name for p in layout.figures.glob("*.png"))),
+        figures=figures,
         baseline=_baseline(layout),
-        kendall=optional(layout.results / "kendall_tau.parquet", schemas.KENDALL),
+        kendall=optional(layout.kendall_tau, schemas.KENDALL),
+        measures=optional(layout.measures, schemas.MEASURES),
+        ranking=optional(layout.ranking, schemas.RANKING),
+        certificates=optional(layout.certificates, schemas.CERTIFICATES),
     )
 
 
