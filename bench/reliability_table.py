@@ -24,7 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
-MODULE_ORDER = ("test_process_faults", "test_disk_faults", "test_bad_inputs")
+MODULE_ORDER = (
+    "test_process_faults",
+    "test_cli_faults",
+    "test_disk_faults",
+    "test_bad_inputs",
+    "test_stale_inputs",
+)
 TMP_PATH = re.compile(r"/[^\s'\"]*?/pytest-of-[^/\s]+/pytest-\d+/[^/\s'\"]+")
 ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;]*m")
 MESSAGE_CHARS = 160

@@ -674,7 +674,27 @@ def bound_facts(bounds: pa.Table, eid: str) -> list[str]:
             "bound still falls as α grows, so the minimum is the grid's edge, not a balance "
             "of the terms."
         )
+    missing = _without_bounds(rows)
+    if missing:
+        lines.append(
+            "Left out of every bound statistic here: "
+            + "; ".join(f"{n} model(s) {status}" for status, n in sorted(missing.items()))
+            + " (each row's `reason` names the cause)."
+        )
     return [" ".join(lines), ""]
+
+
+def _without_bounds(rows: pa.Table) -> dict[str, int]:
+    """Models whose bound rows are not 'ok' (non_finite, skipped, failed), by status."""
+    status: dict[str, str] = {}
+    for rid, st in zip(A.strings(rows, "run_id"), A.strings(rows, "status"), strict=True):
+        if st != "ok" or rid not in status:
+            status[rid] = st
+    counts: dict[str, int] = {}
+    for st in status.values():
+        if st != "ok":
+            counts[st] = counts.get(st, 0) + 1
+    return counts
 
 
 def bounds_section(inputs: Inputs, eid: str) -> list[str]:

@@ -338,3 +338,29 @@ def parquet_readable(path: Path) -> bool:
     except Exception:  # noqa: BLE001 (any failure means: not readable)
         return False
     return True
+
+
+def write_spectrum_row(out: Path, lambda_min: float = 1e-3) -> None:
+    """A spectrum row for the fault grid's L = 10 (status 'certified', the given λ_min), so
+    that the bounds are computable without computing a spectrum."""
+    from rnngen import schemas
+    from rnngen.io import write_parquet
+    from rnngen_tasks.data import corpus_pointer
+
+    row = {
+        "L": 10,
+        "n": 200,
+        "dim": 500,
+        "lambda_min": lambda_min,
+        "lambda_min_residual": 0.0,
+        "lambda_max": 1.0,
+        "trace": 1.0,
+        "method": "fault-suite fixture",
+        "iterations": 0,
+        "seconds": 0.0,
+        "data_key": corpus_pointer(str(out))["data_key"],
+        "status": "certified",
+        "message": "fault-suite fixture",
+    }
+    table = schemas.to_table([row], schemas.SPECTRUM)  # the other columns null
+    write_parquet(table, Layout.at(out).spectrum, {"stage": "spectrum"})

@@ -14,12 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rnngen import schemas
 from rnngen.hashing import sha256_file
 from rnngen.imdb import NPM_SHA256
 from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
-from rnngen_tasks.data import corpus_pointer
 from tests.faults.conftest import BASE_SEEDS
 from tests.faults.harness import (
     TINY,
@@ -33,6 +31,7 @@ from tests.faults.harness import (
     rows_of,
     run_cli,
     snapshot,
+    write_spectrum_row,
 )
 
 pytestmark = pytest.mark.faults
@@ -270,33 +269,12 @@ class _Touch:
         return (Path.touch, (self.marker,))
 
 
-def _certified_spectrum(out: Path) -> None:
-    """A spectrum row for L=10 so that bounds are computable for the healthy model."""
-    row = {
-        "L": 10,
-        "n": 200,
-        "dim": 500,
-        "lambda_min": 1e-3,
-        "lambda_min_residual": 0.0,
-        "lambda_max": 1.0,
-        "trace": 1.0,
-        "method": "fault-suite fixture",
-        "iterations": 0,
-        "seconds": 0.0,
-        "data_key": corpus_pointer(str(out))["data_key"],
-        "status": "certified",
-        "message": "fault-suite fixture",
-    }
-    table = schemas.to_table([row], schemas.SPECTRUM)  # the other columns null
-    write_parquet(table, Layout.at(out).spectrum, {"stage": "spectrum"})
-
-
 def test_foreign_model_files_are_not_computed_and_others_proceed(
     trained_out, fault_env, tmp_path, record_property
 ):
     good, pickled, noise = grid_ids(trained_out, BASE_SEEDS)
     models, marker = Layout.at(trained_out).models, tmp_path / "unpickled"
-    _certified_spectrum(trained_out)
+    write_spectrum_row(trained_out)
     (models / f"{pickled}.npz").write_bytes(pickle.dumps(_Touch(marker)))
     (models / f"{noise}.npz").write_bytes(random.Random(3).randbytes(4096))
     run = _refused(
