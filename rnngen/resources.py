@@ -80,7 +80,7 @@ def bound_stats_bytes(*, n_train: int, L: int, d: int, hidden: int, eval_batch_s
     the padded ids, one batch as float64 with its |x| and noise, the three recurrences'
     states, the per-coordinate sums and the margins."""
     ids = n_train * L * _I32
-    batch = eval_batch_size * L * d * _F64 * 4
+    batch = eval_batch_size * L * d * _F64 * 5  # clean and noisy float64 batches in one pass
     states = eval_batch_size * hidden * _F64 * 8
     return WORKER_BASE_BYTES + ids + batch + states + L * d * _F64 + n_train * _F64 * 2
 

@@ -21,19 +21,18 @@ import time
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from rnngen import bounds as B
+from rnngen.corpus import SplitArrays
 from rnngen.errors import DataError
 from rnngen.glove import GLOVE_DIM
 from rnngen.hashing import content_key
-from rnngen.model_stats import model_stats
+from rnngen.model_stats import model_stats, train_split
 from rnngen.provenance import machine_fields
 from rnngen.resources import Request, bound_stats_bytes
 from rnngen.settings import BoundsSettings
 from rnngen.specs import RunSpec
 from rnngen.spectrum import usable_lambda_min
-from rnngen.train import spec_splits
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import publish_table
 from rnngen_tasks.data import load_corpus, split_sizes
@@ -98,15 +97,14 @@ def _mark_non_finite(rows: list[dict[str, Any]]) -> None:
 
 
 def model_rows(
-    payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray
+    payload: dict[str, Any], train: SplitArrays, embeddings: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Worker side: the rows of one model (all α). The corpus and the embedding table come
-    through Ray's object store."""
+    """Worker side: the rows of one model (all α). Its training split (built once per L
+    on the driver) and the embedding table come through Ray's object store."""
     started = time.perf_counter()
     spec: RunSpec = payload["spec"]
     settings: BoundsSettings = payload["settings"]
     lam = payload["lambda_min"]
-    train, _ = spec_splits(table, embeddings.shape[0] - 1, spec)
     clean, noisy = model_stats(
         payload["weights"], spec, train, embeddings, device=payload["device"]
     )
@@ -176,8 +174,10 @@ class BoundsStep:
         self.lambdas = lambda_rows(self.store)
         self.device = device
         self.gpus = 0.0
-        self.refs: tuple = ()
+        self.embeddings_ref: Any = None
         self.n_train = 0
+        self._splits: dict[tuple, Any] = {}  # (L, n_train) -> the training split's ref
+        self._splits_lock = threading.Lock()
 
     # what the executor asks
     def key(self, spec: RunSpec) -> str:
@@ -229,8 +229,18 @@ class BoundsStep:
             f"L={worst.L}, {worst.n_train or self.n_train} training reviews",
             "Use a node with more memory.",
         )
-        corpus = load_corpus(self.out)
-        self.refs = ray_pool.share(corpus.table, corpus.embeddings)
+        self.corpus = load_corpus(self.out)
+        (self.embeddings_ref,) = ray_pool.share(self.corpus.embeddings)
+
+    def _split_ref(self, spec: RunSpec) -> Any:
+        """The model's training split in Ray's object store, built once per (L, n_train)
+        (model tasks run in several threads, hence the lock)."""
+        key = (spec.L, spec.n_train)
+        with self._splits_lock:
+            if key not in self._splits:
+                pad = self.corpus.embeddings.shape[0] - 1
+                (self._splits[key],) = ray_pool.share(train_split(self.corpus.table, pad, spec))
+            return self._splits[key]
 
     def _skipped(self, spec: RunSpec, reason: str, status: str = "skipped") -> list[dict]:
         return [
@@ -257,7 +267,8 @@ class BoundsStep:
         rows = ray_pool.run_remote(
             model_rows,
             payload,
-            *self.refs,
+            self._split_ref(spec),
+            self.embeddings_ref,
             request=model_request(spec, self.n_train, self.gpus),
             name=self.name(spec),
             max_retries=self.max_retries,

@@ -10,14 +10,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from rnngen import bounds as bd
-from rnngen.bound_stats_torch import TorchModelDataStats, three_paths
+from rnngen.bound_stats_torch import (
+    OnePass,
+    TorchModelDataStats,
+    tau_matrix,
+    three_paths,
+    update_pair,
+)
 from rnngen.corpus import SplitArrays
-from rnngen.model_stats import model_stats
+from rnngen.model_stats import clean_and_noisy_batches, model_stats, train_split
 from rnngen.specs import RunSpec
+from rnngen.train import embedding_tensor, seed_streams, spec_splits, split_batches
 
 L, D, M, K = 7, 5, 6, 2
 BATCH, N_BATCHES = 16, 3
@@ -76,7 +84,12 @@ def fed(stats: bd.ModelDataStats, data: list[tuple[Any, Any]]) -> bd.ModelDataSt
 
 
 def assert_same_stats(got: bd.ModelDataStats, want: bd.ModelDataStats) -> None:
+    """Every statistic agrees; r_fr only where ``got`` computes it (else reading it raises)."""
     for name in PROPERTIES:
+        if name == "r_fr" and not getattr(got, "with_fr", True):
+            with pytest.raises(ValueError, match="skip η"):
+                _ = got.r_fr
+            continue
         assert getattr(got, name) == pytest.approx(getattr(want, name), rel=RTOL, abs=0), name
     np.testing.assert_allclose(got.margins, want.margins, rtol=RTOL, atol=MARGIN_ATOL)
 
@@ -129,19 +142,101 @@ def eta_relu_prime_zero_is_one(w: dict[str, np.ndarray], x: np.ndarray) -> np.nd
     return z @ V.T
 
 
-def test_masks_treat_exact_zeros_as_inactive() -> None:
+def one_pass_paths(
+    U: torch.Tensor, W: torch.Tensor, V: torch.Tensor, x: torch.Tensor, c: list[float]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`OnePass` as `three_paths` (c must be c_vector): x stacked under another block, η
+    run for the rows of x only, as `update_pair` runs it for the noisy rows."""
+    assert c == list(bd.c_vector(x.shape[1]))
+    other = torch.linspace(-1.0, 1.0, x.numel(), dtype=x.dtype).reshape(x.shape)
+    out, eta, tau = OnePass(U, W, V).run(torch.cat((other, x)), x.shape[0])
+    return out[x.shape[0] :], eta, tau[x.shape[0] :]
+
+
+@pytest.mark.parametrize("paths", [three_paths, one_pass_paths])
+def test_masks_treat_exact_zeros_as_inactive(paths: Any) -> None:
     """On the crafted samples η depends on relu'(0); the torch pass must take it as 0."""
     rng = np.random.default_rng(5)
     w = weights(rng, 1.6)
     x = batches(rng)[0][0]
     U, W, V, xt = (torch.from_numpy(a.astype(np.float64)) for a in (w["U"], w["W"], w["V"], x))
-    out, eta, tau = (a.numpy() for a in three_paths(U, W, V, xt, list(bd.c_vector(L))))
+    out, eta, tau = (a.numpy() for a in paths(U, W, V, xt, list(bd.c_vector(L))))
     np.testing.assert_allclose(eta, bd.eta_c(w["U"], w["W"], w["V"], x), rtol=RTOL, atol=1e-12)
     np.testing.assert_allclose(out, bd.forward_yL(w["U"], w["W"], w["V"], x), rtol=RTOL)
     np.testing.assert_allclose(tau, bd.tau_c(w["U"], w["W"], w["V"], x), rtol=RTOL)
     wrong = eta_relu_prime_zero_is_one(w, x)
     assert np.allclose(wrong[1::4], eta[1::4], rtol=RTOL)  # not crafted: the masks agree
     assert not np.allclose(wrong[::4], eta[::4], rtol=1e-3)  # the data do test relu'(0)
+
+
+@pytest.mark.parametrize("radius", [0.7, 1.6])
+def test_tau_closed_form_equals_the_recurrence(radius: float) -> None:
+    """τ(θ)c = vec(x) M, M built once, is the linear recurrence s_t = W s_{t-1} + c_t U x_t."""
+    rng = np.random.default_rng(13)
+    w = weights(rng, radius)
+    x = rng.normal(size=(9, L, D))
+    U, W, V = (torch.from_numpy(w[s]) for s in "UWV")
+    M = tau_matrix(U, W, V, L)
+    assert M.shape == (L * D, K)
+    got = (torch.from_numpy(x).reshape(9, L * D) @ M).numpy()
+    np.testing.assert_allclose(got, bd.tau_c(w["U"], w["W"], w["V"], x), rtol=1e-12, atol=0)
+    # Block t is c_t (V W^{L-t} U)ᵀ: the first step (t = 1) and the last (t = L).
+    Wp = np.linalg.matrix_power(w["W"], L - 1)
+    np.testing.assert_allclose(M[:D].numpy(), (L + 1) * (w["V"] @ Wp @ w["U"]).T, rtol=1e-12)
+    np.testing.assert_allclose(M[-D:].numpy(), 2.0 * (w["V"] @ w["U"]).T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("radius", [0.7, 1.6])
+def test_update_pair_equals_numpy_clean_and_noisy(radius: float) -> None:
+    """One pass for both sides gives each side's numpy statistics (the clean side less r_fr)."""
+    rng = np.random.default_rng(int(radius * 10) + 1)
+    w = weights(rng, radius)
+    data = batches(rng)
+    noisy_data = [((x + 0.3 * rng.normal(size=x.shape)).astype(np.float32), y) for x, y in data]
+    want_clean = fed(bd.ModelDataStats(w["U"], w["W"], w["V"]), data)
+    want_noisy = fed(bd.ModelDataStats(w["U"], w["W"], w["V"]), noisy_data)
+    clean, noisy = TorchModelDataStats.pair(w["U"], w["W"], w["V"])
+    for (x, y), (xn, _) in zip(data, noisy_data, strict=True):
+        update_pair(clean, noisy, torch.from_numpy(x), torch.from_numpy(xn), torch.from_numpy(y))
+    assert not clean.with_fr and noisy.with_fr and clean.engine is noisy.engine
+    assert_same_stats(clean, want_clean)
+    assert_same_stats(noisy, want_noisy)
+    x, y = data[0]
+    with pytest.raises(ValueError, match="pair"):  # the sides swapped
+        update_pair(noisy, clean, x, x, y)
+
+
+def test_update_equals_the_three_recurrences() -> None:
+    """`update` (one pass, τ in closed form) and `update_three_paths` (the old path) agree,
+    on batches of two sizes (the buffers are reused and regrown)."""
+    rng = np.random.default_rng(17)
+    w = weights(rng, 1.2)
+    new, old = (TorchModelDataStats(w["U"], w["W"], w["V"]) for _ in range(2))
+    for x, y in batches(rng):
+        for cut in (slice(0, 5), slice(5, None)):
+            new.update(x[cut], y[cut])
+            old.update_three_paths(x[cut], y[cut])
+    assert_same_stats(new, old)
+    assert (new.sum_fs_sq, new.sum_fr_sq) == pytest.approx((old.sum_fs_sq, old.sum_fr_sq), rel=RTOL)
+
+
+def test_overflowing_batches_keep_the_reference_semantics() -> None:
+    """Where inf·0 would be NaN in the masked products, the batch is redone as the
+    reference does it: a unit switched off at an overflowing input contributes 0 to η."""
+    rng = np.random.default_rng(19)
+    w = weights(rng, 0.7)
+    w["U"][2] = 0.0
+    w["U"][2, 2] = 1e308  # g of unit 2 at x_{t,2} = -2 is -inf: off, while c_t U x_t = -inf
+    x, y = batches(rng)[0]
+    x[:, :, 2] = 0.0  # unit 2 reads nothing elsewhere, so only sample 1 overflows
+    x[1, 2, 2] = -2.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = fed(bd.ModelDataStats(w["U"], w["W"], w["V"]), [(x, y)])
+        got = fed(TorchModelDataStats(w["U"], w["W"], w["V"]), [(x, y)])
+    assert math.isfinite(want.r_fr) and not math.isfinite(want.r_fs)  # the case at hand
+    assert got.r_fr == pytest.approx(want.r_fr, rel=RTOL)
+    np.testing.assert_equal(got.r_fs, want.r_fs)  # inf (or NaN) alike
+    np.testing.assert_allclose(got.margins, want.margins, rtol=RTOL, atol=MARGIN_ATOL)
 
 
 @pytest.mark.parametrize("radius", [0.2, 1.3])
@@ -214,11 +309,15 @@ def tiny_spec(sigma: float) -> RunSpec:
     return RunSpec(L=L, sigma=sigma, seed=3, data_key="synthetic", hidden=M, eval_batch_size=BATCH)
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("sigma", [0.0, 0.5])
-def test_model_stats_on_torch_cpu_equals_numpy(sigma: float) -> None:
+def test_model_stats_on_torch_cpu_equals_numpy(sigma: float, one_pass: bool) -> None:
+    """The one-pass path (and the old one, the benchmark's baseline) give numpy's rows."""
     w, split, table = tiny_inputs()
     numpy_clean, numpy_noisy = model_stats(w, tiny_spec(sigma), split, table)
-    torch_clean, torch_noisy = model_stats(w, tiny_spec(sigma), split, table, device="cpu")
+    torch_clean, torch_noisy = model_stats(
+        w, tiny_spec(sigma), split, table, device="cpu", one_pass=one_pass
+    )
     assert type(numpy_clean) is bd.ModelDataStats and isinstance(torch_clean, TorchModelDataStats)
     assert_same_stats(torch_clean, numpy_clean)
     if sigma == 0.0:
@@ -227,9 +326,55 @@ def test_model_stats_on_torch_cpu_equals_numpy(sigma: float) -> None:
     assert numpy_noisy is not None and torch_noisy is not None
     assert_same_stats(torch_noisy, numpy_noisy)  # the same recorded noise draw
     assert torch_noisy.frob_X != torch_clean.frob_X  # and the noise is really there
+    assert torch_clean.with_fr is not one_pass  # one pass skips the clean η(θ)c
     kw = {"alpha": 0.5, "sigma": sigma, "lambda_min": 1e-2, "delta": 0.05}
     want = bd.bound_row(numpy_clean, numpy_noisy, **kw)
     assert_same_row(bd.bound_row(torch_clean, torch_noisy, **kw), want)
+
+
+def test_clean_and_noisy_batches_are_split_batches_bit_for_bit() -> None:
+    """One embedding per batch, yet the noisy side is the recorded draw of split_batches."""
+    _, split, embeddings = tiny_inputs()
+    spec, table = tiny_spec(0.5), embedding_tensor(embeddings)
+    clean = list(split_batches(split, table, BATCH))
+    noisy = list(split_batches(split, table, BATCH, 0.5, seed_streams(spec).eval_noise))
+    both = list(clean_and_noisy_batches(split, table, spec))
+    assert len(both) == len(clean) == 3
+    for (x, xn, y), (x0, y0), (x1, y1) in zip(both, clean, noisy, strict=True):
+        assert torch.equal(x, x0) and torch.equal(xn, x1) and torch.equal(y, y0)
+        assert torch.equal(y, y1) and not torch.equal(x, xn)
+
+
+def corpus_table(n: int) -> pa.Table:
+    """A corpus table as rnngen.corpus writes it: n train and n test reviews of 0-8 ids."""
+    return pa.table(
+        {
+            "split": pa.array(["train", "test"] * n).dictionary_encode(),
+            "label": pa.array([0, 0, 1, 1] * (n // 2), pa.int8()),
+            "review_index": pa.array(range(2 * n), pa.int32()),
+            "token_ids": pa.array(
+                [list(range(i % 9)) for i in range(2 * n)], pa.large_list(pa.int32())
+            ),
+        }
+    )
+
+
+def test_train_split_is_spec_splits_train_built_once_per_table_and_L() -> None:
+    table = corpus_table(12)
+    spec = tiny_spec(0.0)
+    first = train_split(table, PAD, spec)
+    want, _ = spec_splits(table, PAD, spec)
+    np.testing.assert_array_equal(first.ids, want.ids)
+    np.testing.assert_array_equal(first.labels, want.labels)
+    again = RunSpec(L=L, sigma=0.3, seed=9, data_key="synthetic", hidden=M)
+    assert train_split(table, PAD, again) is first  # another model of the same L and n_train
+    shorter = RunSpec(L=L - 2, sigma=0.0, seed=3, data_key="synthetic", hidden=M)
+    assert train_split(table, PAD, shorter).ids.shape == (12, L - 2)
+    subset = RunSpec(L=L, sigma=0.0, seed=3, data_key="synthetic", hidden=M, n_train=4)
+    assert len(train_split(table, PAD, subset)) == 4
+    other = corpus_table(12)  # equal contents, another table: built anew, never confused
+    assert train_split(other, PAD, spec) is not first
+    assert train_split(other, PAD, spec) is train_split(other, PAD, spec)
 
 
 def test_model_stats_numpy_name_is_the_default_path() -> None:
