@@ -1,27 +1,23 @@
 """One paper-profile training cell on a GPU, and the projected time of the paper grid.
 
-Run on a GPU machine (`python -m bench.bench_gpu_cell --bundle DIR`), where DIR holds
-`corpus.parquet` (the tokenized corpus) and `glove.npy` (the embedding rows it uses,
-last row zeros): a self-contained copy of the data for a machine without the project's
-data folder. Trains one full-data cell per L with the paper profile's settings (RunSpec
-defaults, device cuda) and projects the 75-cell grid (25 cells per L) on one GPU, running
-one cell at a time.
+Run on a GPU machine (`python bench/bench_gpu_cell.py --bundle DIR`), where DIR is the
+bundle of bench/gpu_bundle.py (`python -m bench.bench_gpu_study --make-bundle DIR` here):
+the tokenized corpus, the embedding rows it uses and pydantic's wheels, a self-contained
+copy of the data for a machine without the project's data folder or pydantic. Trains one
+full-data cell per L with the paper profile's settings (RunSpec defaults, device cuda) and
+projects the 75-cell grid (25 cells per L) on one GPU, running one cell at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnngen.corpus import split_arrays
-from rnngen.profiles import get_profile
-from rnngen.specs import RunSpec
-from rnngen.train import train_model
+from bench.gpu_bundle import use_wheels  # noqa: E402  (stdlib only)
 
 
 def main() -> None:
@@ -31,15 +27,24 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.2)
     args = parser.parse_args()
     bundle = Path(args.bundle)
-    table = pq.read_table(bundle / "corpus.parquet")
-    embeddings = np.load(bundle / "glove.npy")
-    pad = embeddings.shape[0] - 1
+    use_wheels(bundle)  # pydantic (RunSpec) from the bundle's wheels where it is missing
+    import torch
+
+    from bench.gpu_spectrum import BundleCorpus
+    from rnngen.corpus import split_arrays
+    from rnngen.profiles import get_profile
+    from rnngen.specs import RunSpec
+    from rnngen.train import train_model
+
+    corpus = BundleCorpus.load(bundle)
+    table, embeddings, pad = corpus.table, corpus.embeddings, corpus.pad_id
     paper = get_profile("paper")
+    torch.backends.cudnn.allow_tf32 = False  # true float32, as on the CPU
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
     per_L = {}
     for L in args.L:
         spec = RunSpec(
-            L=L, sigma=args.sigma, seed=0, data_key="gpu-bench", device="cuda", **paper.train
+            L=L, sigma=args.sigma, seed=0, data_key=corpus.data_key, device="cuda", **paper.train
         )
         train = split_arrays(table, "train", L, pad)
         test = split_arrays(table, "test", L, pad)

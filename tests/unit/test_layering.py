@@ -41,7 +41,17 @@ def test_the_pure_layer_and_the_gpu_bench_compile_under_python_3_12():
         pytest.skip("no python3.12 on this machine")
     files = [
         *map(str, sorted(PURE.rglob("*.py"))),
-        *(str(PURE.parent / "bench" / n) for n in ("bench_gpu_study.py", "gpu_spectrum.py")),
+        *(
+            str(PURE.parent / "bench" / n)
+            for n in (
+                "bench_gpu_study.py",
+                "gpu_spectrum.py",
+                "gpu_bundle.py",
+                "gpu_bounds.py",
+                "gpu_stages.py",
+                "bench_gpu_cell.py",
+            )
+        ),
     ]
     code = "import sys\nfor f in sys.argv[1:]: compile(open(f, encoding='utf-8').read(), f, 'exec')"
     done = subprocess.run([python, "-c", code, *files], capture_output=True, text=True)

@@ -3,6 +3,7 @@
 import math
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from rnngen import schemas
@@ -67,3 +68,58 @@ def test_history_rows_round_trip():
     }
     table = schemas.to_table([row], schemas.HISTORY)
     assert table.to_pylist()[0]["epoch"] == 1 and table.schema.field("epoch").type == pa.int64()
+
+
+ALL_SCHEMAS = {
+    name: getattr(schemas, name)
+    for name in (
+        "RUNS",
+        "HISTORY",
+        "BOUNDS",
+        "SPECTRUM",
+        "EMBED",
+        "KENDALL",
+        "MEASURES",
+        "RANKING",
+        "CERTIFICATES",
+    )
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SCHEMAS))
+def test_every_declared_field_says_what_it_holds_and_its_unit(name):
+    for field in ALL_SCHEMAS[name]:
+        text, unit = schemas.description(ALL_SCHEMAS[name], field.name)
+        assert len(text) > 3, f"{name}.{field.name} has no description"
+        assert unit in schemas.UNITS, f"{name}.{field.name} has unit {unit!r}"
+
+
+def test_descriptions_survive_a_parquet_round_trip_and_added_columns_stay_optional(tmp_path):
+    from rnngen.io import read_parquet, write_parquet
+
+    table = schemas.to_table([{"run_id": "r", "L": 10, "status": "done"}], schemas.RUNS)
+    path = write_parquet(table, tmp_path / "runs.parquet")
+    for read in (read_parquet(path, schemas.RUNS).schema, pq.read_schema(path)):
+        for field in schemas.RUNS:
+            assert schemas.description(read, field.name) == schemas.description(
+                schemas.RUNS, field.name
+            )
+    assert schemas.description(read, "seconds") == (
+        "wall-clock time of the run, evaluation included",
+        "s",
+    )
+    # the `added` mark is one key beside description and unit: those columns stay optional
+    added = {f.name for f in schemas.RUNS if schemas.is_added(f)}
+    assert {"git_commit", "finished_at", "stop_train_accuracy"} <= added
+    assert added.isdisjoint(schemas.required_names(schemas.RUNS))
+    assert "gen_error" in schemas.required_names(schemas.RUNS)
+    older = table.drop_columns(sorted(added))  # a file written before those columns
+    write_parquet(older, tmp_path / "old.parquet")
+    assert read_parquet(tmp_path / "old.parquet", schemas.RUNS).num_rows == 1
+
+
+def test_a_column_without_a_description_is_refused_at_declaration():
+    with pytest.raises(TypeError, match="without a description"):
+        schemas._fields([("no_such_column_anywhere", pa.float64())])
+    with pytest.raises(TypeError, match="does not declare"):
+        schemas._fields([("L", pa.int64())], {"LL": ("typo", "1")})
