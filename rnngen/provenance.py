@@ -79,7 +79,13 @@ def hardware() -> str:
 @functools.cache
 def _static() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # The code's state only: results the pipeline itself rewrites under data/ (figures, a
+    # report) do not make the code that writes the next ones "uncommitted".
+    status = (
+        _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)data")
+        if commit
+        else None
+    )
     return {
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
