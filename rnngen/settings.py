@@ -130,7 +130,7 @@ class SpectrumSettings(StageSettings):
 
 # The version of the measure formulas (rnngen/measures.py): part of every measure row's
 # settings_key. Raise it whenever a measure changes what it computes.
-MEASURES_VERSION = 1
+MEASURES_VERSION = 2
 
 
 class MeasuresSettings(StageSettings):

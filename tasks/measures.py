@@ -82,9 +82,11 @@ def model_measures(
     flat_cost = None
     if settings.flatness:
         t1 = time.perf_counter()
-        n = min(settings.flatness_reviews, len(train))
-        x = embed(train.ids[:n], emb).numpy()
-        error = M.subset_error(x, train.labels[:n])
+        # a fixed, class-balanced subset: the first reviews of each class
+        half = min(settings.flatness_reviews, len(train)) // 2
+        rows = np.concatenate([np.flatnonzero(train.labels == c)[:half] for c in (0, 1)])
+        x = embed(train.ids[rows], emb).numpy()
+        error = M.subset_error(x, train.labels[rows])
         rows += M.flatness_rows(
             spec.run_id,
             weights,

@@ -343,11 +343,11 @@ def test_non_finite_margin_and_non_positive_margin() -> None:
     by = {r["measure"]: r for r in rows}
     assert "train_margins[3] = inf" in by["inverse_margin"]["reason"]
     assert by["path_norm"]["status"] == "ok"  # uses no margins
-    low = np.array([-1.0, -0.5, 0.2, 1.0, 2.0])  # 10th percentile: the smallest, < 0
+    low = np.array([-1.0, -0.5, -0.25, 0.0, -2.0])  # no example classified correctly
     rows = M.compute_measures(HAND, s, low, M.InputStats(5, 2, 1.0), HAND, [])
     by = {r["measure"]: r for r in rows}
     assert by["log_prod_of_fro_over_margin"]["status"] == "not_applicable"
-    assert "γ = -1" in by["inverse_margin"]["reason"]
+    assert "γ = 0" in by["inverse_margin"]["reason"]
     assert by["zhang2018_bound"]["status"] == "ok"  # a bound needs no positive γ quantile
 
 
@@ -426,3 +426,22 @@ def test_subset_error_is_the_models_0_1_error_on_the_subset() -> None:
     assert error(shifted) == pytest.approx(
         1.0 - want + np.mean(own == out[np.arange(40), 1 - labels])
     )
+
+
+def test_the_margin_of_a_model_that_does_not_fit_is_taken_among_its_correct_examples():
+    """Our models misclassify more than 10 % of their training set, where Jiang et al.'s
+    10th percentile is negative: γ is the 10th percentile of the positive margins."""
+    margins = np.array([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    assert M.margin_percentile(margins) == -3.0
+    assert M.correct_margin_percentile(margins) == 1.0  # the 1st of the 8 positive ones
+    assert M.correct_margin_percentile(np.array([-1.0, -0.5])) == -0.5  # none positive
+
+
+def test_outputs_that_overflow_count_as_errors():
+    """A perturbation that drives the outputs to inf or NaN misclassifies: the flatness
+    search must see the error rise, never fall."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3, 2))
+    error = M.subset_error(x, np.array([0, 1] * 4))
+    huge = {"U": np.full((2, 2), 1e30), "W": np.full((2, 2), 1e30), "V": np.full((2, 2), 1e30)}
+    assert error(huge) == 1.0
