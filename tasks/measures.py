@@ -84,9 +84,9 @@ def model_measures(
         t1 = time.perf_counter()
         # a fixed, class-balanced subset: the first reviews of each class
         half = min(settings.flatness_reviews, len(train)) // 2
-        rows = np.concatenate([np.flatnonzero(train.labels == c)[:half] for c in (0, 1)])
-        x = embed(train.ids[rows], emb).numpy()
-        error = M.subset_error(x, train.labels[rows])
+        subset = np.concatenate([np.flatnonzero(train.labels == c)[:half] for c in (0, 1)])
+        x = embed(train.ids[subset], emb).numpy()
+        error = M.subset_error(x, train.labels[subset])
         rows += M.flatness_rows(
             spec.run_id,
             weights,
