@@ -111,7 +111,8 @@ class MeasureInfo:
 
 
 _JIANG = "Jiang, Neyshabur, Mobahi, Krishnan & Bengio (ICLR 2020), Appendix C"
-_UNROLLED = "on the unrolled network (U, W x (L-1), V), γ = 10th-percentile margin of the correctly classified training examples (our adaptation)"
+_GAMMA = "γ = 10th-percentile margin of the correctly classified training examples (our adaptation)"
+_UNROLLED = f"on the unrolled network (U, W x (L-1), V), {_GAMMA}"
 
 MEASURES: tuple[MeasureInfo, ...] = (
     MeasureInfo(
@@ -197,7 +198,7 @@ MEASURES: tuple[MeasureInfo, ...] = (
     MeasureInfo(
         "inverse_margin",
         "train",
-        f"{_JIANG}, eq. (22) inverse-margin 1/γ², γ = 10th-percentile margin of the correctly classified training examples (our adaptation)",
+        f"{_JIANG}, eq. (22) inverse-margin 1/γ², {_GAMMA}",
         "weights",
     ),
     MeasureInfo(
