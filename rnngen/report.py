@@ -868,7 +868,7 @@ def wall_times(inputs: Inputs) -> list[list[str]]:
     if inputs.spectrum is not None and inputs.spectrum.num_rows:
         total = float(np.nansum(A.column(inputs.spectrum, "seconds")))
         rows.append(["spectrum", _duration(total), "—"])
-    runs = inputs.runs.to_pylist()
+    runs = inputs.runs.to_pylist() if inputs.runs is not None else []
     timed = [r for r in runs if r["finished_at"] and r["seconds"] is not None]
     if timed:
         total = sum(r["seconds"] for r in timed)
