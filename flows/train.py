@@ -18,8 +18,8 @@ from rnngen.profiles import get_profile
 from rnngen.settings import TrainSettings
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import publish_provenance
-from rnngen_tasks.executor import run_grid
-from rnngen_tasks.train import build_grid, prepare_training, publish_grid
+from rnngen_tasks.executor import run_grid, show_skipped
+from rnngen_tasks.train import build_grid, cell_name, prepare_training, publish_grid
 
 # Threads that wait on cells in flight: more than any cluster here runs at once (a thread
 # only waits on its Ray task; Ray decides when and where the cell runs).
@@ -62,7 +62,11 @@ def train(
         specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
         ray_pool.connect(ray_address)
         todo, step = prepare_training(out, specs, device, profile, settings)
-        counts = run_grid(step, specs, todo) if step is not None else None
+        if step is not None:
+            counts = run_grid(step, specs, todo)
+        else:  # every cell on disk: each still shows as a Skipped task run
+            counts = None
+            show_skipped("train", [cell_name(s) for s in specs])
         publish_grid(out, specs)
         done = counts.as_dict() if counts else {"total": len(specs), "skipped": len(specs)}
         result = {k: done.get(k, 0) for k in ("total", "skipped", "done", "diverged", "failed")}

@@ -171,6 +171,17 @@ def skipped_unit(message: str) -> State:
     return Completed(name="Skipped", message=message)
 
 
+def show_skipped(stage: str, names: list[str]) -> None:
+    """One Skipped task run per unit when a grid has nothing to do (no step is built)."""
+    options = {"name": f"{stage}-unit", "tags": [f"stage:{stage}"]}
+    wait(
+        [
+            skipped_unit.with_options(**options, task_run_name=n).submit(f"{n}: already done")
+            for n in names
+        ]
+    )
+
+
 def _stop(step: Step, on_stop: Callable[[], None] | None) -> None:
     step.compact()
     if on_stop is not None:
