@@ -79,7 +79,7 @@ def test_every_stage_through_the_cli(corpus_out):
         (("train", "--optimizer", "adamw"), "optimizer"),
         (("study", "--profile", "nope"), "Invalid value for '--profile'"),
         (("train", "--device", "gpu"), "Invalid value for '--device'"),
-        (("bounds", "--delta", "2"), "--delta must be in (0, 1)"),
+        (("bounds", "--delta", "2"), "--delta must be a number in (0, 1)"),
         (("spectrum", "--L", "-5"), "--L must be a positive integer"),
     ],
 )

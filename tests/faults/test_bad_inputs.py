@@ -237,7 +237,7 @@ CONFIGS = {
         ["Invalid value for '--optimizer'", "'adamw' is not one of"],
     ),
     "--profile nope": (["train", "--profile", "nope"], ["Invalid value for '--profile'"]),
-    "--delta 2": (["bounds", "--delta", "2"], ["--delta must be in (0, 1), got 2.0"]),
+    "--delta 2": (["bounds", "--delta", "2"], ["--delta must be a number in (0, 1), got 2.0"]),
 }
 
 
