@@ -152,6 +152,9 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         axes={"hidden": (32, 128), "n_train": (1000, 4000, 16000), "epochs": (4, 16)},
         device="auto",
+        # flatness on 500 training reviews per model (108 models × 2 searches on two CPU
+        # cores); 1,000 bootstrap resamples for the ranking's intervals
+        stages={"measures": {"flatness_reviews": 500, "n_resamples": 1000}},
         out="data/zoo",
     ),
 }
