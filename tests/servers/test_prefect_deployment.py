@@ -61,9 +61,12 @@ def _run_watched(deployment: str, params: dict, env: dict) -> str:
         env,
         timeout=360,
     )
-    assert started.returncode == 0, started.stdout[-4000:]
-    assert "Flow run finished successfully in 'Completed'" in started.stdout, started.stdout
-    return re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
+    found = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout)
+    ok = started.returncode == 0 and "finished successfully in 'Completed'" in started.stdout
+    if not ok:  # the run's own logs say why it crashed; the watch output does not
+        logs = run([BIN / "prefect", "flow-run", "logs", found.group(1)], env, timeout=60)
+        raise AssertionError(f"{started.stdout[-3000:]}\n--- flow run logs:\n{logs.stdout[-6000:]}")
+    return found.group(1)
 
 
 def _api(url: str):
