@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from rnngen.io import output_lock
 from rnngen.settings import BoundsSettings
 from rnngen_tasks import ray_pool
-from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.artifacts import labelled, publish_provenance, run_name
 from rnngen_tasks.bounds import BoundsStep, publish_best
 from rnngen_tasks.executor import run_grid
 
@@ -23,7 +23,7 @@ MODELS_IN_FLIGHT = 128  # threads that only wait on their Ray task
 @flow(
     name="bounds",
     log_prints=True,
-    flow_run_name="bounds",
+    flow_run_name=run_name("bounds"),
     task_runner=ThreadPoolTaskRunner(max_workers=MODELS_IN_FLIGHT),
 )
 def bounds(
@@ -43,7 +43,7 @@ def bounds(
         max_retries=max_retries,
         gpu_fraction=gpu_fraction,
     )
-    with output_lock(out):
+    with output_lock(out), labelled("bounds"):
         publish_provenance("bounds", out)
         step = BoundsStep(out, settings, device)
         todo = step.pending()

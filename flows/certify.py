@@ -16,7 +16,7 @@ from rnngen.errors import UserError
 from rnngen.io import output_lock
 from rnngen.profiles import get_profile
 from rnngen_tasks import ray_pool
-from rnngen_tasks.artifacts import publish_provenance, publish_table
+from rnngen_tasks.artifacts import labelled, publish_provenance, publish_table, run_name
 from rnngen_tasks.certify import CertifyStep
 from rnngen_tasks.executor import run_grid
 from rnngen_tasks.grid import build_grid
@@ -27,7 +27,7 @@ SUMMARY = ("L", "sigma", "seed", "certificate", "kl", "emp_error_mc", "test_erro
 @flow(
     name="certify",
     log_prints=True,
-    flow_run_name="certify {profile}",
+    flow_run_name=run_name("certify"),
     task_runner=ThreadPoolTaskRunner(max_workers=64),
 )
 def certify(
@@ -45,8 +45,8 @@ def certify(
     are CertifySettings fields over the profile's (`stages.certify`) and the defaults."""
     prof = get_profile(profile)
     chosen = CertifySettings(**{**prof.stages.get("certify", {}), **(settings or {})})
-    with output_lock(out):
-        publish_provenance("certify", out)
+    with output_lock(out), labelled("certify", profile):
+        publish_provenance("certify", out, profile)
         specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
         step = CertifyStep(out, specs, chosen, max_retries)
         todo = step.pending()

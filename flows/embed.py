@@ -7,11 +7,11 @@ from prefect import flow
 from rnngen.corpus import check_lengths
 from rnngen.io import output_lock
 from rnngen.text import TokenizerConfig
-from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.artifacts import labelled, publish_provenance, run_name
 from rnngen_tasks.data import build_corpus_task, fetch_imdb, summarize_lengths
 
 
-@flow(name="embed", log_prints=True)
+@flow(name="embed", log_prints=True, flow_run_name=run_name("embed"))
 def embed(
     out: str = "data",
     lengths: list[int] | None = None,
@@ -20,7 +20,7 @@ def embed(
     tokenizer: TokenizerConfig | None = None,
 ) -> str:
     """Fetch and verify IMDB, tokenize it into GloVe ids, summarize each window length L."""
-    with output_lock(out):
+    with output_lock(out), labelled("embed"):
         publish_provenance("embed", out)
         lengths = check_lengths(lengths)
         tokenizer = tokenizer or TokenizerConfig()

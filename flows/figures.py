@@ -6,13 +6,13 @@ from prefect import flow
 
 from rnngen.io import output_lock
 from rnngen.layout import Layout
-from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.artifacts import labelled, publish_provenance, run_name
 from rnngen_tasks.figures import draw_figures
 
 
-@flow(name="figures", log_prints=True)
+@flow(name="figures", log_prints=True, flow_run_name=run_name("figures"))
 def figures(out: str = "data") -> list[str]:
-    with output_lock(out):
+    with output_lock(out), labelled("figures"):
         publish_provenance("figures", out)
         paths, drawn = draw_figures(out)
         if drawn:

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from rnngen.io import output_lock
 from rnngen.settings import MeasuresSettings
 from rnngen_tasks import ray_pool
-from rnngen_tasks.artifacts import publish_provenance, publish_table
+from rnngen_tasks.artifacts import labelled, publish_provenance, publish_table, run_name
 from rnngen_tasks.executor import run_grid
 from rnngen_tasks.measures import MeasuresStep, rank_folder
 
@@ -23,7 +23,7 @@ MODELS_IN_FLIGHT = 128  # threads that only wait on their Ray task
 @flow(
     name="measures",
     log_prints=True,
-    flow_run_name="measures",
+    flow_run_name=run_name("measures"),
     task_runner=ThreadPoolTaskRunner(max_workers=MODELS_IN_FLIGHT),
 )
 def measures(
@@ -43,7 +43,7 @@ def measures(
         flatness_reviews=flatness_reviews,
         max_retries=max_retries,
     )
-    with output_lock(out):
+    with output_lock(out), labelled("measures"):
         publish_provenance("measures", out)
         step = MeasuresStep(out, settings)
         todo = step.pending()

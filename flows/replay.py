@@ -20,6 +20,7 @@ from rnngen.layout import Layout
 from rnngen.settings import TrainSettings
 from rnngen.specs import RunSpec
 from rnngen_tasks import ray_pool
+from rnngen_tasks.artifacts import labelled, run_name
 from rnngen_tasks.data import corpus_pointer
 from rnngen_tasks.executor import run_grid
 from rnngen_tasks.store import Store
@@ -54,7 +55,7 @@ def _link_corpus(corpus_from: str, scratch: Path, data_key: str) -> None:
 @flow(
     name="replay",
     log_prints=True,
-    flow_run_name="replay",
+    flow_run_name=run_name("replay"),
     task_runner=ThreadPoolTaskRunner(max_workers=16),
 )
 def replay(
@@ -66,6 +67,13 @@ def replay(
 ) -> dict[str, Any]:
     """Retrain `cells` committed cells of `out` into `scratch` (a new temporary folder by
     default), print one line per cell and the verdict."""
+    with labelled("replay"):
+        return _replay(out, cells, scratch, corpus_from, ray_address)
+
+
+def _replay(
+    out: str, cells: int, scratch: str | None, corpus_from: str, ray_address: str | None
+) -> dict[str, Any]:
     store = Store(out)
     runs = store.rows("runs")
     chosen = R.choose_cells(runs, cells)

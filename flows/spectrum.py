@@ -13,14 +13,14 @@ from rnngen.errors import UserError
 from rnngen.io import output_lock
 from rnngen.settings import SpectrumSettings
 from rnngen_tasks import ray_pool
-from rnngen_tasks.artifacts import publish_provenance, publish_table
+from rnngen_tasks.artifacts import labelled, publish_provenance, publish_table, run_name
 from rnngen_tasks.executor import run_grid
 from rnngen_tasks.spectrum import SpectrumStep, uncertified_error
 
 SUMMARY = ("L", "n", "lambda_min", "lambda_min_residual", "lambda_max", "status", "seconds")
 
 
-@flow(name="spectrum", log_prints=True, flow_run_name="spectrum")
+@flow(name="spectrum", log_prints=True, flow_run_name=run_name("spectrum"))
 def spectrum(
     out: str = "data",
     lengths: list[int] | None = None,
@@ -32,7 +32,7 @@ def spectrum(
 ) -> list[dict]:
     """One certified row per L in results/spectrum.parquet (rows already there are kept)."""
     settings = SpectrumSettings(tol=tol)
-    with output_lock(out):
+    with output_lock(out), labelled("spectrum"):
         publish_provenance("spectrum", out)
         lengths = check_lengths(lengths)
         step = SpectrumStep(out, settings, n_train, workers, check_dense)

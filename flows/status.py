@@ -12,11 +12,15 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from rnngen.analysis import experiment_label, experiments
 from rnngen.io import read_parquet
 from rnngen.layout import Layout
-from rnngen.schemas import RUNS, to_table
-from rnngen_tasks.store import Store
+
+# `rnngen status` answers in well under a second: it reads the results with pyarrow alone
+# (no torch, scipy, pydantic, Prefect or Ray), so the store's reader and the analysis helpers
+# (which import them) are not used here; tests/unit/test_cli_startup.py checks both agree.
+RUN_COLUMNS = ("run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json")
+# Spec fields that describe an experiment in a label (rnngen.analysis.experiment_label).
+LABEL_FIELDS = ("hidden", "epochs", "optimizer", "lr", "batch_size", "w_row_sum_max", "n_train")
 
 MARK = {
     "done": "[green]done[/]",
@@ -91,17 +95,59 @@ def _running(layout: Layout) -> dict[str, dict]:
     return state.get("running", {})
 
 
+def run_rows(layout: Layout) -> list[dict]:
+    """The runs table's rows (its columns for the grid), with the fragments of a train not
+    compacted yet merged in: a fragment's row replaces its run's row (tasks/store.py)."""
+    rows = {}
+    if layout.runs.is_file():
+        rows = {r["run_id"]: r for r in _read_runs(layout.runs)}
+    folder = layout.fragments("runs")
+    for fragment in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        rows.update((r["run_id"], r) for r in _read_runs(fragment))
+    return sorted(rows.values(), key=_grid_order)
+
+
+def _grid_order(row: dict) -> tuple:
+    return tuple((row[c] is None, row[c] or 0) for c in ("L", "sigma", "seed", "run_id"))
+
+
+def _read_runs(path: Path) -> list[dict]:
+    table = read_parquet(path, required=RUN_COLUMNS)
+    return table.select(list(RUN_COLUMNS)).to_pylist()
+
+
+def experiments(rows: list[dict]) -> list[str]:
+    """experiment_ids, the one with most finished runs first (ties: by id)."""
+    done = defaultdict(int)
+    for r in rows:
+        done[r["experiment_id"]] += r["status"] == "done"
+    return sorted(done, key=lambda e: (-done[e], e))
+
+
+def experiment_label(row: dict) -> str:
+    """'hidden 128, 10 epochs, adam lr 0.0005, batch 64, ...' from one run of it."""
+    s = {k: json.loads(row["spec_json"]).get(k) for k in LABEL_FIELDS}
+    parts = [
+        f"hidden {s['hidden']}",
+        f"{s['epochs']} epochs",
+        f"{s['optimizer']} lr {s['lr']:g}",
+        f"batch {s['batch_size']}",
+    ]
+    if s["w_row_sum_max"] is not None:
+        parts.append(f"β_W ≤ {s['w_row_sum_max']:g}")
+    if s["n_train"] is not None:
+        parts.append(f"{s['n_train']} train reviews")
+    return ", ".join(parts)
+
+
 def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
     """One table per experiment: L × σ rows, one column per seed (done / running / failed /
     diverged). Runs that differ in anything but L, σ and seed are never counted together."""
     running, now = _running(layout), time.time()
-    columns = ["run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json"]
-    stored = Store(layout.out).rows("runs")  # with the rows of a train still running
-    runs = to_table(stored, RUNS).select(columns) if stored else None
-    rows = runs.to_pylist() if runs is not None else []
+    rows = run_rows(layout)  # with the rows of a train still running
     if not rows and not running:
         return []
-    order = experiments(runs) if rows else []
+    order = experiments(rows)
     tables = []
     for eid in order:
         mine = [r for r in rows if r["experiment_id"] == eid]
@@ -111,7 +157,7 @@ def grid_tables(layout: Layout) -> list[tuple[str, Table]]:
             for rid, cell in running.items()
             if rid not in ids and cell.get("experiment_id") == eid
         ]
-        label = experiment_label(runs, eid)
+        label = experiment_label(mine[0])
         busy = sum(c["status"] == "running" for c in live)
         headline = (
             f"training grid ({label}): {len(mine)} cells on disk, "

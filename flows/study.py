@@ -24,12 +24,12 @@ from rnngen_flows.report import report
 from rnngen_flows.spectrum import spectrum
 from rnngen_flows.train import train
 from rnngen_tasks import ray_pool
-from rnngen_tasks.artifacts import publish_artifacts, publish_provenance
+from rnngen_tasks.artifacts import labelled, publish_artifacts, publish_provenance, run_name
 from rnngen_tasks.spectrum import check_spectrum
 from rnngen_tasks.train import build_grid
 
 
-@flow(name="study", log_prints=True)
+@flow(name="study", log_prints=True, flow_run_name=run_name("study"))
 def study(
     profile: str = "quick",
     out: str = "data",
@@ -38,32 +38,37 @@ def study(
     delta: float = 0.05,
     device: str | None = None,
     pack_size: int | None = None,
+    lengths: list[int] | None = None,
+    sigmas: list[float] | None = None,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every stage for the profile; return the paths and headline numbers.
 
-    `device` ('auto', 'cpu' or 'cuda') and `pack_size` override the profile's choices for
-    training.
+    `profile`: a built-in profile's name or a profile file (`*.toml`). `device` ('auto',
+    'cpu' or 'cuda') and `pack_size` override the profile's choices for training;
+    `lengths`, `sigmas`, `seeds` and `overrides` (RunSpec fields) its grid, as for `train`.
     """
-    with output_lock(out):
-        publish_provenance("study", out)
+    with output_lock(out), labelled("study", profile):
+        publish_provenance("study", out, profile)
         prof = get_profile(profile)
-        key = embed(out=out, lengths=list(prof.lengths), imdb_path=imdb_path)
-        build_grid(out, profile)  # validate the whole grid before any Ray work starts
+        lengths = list(prof.lengths if lengths is None else lengths)
+        key = embed(out=out, lengths=lengths, imdb_path=imdb_path)
+        # validate the whole grid before any Ray work starts
+        build_grid(out, profile, lengths, sigmas, seeds, overrides)
         ray_pool.connect(ray_address)
-        check_spectrum(out, list(prof.lengths), prof.spectrum_n_train)
+        check_spectrum(out, lengths, prof.spectrum_n_train)
         train(
             out=out,
             profile=profile,
+            lengths=lengths,
+            sigmas=sigmas,
+            seeds=seeds,
             ray_address=ray_address,
-            overrides={"device": device} if device else None,
+            overrides={**(overrides or {}), **({"device": device} if device else {})} or None,
             pack_size=pack_size,
         )
-        spectrum(
-            out=out,
-            lengths=list(prof.lengths),
-            n_train=prof.spectrum_n_train,
-            ray_address=ray_address,
-        )
+        spectrum(out=out, lengths=lengths, n_train=prof.spectrum_n_train, ray_address=ray_address)
         bounds(out=out, delta=delta, ray_address=ray_address, gpu_fraction=prof.gpu_fraction)
         measures(out=out, ray_address=ray_address, **prof.stages.get("measures", {}))
         paths = figures(out=out)

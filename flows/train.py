@@ -17,7 +17,7 @@ from rnngen.io import output_lock
 from rnngen.profiles import get_profile
 from rnngen.settings import TrainSettings
 from rnngen_tasks import ray_pool
-from rnngen_tasks.artifacts import publish_provenance
+from rnngen_tasks.artifacts import labelled, publish_provenance, run_name
 from rnngen_tasks.executor import run_grid, show_skipped
 from rnngen_tasks.train import build_grid, cell_name, prepare_training, publish_grid
 
@@ -29,7 +29,7 @@ CELLS_IN_FLIGHT = 128
 @flow(
     name="train",
     log_prints=True,
-    flow_run_name="train {profile}",
+    flow_run_name=run_name("train"),
     task_runner=ThreadPoolTaskRunner(max_workers=CELLS_IN_FLIGHT),
 )
 def train(
@@ -55,8 +55,8 @@ def train(
         gpu_fraction=prof.gpu_fraction,
         pack_size=prof.pack_size if pack_size is None else pack_size,
     )
-    with output_lock(out):
-        publish_provenance("train", out)
+    with output_lock(out), labelled("train", profile):
+        publish_provenance("train", out, profile)
         overrides = dict(overrides or {})
         device = overrides.pop("device", prof.device)
         specs = build_grid(out, profile, lengths, sigmas, seeds, overrides)
@@ -66,7 +66,7 @@ def train(
             counts = run_grid(step, specs, todo)
         else:  # every cell on disk: each still shows as a Skipped task run
             counts = None
-            show_skipped("train", [cell_name(s) for s in specs])
+            show_skipped("train", [cell_name(s) for s in specs], profile)
         publish_grid(out, specs)
         done = counts.as_dict() if counts else {"total": len(specs), "skipped": len(specs)}
         result = {k: done.get(k, 0) for k in ("total", "skipped", "done", "diverged", "failed")}

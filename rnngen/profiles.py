@@ -161,6 +161,11 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
+    """A built-in profile by name, or the profile in a file `*.toml` (rnngen/profile_file.py)."""
+    if str(name).endswith(".toml"):
+        from rnngen.profile_file import load_profile_file  # it imports this module
+
+        return load_profile_file(name)
     try:
         return PROFILES[name]
     except KeyError:

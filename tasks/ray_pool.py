@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import signal
 import socket
 import threading
 from collections.abc import Callable
 
-import ray
-
 from rnngen.errors import UserError
 from rnngen.resources import Request, gigabytes
 from rnngen_tasks.tokens import secure_local_token
+
+
+class _Ray:
+    """`ray`, imported on first use: deciding what a stage has to do reads its steps (which
+    import this module) and should not load Ray (seconds) when the answer is "nothing".
+    The first attribute read puts the real module in its place."""
+
+    def __getattr__(self, name: str):
+        import ray as module
+
+        globals()["ray"] = module
+        return getattr(module, name)
+
+
+ray = _Ray()
 
 _chosen: dict | None = None  # what connect() chose; Ray starts or attaches on first use
 
@@ -70,22 +84,80 @@ def _keeping_sigterm():
             signal.signal(signal.SIGTERM, previous)
 
 
+# What a local run of the pipeline needs of Ray beyond its core (GCS, raylet, workers):
+# nothing. The dashboard is left out (include_dashboard=False: no web UI, no dashboard
+# modules; Ray still runs its small API server for the state and job APIs) and so is the
+# metrics pipeline (no metrics collection or export from the node agent). The log monitor
+# stays: workers' prints and errors reach the driver through it (log_to_driver).
+LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False}
+
+
 def _init(address: str | None, num_cpus: int | None) -> None:
+    local = address in (None, "", "local")
     note = secure_local_token(address)  # before Ray writes a token readable by everyone
     if note:
         print(f"note: {note}")
+    _say_token_auth_once(local)
     try:
-        if address in (None, "", "local"):
+        if local:
             ray.init(
                 address="local",
                 num_cpus=num_cpus or os.cpu_count(),
                 include_dashboard=False,
                 log_to_driver=True,
+                _system_config=LOCAL_SYSTEM_CONFIG,
             )
         else:
             ray.init(address=address, log_to_driver=True)
     except (OSError, RuntimeError, ValueError) as err:
         raise _unreachable(address, err) from err
+
+
+# Ray warns, in three lines, that it turned token authentication on by itself whenever
+# RAY_AUTH_MODE is unset. rnngen keeps it on on purpose, so it says so once, in its own words.
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_said_auth: list[bool] = []
+
+
+def _token_line() -> str:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        where = "from RAY_AUTH_TOKEN"
+    else:
+        where = f"in {os.environ.get('RAY_AUTH_TOKEN_PATH') or '~/.ray/auth_token'}"
+    return (
+        f"Ray: token authentication on (token {where}, readable by you only); "
+        "RAY_AUTH_MODE=disabled turns it off."
+    )
+
+
+class _OwnAuthLine(logging.Filter):
+    """Ray's 'Token authentication is enabled ... RAY_AUTH_MODE=disabled to opt out'
+    becomes rnngen's line, said once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Token authentication is enabled" not in record.getMessage():
+            return True
+        if not _said_auth:
+            _said_auth.append(True)
+            print(_token_line())
+        return False
+
+
+def _say_token_auth_once(local: bool) -> None:
+    """For a local Ray, ask for token authentication explicitly when the user did not say
+    (Ray turns it on then anyway, with its warning), and say so once; for a cluster, turn
+    Ray's warning (when it has one) into the same line."""
+    logger = logging.getLogger(_AUTH_LOGGER)
+    if not any(isinstance(f, _OwnAuthLine) for f in logger.filters):
+        logger.addFilter(_OwnAuthLine())
+    if local and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"  # also for the processes Ray starts
+        # Ray read its settings when it was imported: have it read them again (what Ray's
+        # own default does after setting the variable).
+        ray._raylet.Config.initialize("")
+        if not _said_auth:
+            _said_auth.append(True)
+            print(_token_line())
 
 
 def _unreachable(address: str | None, err: Exception) -> UserError:
