@@ -49,6 +49,14 @@ class Profile:
     out: str = "data"  # the folder its deployment writes to (the CLI's --out default is data)
 
 
+# The later stages' settings of the profiles trained on the full data: flatness searched on
+# 500 training reviews per model (two bisections of Monte Carlo passes per model, affordable
+# on two CPU cores for a few hundred models), the ranking's intervals from 1,000 bootstrap
+# resamples of the models.
+FULL_DATA_STAGES: dict[str, dict[str, Any]] = {
+    "measures": {"flatness_reviews": 500, "n_resamples": 1000}
+}
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick",
@@ -69,6 +77,7 @@ PROFILES: dict[str, Profile] = {
         sigmas=PAPER_SIGMAS,
         seeds=(0, 1, 2, 3, 4),
         device="auto",
+        stages=FULL_DATA_STAGES,
         out="data/paper",
     ),
     "paper-long": Profile(
@@ -80,6 +89,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         train={"epochs": 40},
         device="auto",
+        stages=FULL_DATA_STAGES,
         out="data/paper-long",
     ),
     "sigma-wide": Profile(
@@ -90,6 +100,7 @@ PROFILES: dict[str, Profile] = {
         sigmas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5),
         seeds=(0, 1, 2),
         device="auto",
+        stages=FULL_DATA_STAGES,
         out="data/sigma-wide",
     ),
     "constrained": Profile(
@@ -101,6 +112,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         train={"w_row_sum_max": 1.0},
         device="auto",
+        stages=FULL_DATA_STAGES,
         out="data/constrained",
     ),
     "constrained-099": Profile(
@@ -113,6 +125,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         train={"w_row_sum_max": 0.99},
         device="auto",
+        stages=FULL_DATA_STAGES,
         out="data/constrained-099",
     ),
     "fit": Profile(
@@ -125,6 +138,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2, 3, 4),
         train={"n_train": 2500, "epochs": 60, "stop_train_accuracy": 0.99},
         device="auto",
+        stages=FULL_DATA_STAGES,
         out="data/fit",
     ),
     "certificates": Profile(
@@ -152,9 +166,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         axes={"hidden": (32, 128), "n_train": (1000, 4000, 16000), "epochs": (4, 16)},
         device="auto",
-        # flatness on 500 training reviews per model (108 models × 2 searches on two CPU
-        # cores); 1,000 bootstrap resamples for the ranking's intervals
-        stages={"measures": {"flatness_reviews": 500, "n_resamples": 1000}},
+        stages=FULL_DATA_STAGES,
         out="data/zoo",
     ),
 }
