@@ -30,6 +30,7 @@ Conventions, stated once:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,30 @@ def kendall_tau(measure: ArrayLike, target: ArrayLike) -> float:
         return math.nan
     if np.ptp(x) == 0.0:
         return 0.0
-    return float(stats.kendalltau(x, y).statistic)
+    if x.size > PAIRWISE_MAX:
+        return float(stats.kendalltau(x, y).statistic)
+    return _tau_b_pairwise(x, y)
+
+
+# Up to this many models τ-b is computed over the explicit pairs (below); above, by scipy.
+PAIRWISE_MAX = 400
+
+
+@functools.lru_cache(maxsize=512)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, 1)
+
+
+def _tau_b_pairwise(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's τ-b from its definition (Kendall 1945; scipy.stats.kendalltau's `b`):
+    (n_c − n_d) / sqrt((n₀ − n₁)(n₀ − n₂)), n₀ − n₁ and n₀ − n₂ the pairs untied in x and
+    in y. Written out because the granulated τ and its bootstrap take τ of ~10⁶ groups of
+    2–50 models, where scipy's fixed cost per call (~0.5 ms, for sorting-based code meant
+    for long vectors) is 20–50× the arithmetic; a test checks it against scipy with ties."""
+    i, j = _pairs(x.size)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    untied = float(np.count_nonzero(dx)) * float(np.count_nonzero(dy))
+    return float(np.dot(dx, dy) / math.sqrt(untied)) if untied > 0 else math.nan
 
 
 def _finite_pairs(measure: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

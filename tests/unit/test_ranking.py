@@ -20,6 +20,20 @@ def test_tau_is_scipys_kendall_tau_b() -> None:
     assert R.kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 17, 120, R.PAIRWISE_MAX, R.PAIRWISE_MAX + 1])
+def test_pairwise_tau_b_equals_scipy_with_ties_in_both(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(20):
+        x = rng.integers(0, 3, n).astype(float)  # heavy ties in x and in y
+        y = rng.integers(0, 4, n).astype(float)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        expected = stats.kendalltau(x, y, variant="b").statistic
+        assert R.kendall_tau(x, y) == pytest.approx(expected, abs=1e-12)
+    # all pairs tied in the measure but one: τ-b from its definition by hand
+    assert R.kendall_tau([1.0, 1.0, 2.0], [1.0, 2.0, 3.0]) == pytest.approx(2 / math.sqrt(2 * 3))
+
+
 def test_tau_conventions_for_constant_and_non_finite_values() -> None:
     assert R.kendall_tau([5, 5, 5], [1, 2, 3]) == 0.0  # a constant measure orders no pair
     assert math.isnan(R.kendall_tau([1, 2, 3], [4, 4, 4]))  # nothing to rank
