@@ -715,6 +715,14 @@ def measures(
     n_resamples: Annotated[
         int, typer.Option(help="Bootstrap resamples of the models for the intervals, at least 10.")
     ] = 1000,
+    pool: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Other output folders whose measures are computed: the ranking is also made "
+            "over their models and this folder's together (scope 'pooled: …'). Default: the "
+            "folders the last ranking was pooled with."
+        ),
+    ] = None,
     ray_address: RayAddress = None,
 ) -> None:
     """The generalization measures of every trained model (results/measures.parquet) and
@@ -726,7 +734,12 @@ def measures(
     _require(out, "train")
     settings = _check(_measures_settings, delta, flatness, flatness_reviews)
     final = f"wrote {out / 'results' / 'measures.parquet'} and measure_ranking.parquet"
-    if _done(_check(precheck.measures_done, out, settings, n_resamples), final):
+    if pool is not None:
+        from rnngen_tasks.measures import check_pool
+
+        _check(check_pool, str(out), [str(p) for p in pool])
+    folders = [str(p) for p in pool] if pool is not None else None
+    if _done(_check(precheck.measures_done, out, settings, n_resamples, folders), final):
         return
     _check_ray(ray_address)
     _private_ray_token(ray_address)
@@ -740,6 +753,7 @@ def measures(
         flatness=flatness,
         flatness_reviews=flatness_reviews,
         n_resamples=n_resamples,
+        pool=folders,
         ray_address=ray_address,
     )
     typer.echo(final)

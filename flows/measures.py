@@ -15,7 +15,7 @@ from rnngen.settings import MeasuresSettings
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import labelled, publish_provenance, publish_table, run_name
 from rnngen_tasks.executor import run_grid
-from rnngen_tasks.measures import MeasuresStep, rank_folder
+from rnngen_tasks.measures import THIS_FOLDER, MeasuresStep, rank_folder
 
 MODELS_IN_FLIGHT = 128  # threads that only wait on their Ray task
 
@@ -34,9 +34,11 @@ def measures(
     flatness_reviews: int = 2000,
     max_retries: int = 1,
     n_resamples: int = 1000,
+    pool: list[str] | None = None,
 ) -> dict[str, int]:
     """Compute every measure of every trained model whose rows are missing or stale, then
-    rank the measures over the folder's models."""
+    rank the measures over the folder's models, and with `pool` (folders whose measures are
+    computed; None: those of the last ranking) over this folder's and theirs together."""
     settings = MeasuresSettings(
         delta=delta,
         flatness=flatness,
@@ -52,8 +54,8 @@ def measures(
             step.prepare(todo)
             print(f"measures: {len(todo)} of {len(step.units)} models to compute")
         counts = run_grid(step, step.units, todo)
-        ranking = rank_folder(out, n_resamples) if step.units else []
-        top = [r for r in ranking if r["target"] == "clean_gap"][:5]
+        ranking = rank_folder(out, n_resamples, pool) if step.units else []
+        top = [r for r in ranking if r["target"] == "clean_gap" and r["scope"] == THIS_FOLDER][:5]
         publish_table(
             "measure-ranking",
             [{k: r[k] for k in ("rank", "measure", "psi", "psi_lo", "psi_hi", "tau")} for r in top],

@@ -174,11 +174,13 @@ def bounds_done(out: Path | str, settings, device: str) -> Lines | None:
     return [f"bounds: {n} models: {n} already done, 0 computed, 0 not computed (reason in the row)"]
 
 
-def measures_done(out: Path | str, settings, n_resamples: int) -> Lines | None:
+def measures_done(
+    out: Path | str, settings, n_resamples: int, pool: list[str] | None = None
+) -> Lines | None:
     """Every model's measures current, and the ranking made from them with the same number
-    of resamples (the flow ranks again otherwise)."""
+    of resamples and, when `pool` is given, the same pool (the flow ranks again otherwise)."""
     from rnngen.io import read_metadata, read_parquet
-    from rnngen_tasks.measures import MeasuresStep
+    from rnngen_tasks.measures import THIS_FOLDER, MeasuresStep, check_pool, recorded_pool
 
     step = MeasuresStep(str(out), settings)
     if step.pending():
@@ -193,9 +195,20 @@ def measures_done(out: Path | str, settings, n_resamples: int) -> Lines | None:
         or any(_has_fragments(layout, t) for t in ("measures", "runs"))
         or read_metadata(ranking).get("n_resamples") != n_resamples
         or any(p.is_file() and _mtime(p) > _mtime(ranking) for p in inputs)
+        or (pool is not None and check_pool(str(out), pool) != recorded_pool(str(out)))
+        or any(
+            _mtime(p) > _mtime(ranking)
+            for f in recorded_pool(str(out))
+            for p in (Layout.at(f).measures, Layout.at(f).runs)
+            if p.is_file()
+        )
     ):
         return None
-    rows = [r for r in read_parquet(ranking).to_pylist() if r["target"] == "clean_gap"][:5]
+    rows = [
+        r
+        for r in read_parquet(ranking).to_pylist()
+        if r["target"] == "clean_gap" and r["scope"] == THIS_FOLDER
+    ][:5]
     return [
         f"measures: #{r['rank']} {r['measure']}: Ψ {r['psi']:+.3f} "
         f"[{r['psi_lo']:+.3f}, {r['psi_hi']:+.3f}], τ {r['tau']:+.3f} (clean gap)"

@@ -1072,6 +1072,7 @@ def measures_section(inputs: Inputs) -> list[str]:
             f" Theorem 3 of Tu et al. ranks {thm3['rank']} of {len(gap)} (Ψ {ci(thm3, 'psi')})."
         )
     out += [verdict, ""]
+    out += _pooled_ranking(rows, ci)
     if inputs.measures is not None and inputs.measures.num_rows:
         mrows = inputs.measures.to_pylist()
         bad = Counter((r["measure"], r["status"]) for r in mrows if r["status"] != "ok")
@@ -1098,6 +1099,56 @@ def measures_section(inputs: Inputs) -> list[str]:
         "",
     ]
     return out + mixing_note(inputs.measures, "The measures")
+
+
+def _pooled_ranking(rows: list[dict], ci) -> list[str]:
+    """The ranking over this folder's models and those of the folders it was pooled with
+    (scope 'pooled: …'), against the clean gap: a table and its verdict."""
+    pooled = [r for r in rows if r["target"] == "clean_gap" and r["scope"].startswith("pooled: ")]
+    if not pooled:
+        return []
+    axes = sorted(json.loads(pooled[0]["axes"]))
+    gen = {
+        r["measure"]: r
+        for r in rows
+        if r["target"] == "gen_error" and r["scope"] == pooled[0]["scope"]
+    }
+    folders = pooled[0]["scope"].removeprefix("pooled: ")
+    body = [
+        [
+            str(r["rank"]),
+            f"`{r['measure']}`",
+            ci(r, "psi"),
+            ci(r, "tau"),
+            *(fixed(json.loads(r["axes"]).get(a), 2, True) for a in axes),
+            fixed(gen[r["measure"]]["psi"], 2, True) if r["measure"] in gen else "—",
+            str(r["n_models"]),
+        ]
+        for r in pooled
+    ]
+    positive = [f"`{r['measure']}`" for r in pooled if r["psi_lo"] is not None and r["psi_lo"] > 0]
+    thm3 = next((r for r in pooled if r["measure"] == "tu2020_thm3"), None)
+    out = [
+        f"### Over every model of {folders}",
+        "",
+        f"The same ranking over the models of these folders together "
+        f"({max(r['n_models'] for r in pooled)} models; a run_id trained in two folders counts "
+        "once, the first folder's copy). The axes are the settings that vary among them, so "
+        "each granulated group still differs in one setting alone.",
+        "",
+    ]
+    out += table(
+        ["rank", "measure", "Ψ (clean gap)", "τ (clean gap)", *(f"ψ {a}" for a in axes),
+         "Ψ (gen. error)", "models"],
+        body,
+    ) + [""]  # fmt: skip
+    verdict = (
+        f"**Pooled verdict.** {len(positive)} of {len(pooled)} measures reach Ψ > 0 with the "
+        "whole interval above 0" + (": " + ", ".join(positive) if positive else "") + "."
+    )
+    if thm3 is not None:
+        verdict += f" Theorem 3 ranks {thm3['rank']} of {len(pooled)} (Ψ {ci(thm3, 'psi')})."
+    return out + [verdict, ""]
 
 
 def certificates_section(inputs: Inputs) -> list[str]:

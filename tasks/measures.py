@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from rnngen import schemas
 from rnngen.errors import DataError
 from rnngen.glove import GLOVE_DIM
 from rnngen.hashing import content_key
+from rnngen.io import read_metadata
+from rnngen.layout import Layout
 from rnngen.model import model_with
 from rnngen.provenance import machine_fields
 from rnngen.resources import Request, bound_stats_bytes
@@ -297,9 +300,64 @@ def ranking_rows(
     return out
 
 
-def rank_folder(out: str, n_resamples: int = R.N_RESAMPLES) -> list[dict[str, Any]]:
-    """Rank this folder's models and write results/measure_ranking.parquet."""
+THIS_FOLDER = "this folder"
+POOLED = "pooled: "  # the scope of a pooled ranking: "pooled: zoo, paper, …"
+
+
+def recorded_pool(out: str) -> list[str]:
+    """The folders the ranking of `out` was last pooled with (its file's metadata)."""
+    path = Layout.at(out).ranking
+    return list(read_metadata(path).get("pool") or []) if path.is_file() else []
+
+
+def check_pool(out: str, pool: list[str]) -> list[str]:
+    """The pool as absolute paths; a DataError naming each folder that has no measures."""
+    folders = [str(Path(f).resolve()) for f in pool]
+    here = str(Path(out).resolve())
+    missing = [
+        f
+        for f in folders
+        if f != here and not (Layout.at(f).measures.is_file() and Layout.at(f).runs.is_file())
+    ]
+    if missing:
+        raise DataError(
+            f"--pool: {', '.join(missing)} hold no results/measures.parquet and runs.parquet; "
+            "run `rnngen measures --out FOLDER` there first, or leave the folder out."
+        )
+    return [f for f in dict.fromkeys(folders) if f != here]
+
+
+def pooled_rows(out: str, pool: list[str], n_resamples: int) -> list[dict[str, Any]]:
+    """Every measure ranked over the models of `out` and of each pool folder together. A
+    run_id found in two folders (the same spec, trained twice) counts once: the copy of the
+    first folder in the order given, `out` first. The axes are the RunSpec fields that vary
+    over the pooled models, so granulated groups still differ in one setting alone."""
+    runs: list[dict[str, Any]] = []
+    measure_rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for folder in [out, *pool]:
+        store = Store(folder)
+        mine = [r for r in store.rows("runs") if r["run_id"] not in seen]
+        ids = {r["run_id"] for r in mine}
+        seen |= ids
+        runs += mine
+        measure_rows += [m for m in store.rows("measures") if m["run_id"] in ids]
+    scope = POOLED + ", ".join(Path(f).resolve().name for f in [out, *pool])
+    return ranking_rows(runs, measure_rows, scope, n_resamples)
+
+
+def rank_folder(
+    out: str, n_resamples: int = R.N_RESAMPLES, pool: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Rank this folder's models, and with `pool` (other folders with measures; None: the
+    pool of the last ranking, if its folders still hold measures) also every model of this
+    folder and the pool together; write results/measure_ranking.parquet."""
     store = Store(out)
-    rows = ranking_rows(store.rows("runs"), store.rows("measures"), "this folder", n_resamples)
-    store.replace("ranking", rows, {"n_resamples": n_resamples})
+    if pool is None:
+        pool = [f for f in recorded_pool(out) if Layout.at(f).measures.is_file()]
+    pool = check_pool(out, pool)
+    rows = ranking_rows(store.rows("runs"), store.rows("measures"), THIS_FOLDER, n_resamples)
+    if pool:
+        rows += pooled_rows(out, pool, n_resamples)
+    store.replace("ranking", rows, {"n_resamples": n_resamples, "pool": pool})
     return rows
