@@ -275,6 +275,14 @@ def _private_ray_token(ray_address: str | None) -> None:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True, markup=False)
 
 
+def _start(ray_address: str | None) -> None:
+    """What every command that runs a flow on Ray does first: the address checked, the
+    local token made private, Prefect's API ready."""
+    _check_ray(ray_address)
+    _private_ray_token(ray_address)
+    _prepare_prefect()
+
+
 def _prepare_prefect() -> None:
     """Before a flow runs: the watchdog, then Prefect's API (checked, or started)."""
     watchdog.start()
@@ -575,9 +583,7 @@ def bounds(
     final = f"wrote {out / 'results' / 'bounds.parquet'}"
     if _done(_check(precheck.bounds_done, out, settings, device.value), final):
         return
-    _check_ray(ray_address)
-    _private_ray_token(ray_address)
-    _prepare_prefect()
+    _start(ray_address)
     from rnngen_flows.bounds import bounds as bounds_flow
 
     _run(
@@ -669,9 +675,7 @@ def study(
         errors = precheck.spectrum_n_train_errors(n_train, grid_lengths, "spectrum_n_train")
         if errors:
             fail(f"profile {prof.name}: {errors[0]}")
-    _check_ray(ray_address)
-    _private_ray_token(ray_address)
-    _prepare_prefect()
+    _start(ray_address)
     from rnngen_flows.study import study as study_flow
 
     _run(
@@ -741,9 +745,7 @@ def measures(
     folders = [str(p) for p in pool] if pool is not None else None
     if _done(_check(precheck.measures_done, out, settings, n_resamples, folders), final):
         return
-    _check_ray(ray_address)
-    _private_ray_token(ray_address)
-    _prepare_prefect()
+    _start(ray_address)
     from rnngen_flows.measures import measures as measures_flow
 
     _run(
@@ -803,9 +805,7 @@ def certify(
     final = f"wrote {out / 'results' / 'certificates.parquet'}"
     if _done(_check(precheck.certify_done, out, specs, chosen), final):
         return
-    _check_ray(ray_address)
-    _private_ray_token(ray_address)
-    _prepare_prefect()
+    _start(ray_address)
     from rnngen_flows.certify import certify as certify_flow
 
     _run(
@@ -840,9 +840,7 @@ def replay(
         fail(f"--cells must be a positive number, got {cells}.")
     _require(out, "train", corpus=False)
     _require(corpus_from)
-    _check_ray(ray_address)
-    _private_ray_token(ray_address)
-    _prepare_prefect()
+    _start(ray_address)
     from rnngen_flows.replay import replay as replay_flow
 
     result = _run(

@@ -13,14 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from rnngen.io import read_parquet
+from rnngen.labels import spec_label
 from rnngen.layout import Layout
 
 # `rnngen status` answers in well under a second: it reads the results with pyarrow alone
 # (no torch, scipy, pydantic, Prefect or Ray), so the store's reader and the analysis helpers
 # (which import them) are not used here; tests/unit/test_cli_startup.py checks both agree.
 RUN_COLUMNS = ("run_id", "experiment_id", "L", "sigma", "seed", "status", "spec_json")
-# Spec fields that describe an experiment in a label (rnngen.analysis.experiment_label).
-LABEL_FIELDS = ("hidden", "epochs", "optimizer", "lr", "batch_size", "w_row_sum_max", "n_train")
 
 MARK = {
     "done": "[green]done[/]",
@@ -126,18 +125,7 @@ def experiments(rows: list[dict]) -> list[str]:
 
 def experiment_label(row: dict) -> str:
     """'hidden 128, 10 epochs, adam lr 0.0005, batch 64, ...' from one run of it."""
-    s = {k: json.loads(row["spec_json"]).get(k) for k in LABEL_FIELDS}
-    parts = [
-        f"hidden {s['hidden']}",
-        f"{s['epochs']} epochs",
-        f"{s['optimizer']} lr {s['lr']:g}",
-        f"batch {s['batch_size']}",
-    ]
-    if s["w_row_sum_max"] is not None:
-        parts.append(f"β_W ≤ {s['w_row_sum_max']:g}")
-    if s["n_train"] is not None:
-        parts.append(f"{s['n_train']} train reviews")
-    return ", ".join(parts)
+    return spec_label(row["spec_json"])
 
 
 def grid_tables(layout: Layout) -> list[tuple[str, Table]]:

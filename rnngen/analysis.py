@@ -28,6 +28,7 @@ from scipy import stats
 
 from rnngen.bounds import TERM_COLUMNS
 from rnngen.errors import DataError
+from rnngen.labels import settings_label
 
 SIGNIFICANCE = 0.05
 # The paper's λ_min(E xxᵀ) on all training data (its text and Appendix D), by L.
@@ -149,18 +150,7 @@ def experiment_settings(runs: pa.Table, experiment_id: str) -> dict[str, Any]:
 
 def experiment_label(runs: pa.Table, experiment_id: str) -> str:
     """'hidden 128, 10 epochs, adam lr 0.0005, batch 64, clip 5, ...' for a legend."""
-    s = experiment_settings(runs, experiment_id)
-    parts = [
-        f"hidden {s['hidden']}",
-        f"{s['epochs']} epochs",
-        f"{s['optimizer']} lr {s['lr']:g}",
-        f"batch {s['batch_size']}",
-    ]
-    if s["w_row_sum_max"] is not None:
-        parts.append(f"β_W ≤ {s['w_row_sum_max']:g}")
-    if s["n_train"] is not None:
-        parts.append(f"{s['n_train']} train reviews")
-    return ", ".join(parts)
+    return settings_label(experiment_settings(runs, experiment_id))
 
 
 # --------------------------------------------------------------------------- cells

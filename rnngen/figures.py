@@ -1220,7 +1220,13 @@ def draw_measure_ranking(
     95 % bootstrap interval; measures in the ranking's order (by Ψ), the best on top."""
     A.require(ranking, ("target", "measure", "tau", "psi", "rank"), "ranking table")
     rows = sorted(
-        (r for r in ranking.to_pylist() if r["target"] == "clean_gap"), key=lambda r: r["rank"]
+        (
+            r
+            for r in ranking.to_pylist()
+            # this folder's ranking; a pooled one (scope 'pooled: …') is a table in the report
+            if r["target"] == "clean_gap" and r.get("scope", "this folder") == "this folder"
+        ),
+        key=lambda r: r["rank"],
     )
     height = max(3.0, 0.28 * len(rows) + 1.2)
     fig, axes = _new_figure(1, 2, sharey=True, panel=(4.2, height))

@@ -1018,7 +1018,9 @@ def measures_section(inputs: Inputs) -> list[str]:
         return []
     rows = inputs.ranking.to_pylist()
     gap = [r for r in rows if r["target"] == "clean_gap" and r["scope"] == "this folder"]
-    gen = {r["measure"]: r for r in rows if r["target"] == "gen_error"}
+    gen = {
+        r["measure"]: r for r in rows if r["target"] == "gen_error" and r["scope"] == "this folder"
+    }
     if not gap:
         return []
     axes = sorted(json.loads(gap[0]["axes"]))
@@ -1029,18 +1031,7 @@ def measures_section(inputs: Inputs) -> list[str]:
             f"{fixed(r[name + '_hi'], 2, True)}]"
         )
 
-    body = [
-        [
-            str(r["rank"]),
-            f"`{r['measure']}`",
-            ci(r, "psi"),
-            ci(r, "tau"),
-            *(fixed(json.loads(r["axes"]).get(a), 2, True) for a in axes),
-            fixed(gen[r["measure"]]["psi"], 2, True) if r["measure"] in gen else "—",
-            r["reference"],
-        ]
-        for r in gap
-    ]
+    body = _ranking_body(gap, axes, gen, ci, "reference")
     positive = [r["measure"] for r in gap if r["psi_lo"] is not None and r["psi_lo"] > 0]
     thm3 = next((r for r in gap if r["measure"] == "tu2020_thm3"), None)
     out = [
@@ -1101,6 +1092,23 @@ def measures_section(inputs: Inputs) -> list[str]:
     return out + mixing_note(inputs.measures, "The measures")
 
 
+def _ranking_body(rows: list[dict], axes: list[str], gen: dict, ci, last: str) -> list[list[str]]:
+    """Table rows of a ranking: rank, measure, Ψ and τ with intervals, ψ per axis, Ψ against
+    the generalization error (`gen`: measure -> its row), and the column `last`."""
+    return [
+        [
+            str(r["rank"]),
+            f"`{r['measure']}`",
+            ci(r, "psi"),
+            ci(r, "tau"),
+            *(fixed(json.loads(r["axes"]).get(a), 2, True) for a in axes),
+            fixed(gen[r["measure"]]["psi"], 2, True) if r["measure"] in gen else "—",
+            str(r[last]),
+        ]
+        for r in rows
+    ]
+
+
 def _pooled_ranking(rows: list[dict], ci) -> list[str]:
     """The ranking over this folder's models and those of the folders it was pooled with
     (scope 'pooled: …'), against the clean gap: a table and its verdict."""
@@ -1114,18 +1122,7 @@ def _pooled_ranking(rows: list[dict], ci) -> list[str]:
         if r["target"] == "gen_error" and r["scope"] == pooled[0]["scope"]
     }
     folders = pooled[0]["scope"].removeprefix("pooled: ")
-    body = [
-        [
-            str(r["rank"]),
-            f"`{r['measure']}`",
-            ci(r, "psi"),
-            ci(r, "tau"),
-            *(fixed(json.loads(r["axes"]).get(a), 2, True) for a in axes),
-            fixed(gen[r["measure"]]["psi"], 2, True) if r["measure"] in gen else "—",
-            str(r["n_models"]),
-        ]
-        for r in pooled
-    ]
+    body = _ranking_body(pooled, axes, gen, ci, "n_models")
     positive = [f"`{r['measure']}`" for r in pooled if r["psi_lo"] is not None and r["psi_lo"] > 0]
     thm3 = next((r for r in pooled if r["measure"] == "tu2020_thm3"), None)
     out = [

@@ -1,8 +1,5 @@
 """The `rnngen` command line, run as a user would, in subprocesses."""
 
-import os
-import subprocess
-import sys
 import time
 
 import pyarrow.parquet as pq
@@ -10,19 +7,13 @@ import pytest
 
 from rnngen.layout import Layout
 from rnngen_flows.cli import expand_list_options
+from tests.cli import rnngen as run_rnngen
 
 pytestmark = pytest.mark.e2e
 
 
 def rnngen(*args, env_extra=None, timeout=600):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "rnngen_flows.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_rnngen(*args, env=env_extra, timeout=timeout)
 
 
 def test_every_stage_through_the_cli(corpus_out):

@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rnngen.layout import Layout
+from tests.cli import rnngen as run_rnngen
+from tests.cli import run_cli_source
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +28,7 @@ STARTED = ("Starting temporary server", "Started a local Ray instance", "Connect
 
 
 def rnngen(*args, timeout=900, env=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "rnngen_flows.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_rnngen(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +110,7 @@ def test_other_settings_are_work_again(studied, tmp_path, up_free_env):
 
 
 # The rule is checked before anything starts: no Prefect, no Ray, no torch loaded.
-RUN_CLI = (
-    "import sys\n"
-    "from rnngen_flows.cli import main\n"
-    "sys.argv = ['rnngen', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
-    "    print('imported:', sorted({'prefect', 'ray', 'torch'} & set(sys.modules)),"
-    " file=sys.stderr)\n"
-)
+RUN_CLI = run_cli_source(("prefect", "ray", "torch"))
 
 
 def test_the_spectrum_rule_is_refused_at_once_and_said_once(corpus_out):

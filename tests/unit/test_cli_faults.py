@@ -13,6 +13,7 @@ import pytest
 
 from rnngen_flows.cli import PREFECT_DEFAULTS
 from rnngen_tasks.tokens import private_token_file
+from tests.cli import run_cli_source
 
 TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
@@ -51,15 +52,7 @@ def test_a_prefect_setting_of_the_user_wins():
 
 # `rnngen ARGS` in a fresh interpreter: its exit code, its output, and whether Prefect or Ray
 # were imported at all by the time it exited.
-RUN_CLI = (
-    "import sys\n"
-    "from rnngen_flows.cli import main\n"
-    "sys.argv = ['rnngen', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
-    "    print('imported:', sorted({'prefect', 'ray'} & set(sys.modules)), file=sys.stderr)\n"
-)
+RUN_CLI = run_cli_source(("prefect", "ray"))
 
 
 def rnngen(*args: str, cwd: Path) -> tuple[int, str]:

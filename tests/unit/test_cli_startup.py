@@ -15,21 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli_source
 from tests.conftest import ROOT
 
 HEAVY = ("prefect", "ray", "torch", "scipy", "matplotlib")
 COMMITTED = ROOT / "data" / "paper"
 
 # `rnngen ARGS` in a fresh interpreter; at exit, which heavy packages were imported.
-RUN_CLI = (
-    "import sys\n"
-    "from rnngen_flows.cli import main\n"
-    "sys.argv = ['rnngen', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
-    f"    print('imported:', sorted(set({HEAVY!r}) & set(sys.modules)), file=sys.stderr)\n"
-)
+RUN_CLI = run_cli_source(HEAVY)
 
 
 def rnngen(*args: str, cwd: Path = ROOT, env: dict | None = None) -> tuple[int, str]:
