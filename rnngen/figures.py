@@ -603,7 +603,7 @@ def draw_history(
         "test": _history_means(history, runs, "test_accuracy"),
     }
     keys = set(curves["train"]) | set(curves["test"])
-    order = [e for e in A.experiments(runs) if any(k[0] == e for k in keys)]
+    order, left_out = _capped([e for e in A.experiments(runs) if any(k[0] == e for k in keys)])
     lengths = sorted({k[1] for k in keys})
     sigmas = sorted({k[2] for k in keys})
     cmap = colormaps["viridis"]
@@ -616,6 +616,7 @@ def draw_history(
         sharey=True,
         panel=(PANEL_INCHES[0], 3.0),
     )
+    _left_out(fig, left_out)
     if not keys:
         _panel_text(axes[0, 0], "no epoch history of finished runs")
     for k, eid in enumerate(order):
@@ -845,6 +846,28 @@ def _term_experiments(cells: list[A.TermCell], runs: pa.Table | None) -> list[st
     return sorted(present, key=lambda e: (-models[e], e))
 
 
+# Figures with one block of panels per experiment draw at most this many: a profile with
+# a dozen experiments (the zoo) would otherwise give a page tens of thousands of pixels tall.
+MAX_EXPERIMENT_BLOCKS = 4
+
+
+def _capped(order: list[str]) -> tuple[list[str], str | None]:
+    """The experiments a per-experiment figure draws (the first MAX_EXPERIMENT_BLOCKS of
+    `order`), and a note naming how many were left out (None when none were)."""
+    if len(order) <= MAX_EXPERIMENT_BLOCKS:
+        return order, None
+    left = len(order) - MAX_EXPERIMENT_BLOCKS
+    return order[:MAX_EXPERIMENT_BLOCKS], (
+        f"The first {MAX_EXPERIMENT_BLOCKS} of {len(order)} experiments (most models first); "
+        f"the other {left} are in results/ and REPORT.md."
+    )
+
+
+def _left_out(fig: Figure, note: str | None) -> None:
+    if note:
+        fig.text(0.01, 0.002, note, fontsize=8, ha="left", va="bottom", color="0.3")
+
+
 def _why(value: float) -> str:
     """Why a value is not on a log axis."""
     return "inf" if np.isinf(value) else "null" if np.isnan(value) else "≤0"
@@ -978,13 +1001,14 @@ def draw_bound_terms(
     is left out, with a sentence, where β_W ≥ 1 leaves it undefined. One block of panels
     per experiment; `runs` only orders and labels the experiments."""
     cells = A.term_cells(bounds)
-    order = _term_experiments(cells, runs)
+    order, left_out = _capped(_term_experiments(cells, runs))
     names = [q for q in TERM_PANELS if q != "bound_thm2_remark6" or _defined(cells, q)]
     ncols = 3
     rows_per = math.ceil((1 + len(names)) / ncols)
     fig, axes = _new_figure(
         rows_per * max(1, len(order)), ncols, legend_right=True, panel=TERM_PANEL_INCHES
     )
+    _left_out(fig, left_out)
     if not cells:
         _panel_text(axes[0, 0], "no best-α bounds rows with status ok")
         for ax in axes.flat[1:]:
@@ -1138,7 +1162,7 @@ def draw_bound_vs_gap(
     within each L. One row of panels per experiment."""
     data = A.joined(bounds, runs)
     present = set(data["experiment_id"])
-    order = [e for e in A.experiments(runs) if e in present] or [""]
+    order, left_out = _capped([e for e in A.experiments(runs) if e in present] or [""])
     rows = A.kendall_rows(bounds, runs)
     tau = {
         (r["experiment_id"], r["scope"], r["quantity"]): (r["tau"], r["p_value"], p, r["n_models"])
@@ -1155,6 +1179,7 @@ def draw_bound_vs_gap(
             )
     ncols = max(1, max(len(v) for v in shown.values()))
     fig, axes = _new_figure(len(order), ncols, legend_right=True)
+    _left_out(fig, left_out)
     lengths, sigmas = _levels(data["L"]), _levels(data["sigma"])
     for k, eid in enumerate(order):
         mask = data["experiment_id"] == eid

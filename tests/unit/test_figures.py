@@ -725,3 +725,21 @@ def test_flow_task_says_that_figure_2_is_skipped_for_a_grid_of_one_L(
         paths, _ = draw_figures.fn(str(out))
     assert not any("fig2" in p for p in paths) and any("fig1" in p for p in paths)
     assert "Figure 2 (L = 200 and 300) skipped: this grid has L = 100 only." in caplog.text
+
+
+def test_per_experiment_figures_draw_at_most_the_cap_and_say_how_many_are_left_out(
+    monkeypatch,
+) -> None:
+    runs = make_runs()
+    bounds = make_bounds(runs)
+    monkeypatch.setattr(fg, "MAX_EXPERIMENT_BLOCKS", 1)  # the fixtures hold two experiments
+    note = "The first 1 of 2 experiments (most models first); the other 1 are in results/"
+    names = [q for q in fg.TERM_PANELS if q != "bound_thm2_remark6"]
+    terms = fg.draw_bound_terms(bounds, runs=runs)
+    assert len(terms.axes) == 1 + len(names)  # one block: experiment A's
+    gap = fg.draw_bound_vs_gap(bounds, runs)
+    history = fg.draw_history(make_history(runs), runs)
+    for fig in (terms, gap, history):
+        assert note in texts(fig)
+    monkeypatch.setattr(fg, "MAX_EXPERIMENT_BLOCKS", 2)
+    assert note not in texts(fg.draw_bound_terms(bounds, runs=runs))
