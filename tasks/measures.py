@@ -15,6 +15,7 @@ intervals) into results/measure_ranking.parquet.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -307,7 +308,9 @@ POOLED = "pooled: "  # the scope of a pooled ranking: "pooled: zoo, paper, …"
 def recorded_pool(out: str) -> list[str]:
     """The folders the ranking of `out` was last pooled with (its file's metadata)."""
     path = Layout.at(out).ranking
-    return list(read_metadata(path).get("pool") or []) if path.is_file() else []
+    recorded = read_metadata(path).get("pool") or [] if path.is_file() else []
+    # stored relative to `out`, so a committed folder's pool holds in any clone
+    return [str((Path(out) / f).resolve()) for f in recorded]
 
 
 def check_pool(out: str, pool: list[str]) -> list[str]:
@@ -359,5 +362,7 @@ def rank_folder(
     rows = ranking_rows(store.rows("runs"), store.rows("measures"), THIS_FOLDER, n_resamples)
     if pool:
         rows += pooled_rows(out, pool, n_resamples)
-    store.replace("ranking", rows, {"n_resamples": n_resamples, "pool": pool})
+    here = Path(out).resolve()
+    relative = [os.path.relpath(f, here) for f in pool]
+    store.replace("ranking", rows, {"n_resamples": n_resamples, "pool": relative})
     return rows

@@ -105,3 +105,31 @@ def test_the_report_shows_the_folder_ranking_and_the_pooled_one(two_folders):
     assert "## Which measure tracks generalization?" in text
     assert "### Over every model of a, b" in text and "(10 models;" in text
     assert "**Pooled verdict.** 1 of 1 measures reach Ψ > 0" in text
+
+
+def test_the_pool_is_recorded_relative_to_the_folder(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from rnngen.layout import Layout
+
+    written = {}
+
+    class Recording(FakeStore):
+        def replace(self, name, rows, meta):
+            written["meta"] = meta
+
+    for name in ("a", "b"):
+        (tmp_path / name / "results").mkdir(parents=True)
+        for table in ("measures", "runs"):
+            pq.write_table(pa_table(), Layout.at(tmp_path / name).results / f"{table}.parquet")
+    empty = {"runs": [], "measures": []}
+    FakeStore.folders = {str(tmp_path / "a"): empty, str(tmp_path / "b"): empty}
+    monkeypatch.setattr(T, "Store", Recording)
+    T.rank_folder(str(tmp_path / "a"), 10, pool=[str(tmp_path / "b")])
+    assert written["meta"]["pool"] == ["../b"]
+
+
+def pa_table():
+    import pyarrow as pa
+
+    return pa.table({"x": [1]})
