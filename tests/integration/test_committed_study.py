@@ -1,4 +1,4 @@
-"""The committed study (data/paper and the three extra profiles' folders): each REPORT.md is
+"""The committed study (data/paper and the other profiles' folders): each REPORT.md is
 exactly what `rnngen report` writes from the committed Parquet files, and the results hold
 what the report claims they hold."""
 
@@ -12,7 +12,14 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-FOLDERS = {"paper": 75, "paper-long": 15, "sigma-wide": 21, "constrained": 15}
+FOLDERS = {
+    "paper": 75,
+    "paper-long": 15,
+    "sigma-wide": 21,
+    "constrained": 15,
+    "constrained-099": 15,
+    "zoo": 108,
+}
 
 
 @pytest.mark.parametrize("name", sorted(FOLDERS))
