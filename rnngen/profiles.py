@@ -94,11 +94,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "sigma-wide": Profile(
         "sigma-wide",
-        "where does the rise begin: σ ∈ {0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5} at L = 100, "
-        "3 seeds, everything else as in the paper profile",
+        "where does the rise begin: σ ∈ {0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5} at "
+        "L = 100, 8 seeds, everything else as in the paper profile",
         lengths=(100,),
-        sigmas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5),
-        seeds=(0, 1, 2),
+        sigmas=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5),
+        seeds=tuple(range(8)),
         device="auto",
         stages=FULL_DATA_STAGES,
         out="data/sigma-wide",
