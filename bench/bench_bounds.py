@@ -34,10 +34,11 @@ import torch
 from rnngen.bound_stats_torch import tau_matrix
 from rnngen.bounds import ModelDataStats
 from rnngen.corpus import SplitArrays
-from rnngen.model import ReLURNN, load_weights
+from rnngen.model import ReLURNN
 from rnngen.model_stats import clean_and_noisy_batches, model_stats, train_split
 from rnngen.specs import RunSpec
 from rnngen.train import embedding_tensor, split_batches, subset
+from rnngen.weights import load_weights
 
 PAPER = Path("data/paper")
 F64 = torch.float64
@@ -51,7 +52,7 @@ def real_inputs(L: int, sigma: float, reviews: int) -> Inputs | None:
     runs = PAPER / "results" / "runs.parquet"
     if not (Path("data/interim/corpus.json").is_file() and runs.is_file()):
         return None
-    from rnngen_tasks.data import load_corpus  # the task layer: only for real data
+    from rnngen_tasks.corpus import load_corpus  # the task layer: only for real data
 
     for row in pq.read_table(runs).to_pylist():
         path = PAPER / "models" / f"{row['run_id']}.npz"

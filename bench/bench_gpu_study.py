@@ -284,7 +284,7 @@ class Study:
         return line, facts
 
     def _lambda_min(self, L: int) -> float:
-        from rnngen.spectrum import usable_lambda_min
+        from rnngen.bounds import usable_lambda_min
 
         if L not in self.lambda_min:
             rows = [r for r in self.results.input_rows("spectrum") if r["L"] == L]

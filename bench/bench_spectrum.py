@@ -18,7 +18,7 @@ from rnngen.corpus import embed_batch
 from rnngen.glove import GLOVE_DIM
 from rnngen.spectrum import dense_smallest
 from rnngen_tasks import ray_pool
-from rnngen_tasks.data import load_corpus
+from rnngen_tasks.corpus import load_corpus
 from rnngen_tasks.ray_shards import ShardPool
 from rnngen_tasks.spectrum import train_tokens
 

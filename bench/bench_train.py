@@ -32,7 +32,7 @@ from rnngen.corpus import split_arrays
 from rnngen.specs import RunSpec
 from rnngen.train import train_model
 from rnngen_tasks import ray_pool
-from rnngen_tasks.data import load_corpus
+from rnngen_tasks.corpus import load_corpus
 from rnngen_tasks.train import build_grid, run_cell
 
 GRID = {"lengths": [100, 200], "sigmas": [0.0, 0.2], "seeds": [0, 1]}

@@ -26,10 +26,11 @@ import torch
 
 from rnngen import measures as M
 from rnngen.corpus import SplitArrays, split_arrays
-from rnngen.model import WEIGHT_KEYS, ReLURNN, model_with
+from rnngen.model import ReLURNN, model_with
 from rnngen.provenance import code_fields, machine_fields
 from rnngen.specs import RunSpec
 from rnngen.train import embed, embedding_tensor, evaluate, margins, split_batches
+from rnngen.weights import WEIGHT_KEYS
 
 Weights = dict[str, np.ndarray]
 

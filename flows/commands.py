@@ -516,7 +516,7 @@ def train(
     if device is not None:
         overrides["device"] = device.value
     _require(out)
-    from rnngen_tasks.train import build_grid, preflight
+    from rnngen_tasks.grid import build_grid
 
     # The grid and the cluster are checked before Prefect's API starts: a grid that cannot
     # run is refused in the seconds Ray takes to start.
@@ -525,6 +525,8 @@ def train(
     final = f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}"
     if _done(_check(precheck.train_done, out, specs), final):
         return
+    from rnngen_tasks.train import preflight  # torch and Prefect: only once there is work
+
     _check(preflight, str(out), specs, overrides.get("device"), profile, ray_address, pack_size)
     _private_ray_token(ray_address)
     _prepare_prefect()

@@ -28,25 +28,17 @@ Lines = list[str]
 
 
 def require_corpus(out: Path | str) -> dict[str, Any]:
-    """The corpus pointer of `out` (tasks.data.corpus_pointer's rule, without importing
-    Prefect), or a DataError naming the command that writes it."""
-    layout = Layout.at(out)
-    if not layout.corpus_pointer.is_file():
-        raise DataError(
-            f"no tokenized corpus under {layout.interim}. Run "
-            f"`rnngen embed --out {out}` (or `rnngen study`) first."
-        )
-    return json.loads(layout.corpus_pointer.read_text())
+    """The corpus pointer of `out`, or a DataError naming the command that writes it."""
+    from rnngen_tasks.corpus import corpus_pointer
+
+    return corpus_pointer(str(out))
 
 
 def train_reviews(out: Path | str) -> int:
     """How many training reviews the corpus holds (one column read)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    from rnngen_tasks.corpus import split_sizes
 
-    path = Layout.at(out).interim / require_corpus(out)["corpus"]
-    split = pq.read_table(path, columns=["split"]).column("split").cast("string")
-    return int(pc.sum(pc.equal(split, "train")).as_py() or 0)
+    return split_sizes(str(out))[0]
 
 
 def check_spectrum_inputs(out: Path | str, lengths: list[int], n_train: int | None) -> None:
@@ -153,7 +145,7 @@ def spectrum_done(
 
 
 def train_done(out: Path | str, specs: list) -> Lines | None:
-    from rnngen_tasks.train import pending_specs
+    from rnngen_tasks.store import pending_specs
 
     if pending_specs(str(out), specs):
         return None

@@ -21,7 +21,7 @@ from rnngen.settings import TrainSettings
 from rnngen.specs import RunSpec
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import labelled, run_name
-from rnngen_tasks.data import corpus_pointer
+from rnngen_tasks.corpus import corpus_pointer
 from rnngen_tasks.executor import run_grid
 from rnngen_tasks.store import Store
 from rnngen_tasks.train import prepare_training

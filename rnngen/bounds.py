@@ -65,6 +65,19 @@ _SERIES_SWITCH = 1.0
 # --------------------------------------------------------------------------- helpers
 
 
+def usable_lambda_min(row: dict | None, L: int) -> tuple[float | None, str]:
+    """The one rule for which λ_min a bound may use: a spectrum row with status
+    'certified' and a finite, positive λ_min. Returns (λ_min, "") or (None, why not)."""
+    if row is None:
+        return None, f"no spectrum row for L={L}; run `rnngen spectrum --L {L}` first"
+    lam = row.get("lambda_min")
+    if row.get("status") != "certified" or lam is None:
+        return None, f"λ_min at L={L} is uncertified ({row.get('message') or 'no value'})"
+    if not math.isfinite(lam) or lam <= 0:
+        return None, f"λ_min at L={L} is {lam:.3e}, not a finite positive number"
+    return float(lam), ""
+
+
 def _f64(a: ArrayLike) -> Array:
     """Return ``a`` as a float64 numpy array (no copy when it already is one)."""
     return np.asarray(a, dtype=np.float64)

@@ -53,7 +53,8 @@ from rnngen import pacbayes
 from rnngen.corpus import SplitArrays
 from rnngen.errors import DataError, ParameterError
 from rnngen.hashing import content_key
-from rnngen.model import WEIGHT_KEYS, ReLURNN
+from rnngen.model import ReLURNN
+from rnngen.rows import LIST_COLUMNS, ROW_COLUMNS
 from rnngen.specs import RunSpec
 from rnngen.train import (
     Streams,
@@ -65,6 +66,7 @@ from rnngen.train import (
     split_batches,
     train_epoch,
 )
+from rnngen.weights import WEIGHT_KEYS
 
 # Bump when this module changes what a certificate row holds for the same spec and settings.
 CERTIFY_VERSION = 1
@@ -717,36 +719,6 @@ def _posterior_batches(
     return epoch
 
 
-# The columns of a certificate row, in order; every row has all of them (None, or an empty
-# list, where a cell stopped early: a null in any column type). `delta` and `delta_mc` are
-# the confidences that enter the two kl⁻¹ steps (delta after its split over the grid;
-# delta_total before), so that certificate ==
-# kl⁻¹(kl⁻¹(emp_error_mc, ln(2/delta_mc)/m), (kl + ln(2√n_bound/delta))/n_bound).
-ROW_COLUMNS: tuple[str, ...] = (
-    # what was certified, and how it ended
-    "run_id", "L", "sigma", "seed", "settings_id", "status", "reason",
-    # the split
-    "n_prior", "n_bound", "n_overlap", "prior_ids_digest", "bound_ids_digest",
-    # the settings that enter the numbers
-    "mc_draws", "mc_passes", "m", "m_test", "delta", "delta_mc", "delta_total", "confidence",
-    "objective", "p_min", "prior_var_grid", "posterior_epochs", "posterior_lr",
-    "posterior_input_noise", "select_draws",
-    # the prior mean
-    "prior_epochs", "prior_train_loss", "train_error_prior_on_bound",
-    # the grid and the chosen posterior
-    "selection_estimates", "kl_grid", "objective_grid", "prior_var", "prior_var_index",
-    "posterior_objective", "posterior_risk", "posterior_train_error",
-    "train_error_mean_on_bound", "posterior_mean_shift", "posterior_std_ratio",
-    # the certificate
-    "kl", "kl_term", "emp_error_mc", "emp_error_mc_std", "emp_error_bound", "certificate",
-    # measured after the certificate
-    "n_test", "test_error_stochastic", "test_error_mean", "test_error_prior",
-    # time
-    "prior_seconds", "posterior_seconds", "mc_seconds", "test_seconds", "seconds",
-)  # fmt: skip
-_LIST_COLUMNS = ("prior_var_grid", "selection_estimates", "kl_grid", "objective_grid")
-
-
 def _start_row(
     spec: RunSpec, settings: CertifySettings, n_prior: int, n_bound: int
 ) -> dict[str, Any]:
@@ -783,7 +755,7 @@ def _finish(row: dict[str, Any], status: str, reason: str, began: float) -> dict
     unknown = set(row) - set(ROW_COLUMNS)
     assert not unknown, f"certificate row columns missing from ROW_COLUMNS: {sorted(unknown)}"
     row.update(status=status, reason=reason, seconds=time.perf_counter() - began)
-    return {name: row.get(name, [] if name in _LIST_COLUMNS else None) for name in ROW_COLUMNS}
+    return {name: row.get(name, [] if name in LIST_COLUMNS else None) for name in ROW_COLUMNS}
 
 
 @dataclass(frozen=True)

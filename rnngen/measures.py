@@ -69,8 +69,9 @@ from rnngen.bounds import (
     union_bound_delta,
 )
 from rnngen.errors import ParameterError
-from rnngen.model import WEIGHT_KEYS, ReLURNN
+from rnngen.model import ReLURNN
 from rnngen.specs import RunSpec
+from rnngen.weights import WEIGHT_KEYS
 
 Array = NDArray[np.float64]
 Weights = Mapping[str, ArrayLike]

@@ -25,9 +25,9 @@ from torch import nn
 from rnngen.corpus import SplitArrays
 from rnngen.errors import ParameterError
 from rnngen.model import ReLURNN
+from rnngen.rows import EpochLog
 from rnngen.specs import RunSpec
 from rnngen.train import (
-    EpochLog,
     EpochStats,
     TrainResult,
     epoch_batches,

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 from rnngen.errors import ParameterError
 
@@ -57,6 +56,8 @@ def kendall_tau(measure: ArrayLike, target: ArrayLike) -> float:
     if np.ptp(x) == 0.0:
         return 0.0
     if x.size > PAIRWISE_MAX:
+        from scipy import stats  # here: the pairwise path below needs no scipy import
+
         return float(stats.kendalltau(x, y).statistic)
     return _tau_b_pairwise(x, y)
 

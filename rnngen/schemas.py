@@ -22,10 +22,10 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from rnngen.bounds import TERM_COLUMNS
-from rnngen.certify import _LIST_COLUMNS as CERT_LIST_COLUMNS
-from rnngen.certify import ROW_COLUMNS as CERT_ROW_COLUMNS
+from rnngen.rows import LIST_COLUMNS as CERT_LIST_COLUMNS
+from rnngen.rows import QUANTILES, EpochLog
+from rnngen.rows import ROW_COLUMNS as CERT_ROW_COLUMNS
 from rnngen.specs import HASHED_WHEN_SET, RunSpec
-from rnngen.train import QUANTILES, EpochLog
 
 _SCALARS: dict[type, pa.DataType] = {
     int: pa.int64(),
@@ -668,7 +668,7 @@ RANKING = _fields(
 )
 
 
-# One row per certified cell (rnngen.certify.ROW_COLUMNS, in that order), then where it ran.
+# One row per certified cell (rnngen.rows.ROW_COLUMNS, in that order), then where it ran.
 _CERT_TYPES = {
     **dict.fromkeys(
         ("run_id", "settings_id", "status", "reason", "prior_ids_digest", "bound_ids_digest",

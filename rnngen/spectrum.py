@@ -9,7 +9,6 @@ rounding problem in the Gram or the factor cannot hide behind its own residual.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,19 +25,6 @@ from rnngen.lanczos import (
 )
 
 Operator = Callable[[np.ndarray], np.ndarray]
-
-
-def usable_lambda_min(row: dict | None, L: int) -> tuple[float | None, str]:
-    """The one rule for which λ_min a bound may use: a spectrum row with status
-    'certified' and a finite, positive λ_min. Returns (λ_min, "") or (None, why not)."""
-    if row is None:
-        return None, f"no spectrum row for L={L}; run `rnngen spectrum --L {L}` first"
-    lam = row.get("lambda_min")
-    if row.get("status") != "certified" or lam is None:
-        return None, f"λ_min at L={L} is uncertified ({row.get('message') or 'no value'})"
-    if not math.isfinite(lam) or lam <= 0:
-        return None, f"λ_min at L={L} is {lam:.3e}, not a finite positive number"
-    return float(lam), ""
 
 
 @dataclass

@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from rnngen.corpus import SplitArrays, split_arrays
 from rnngen.errors import ParameterError
 from rnngen.model import ReLURNN
+from rnngen.rows import QUANTILES, EpochLog
 from rnngen.specs import RunSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 STREAM_NAMES = ("init", "order", "noise", "eval_noise")
 
 
@@ -283,26 +283,6 @@ def train_epoch(
 # after every epoch would add about half an epoch's time; 5,000 reviews each add ~10 %, with
 # a standard error of ~0.5 points. A run's final errors are measured on the whole splits.
 HISTORY_ROWS = 5000
-
-
-@dataclass(frozen=True)
-class EpochLog:
-    """One epoch of a run's history (one row of results/history.parquet).
-
-    train_accuracy_noisy is the running accuracy on the noisy batches the epoch trained on;
-    train_accuracy_clean and test_accuracy are measured after the epoch on fixed subsets of
-    `eval_rows` reviews (HISTORY_ROWS). seconds: training alone; eval_seconds: the two
-    measurements.
-    """
-
-    epoch: int
-    train_loss: float
-    train_accuracy_noisy: float
-    train_accuracy_clean: float
-    test_accuracy: float
-    eval_rows: int
-    seconds: float
-    eval_seconds: float
 
 
 def subset(split: SplitArrays, rows: int, seed: int = 0) -> SplitArrays:

@@ -23,19 +23,18 @@ from typing import Any
 import numpy as np
 
 from rnngen import bounds as B
+from rnngen.bounds import usable_lambda_min
 from rnngen.corpus import SplitArrays
 from rnngen.errors import DataError
 from rnngen.glove import GLOVE_DIM
 from rnngen.hashing import content_key
-from rnngen.model_stats import model_stats, train_split
 from rnngen.provenance import machine_fields
 from rnngen.resources import Request, bound_stats_bytes
 from rnngen.settings import BoundsSettings
 from rnngen.specs import RunSpec
-from rnngen.spectrum import usable_lambda_min
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import publish_table
-from rnngen_tasks.data import load_corpus, split_sizes
+from rnngen_tasks.corpus import load_corpus, split_sizes
 from rnngen_tasks.store import Store
 
 # The inputs of a model's statistics, in the order a non-finite value is looked for.
@@ -101,6 +100,10 @@ def model_rows(
 ) -> list[dict[str, Any]]:
     """Worker side: the rows of one model (all α). Its training split (built once per L
     on the driver) and the embedding table come through Ray's object store."""
+    # torch is imported where the statistics run, not at the top: the command line builds
+    # this module's step before anything starts only to ask what is pending.
+    from rnngen.model_stats import model_stats
+
     started = time.perf_counter()
     spec: RunSpec = payload["spec"]
     settings: BoundsSettings = payload["settings"]
@@ -238,6 +241,8 @@ class BoundsStep:
         key = (spec.L, spec.n_train)
         with self._splits_lock:
             if key not in self._splits:
+                from rnngen.model_stats import train_split  # torch: see model_rows
+
                 pad = self.corpus.embeddings.shape[0] - 1
                 (self._splits[key],) = ray_pool.share(train_split(self.corpus.table, pad, spec))
             return self._splits[key]

@@ -25,7 +25,7 @@ from rnngen.resources import Request, train_cell_bytes
 from rnngen.specs import RunSpec
 from rnngen.train import spec_splits
 from rnngen_tasks import ray_pool
-from rnngen_tasks.data import load_corpus, split_sizes
+from rnngen_tasks.corpus import load_corpus, split_sizes
 from rnngen_tasks.store import Store, Table, register
 
 register(Table("certificates", schemas.CERTIFICATES, ("run_id",), ("L", "sigma", "seed", "run_id")))

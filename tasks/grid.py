@@ -6,7 +6,7 @@ from typing import Any
 
 from rnngen.profiles import check_device, get_profile
 from rnngen.specs import RunSpec, expand_grid
-from rnngen_tasks.data import corpus_pointer
+from rnngen_tasks.corpus import corpus_pointer
 
 
 def build_grid(

@@ -23,9 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from rnngen import measures as M
 from rnngen import ranking as R
 from rnngen import schemas
 from rnngen.errors import DataError
@@ -33,14 +31,12 @@ from rnngen.glove import GLOVE_DIM
 from rnngen.hashing import content_key
 from rnngen.io import read_metadata
 from rnngen.layout import Layout
-from rnngen.model import model_with
 from rnngen.provenance import machine_fields
 from rnngen.resources import Request, bound_stats_bytes
 from rnngen.settings import MeasuresSettings
 from rnngen.specs import RunSpec
-from rnngen.train import embed, embedding_tensor, evaluate, spec_splits, split_batches
 from rnngen_tasks import ray_pool
-from rnngen_tasks.data import load_corpus, split_sizes
+from rnngen_tasks.corpus import load_corpus, split_sizes
 from rnngen_tasks.store import Store, Table, register
 
 register(
@@ -66,6 +62,14 @@ def model_measures(
 ) -> list[dict[str, Any]]:
     """Worker side: every measure of one model; the timing says what they cost in forward
     passes over the model's training set."""
+    # torch is imported where the measures run, not at the top: the command line builds
+    # this module's step before anything starts only to ask what is pending.
+    import torch
+
+    from rnngen import measures as M
+    from rnngen.model import model_with
+    from rnngen.train import embed, embedding_tensor, evaluate, spec_splits, split_batches
+
     torch.set_num_threads(1)
     spec: RunSpec = payload["spec"]
     settings: MeasuresSettings = payload["settings"]
@@ -229,7 +233,9 @@ class MeasuresStep:
 
     def record(self, spec: RunSpec, rows: list[dict], attempt: int) -> tuple[str, str]:
         self.store.append("measures", rows, self.meta)
-        ok = sum(r["status"] == M.OK for r in rows)
+        from rnngen.measures import OK
+
+        ok = sum(r["status"] == OK for r in rows)
         if rows[0]["status"] == "failed":
             return "failed", f"failed: {rows[0]['reason']}"
         cost = rows[0].get("cost_forward_passes")
@@ -262,6 +268,8 @@ def ranking_rows(
     """Every measure ranked against each target over `runs` (trained models): Kendall τ,
     granulated Ψ over the RunSpec fields that vary among them (groups pair the same seed),
     and bootstrap intervals; sorted by Ψ, ranks from 1."""
+    from rnngen.measures import INFO  # torch: see model_measures
+
     runs = [r for r in runs if r["status"] == "done"]
     specs = [json.loads(r["spec_json"]) for r in runs]
     ids = [r["run_id"] for r in runs]
@@ -290,7 +298,7 @@ def ranking_rows(
                     "scope": scope,
                     "target": target,
                     "measure": row["measure"],
-                    "reference": M.INFO[row["measure"]].reference,
+                    "reference": INFO[row["measure"]].reference,
                     **{k: row[k] for k in ("tau", "tau_lo", "tau_hi", "psi", "psi_lo", "psi_hi")},
                     "axes": json.dumps(per_axis, sort_keys=True),
                     "n_models": row["n_models"],

@@ -13,13 +13,10 @@ import pyarrow.compute as pc
 from rnngen.corpus import check_length, embed_batch, select_split
 from rnngen.errors import UserError
 from rnngen.glove import GLOVE_DIM
-from rnngen.gram_torch import DeviceSolverError
 from rnngen.resources import Request, gigabytes, spectrum_shard_bytes
 from rnngen.settings import SpectrumSettings
-from rnngen.spectrum import check_rank, dense_smallest
 from rnngen_tasks import ray_pool, run_logger
-from rnngen_tasks.data import load_corpus
-from rnngen_tasks.ray_shards import ShardPool
+from rnngen_tasks.corpus import load_corpus
 from rnngen_tasks.store import Store
 
 METHOD = (
@@ -69,6 +66,12 @@ def compute_spectrum(
     """Compute and certify the spectrum of Σ at one L: its row ('certified', or
     'uncertified' with the reason and no λ_min). `device` 'auto' keeps Σ, its factor and
     the solves on the cluster's GPUs when it has any (one shard per GPU), else on CPUs."""
+    # Ray, torch and scipy are imported here, not at the top: the command line builds this
+    # module's step before anything starts only to ask what is pending.
+    from rnngen.gram_torch import DeviceSolverError
+    from rnngen.spectrum import check_rank
+    from rnngen_tasks.ray_shards import ShardPool
+
     L = check_length(L, "--L")
     corpus = load_corpus(out)
     tokens = train_tokens(corpus, n_train)
@@ -315,6 +318,8 @@ def _row(L, key, result, stats, seconds, t_gram, workers) -> dict[str, Any]:
 
 
 def _dense_check(corpus, tokens, L, estimate) -> dict[str, Any]:
+    from rnngen.spectrum import dense_smallest
+
     t0 = time.perf_counter()
     x = embed_batch(tokens, L, corpus.embeddings).reshape(len(tokens), -1)
     dense_min, _ = dense_smallest(x)

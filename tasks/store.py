@@ -31,9 +31,9 @@ from rnngen.errors import DataError
 from rnngen.hashing import content_key, sha256_file
 from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
-from rnngen.model import load_weights
 from rnngen.provenance import code_fields, machine_fields
 from rnngen.specs import RunSpec
+from rnngen.weights import load_weights
 
 
 @dataclass(frozen=True)
@@ -238,3 +238,25 @@ class Store:
     @staticmethod
     def _unit(table: Table, row: dict[str, Any]) -> tuple:
         return tuple(row.get(c) for c in table.unit)
+
+
+def pending_specs(out: str, specs: list[RunSpec]) -> list[RunSpec]:
+    """Specs whose run is not finished in the store: no row done/diverged, or a 'done' row
+    whose model file is missing or cannot be loaded. Such a file is moved aside (never
+    deleted) and its cell trained again."""
+    store = Store(out)
+    rows = {r["run_id"]: r for r in store.rows("runs")}
+    todo = []
+    for spec in specs:
+        status = rows.get(spec.run_id, {}).get("status")
+        if status == "diverged":
+            continue
+        if status == "done" and store.model_path(spec.run_id).is_file():
+            try:
+                store.load_model(spec)
+                continue
+            except DataError as err:
+                moved = store.set_aside(spec.run_id)
+                print(f"train: {err} Moved to {moved.name}; the cell is trained again.")
+        todo.append(spec)
+    return todo

@@ -25,23 +25,24 @@ import pyarrow as pa
 import torch
 
 from rnngen.corpus import SplitArrays
-from rnngen.errors import DataError, ParameterError, UserError
+from rnngen.errors import ParameterError, UserError
 from rnngen.glove import GLOVE_DIM
 from rnngen.io import atomic_path
 from rnngen.layout import Layout
-from rnngen.model import save_weights
 from rnngen.profiles import check_device, get_profile
 from rnngen.provenance import hardware, machine_fields
 from rnngen.resources import Request, gigabytes, train_cell_bytes
+from rnngen.rows import EpochLog
 from rnngen.settings import TrainSettings
 from rnngen.specs import RunSpec
-from rnngen.train import EpochLog, spec_splits
+from rnngen.train import spec_splits
+from rnngen.weights import save_weights
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import publish_table
-from rnngen_tasks.data import load_corpus, split_sizes
+from rnngen_tasks.corpus import load_corpus, split_sizes
 from rnngen_tasks.executor import Shared
 from rnngen_tasks.grid import build_grid  # noqa: F401 (the CLI and benches import it here)
-from rnngen_tasks.store import Store
+from rnngen_tasks.store import Store, pending_specs
 
 FINISHED = ("done", "diverged")
 
@@ -332,28 +333,6 @@ class LiveState:
         state = {"pid": os.getpid(), "running": self.queued}
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps(state))
-
-
-def pending_specs(out: str, specs: list[RunSpec]) -> list[RunSpec]:
-    """Specs whose run is not finished in the store: no row done/diverged, or a 'done' row
-    whose model file is missing or cannot be loaded. Such a file is moved aside (never
-    deleted) and its cell trained again."""
-    store = Store(out)
-    rows = {r["run_id"]: r for r in store.rows("runs")}
-    todo = []
-    for spec in specs:
-        status = rows.get(spec.run_id, {}).get("status")
-        if status == "diverged":
-            continue
-        if status == "done" and store.model_path(spec.run_id).is_file():
-            try:
-                store.load_model(spec)
-                continue
-            except DataError as err:
-                moved = store.set_aside(spec.run_id)
-                print(f"train: {err} Moved to {moved.name}; the cell is trained again.")
-        todo.append(spec)
-    return todo
 
 
 def cell_name(spec: RunSpec) -> str:

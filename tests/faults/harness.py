@@ -345,7 +345,7 @@ def write_spectrum_row(out: Path, lambda_min: float = 1e-3) -> None:
     that the bounds are computable without computing a spectrum."""
     from rnngen import schemas
     from rnngen.io import write_parquet
-    from rnngen_tasks.data import corpus_pointer
+    from rnngen_tasks.corpus import corpus_pointer
 
     row = {
         "L": 10,

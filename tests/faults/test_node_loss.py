@@ -116,7 +116,7 @@ def test_the_spectrum_across_two_nodes_equals_the_dense_reference(
 
     from rnngen.corpus import embed_batch
     from rnngen.layout import Layout
-    from rnngen_tasks.data import load_corpus
+    from rnngen_tasks.corpus import load_corpus
     from rnngen_tasks.spectrum import train_tokens
     from tests.faults.harness import run_cli
 

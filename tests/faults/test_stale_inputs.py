@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rnngen.layout import Layout
-from rnngen.model import load_weights, save_weights
+from rnngen.weights import load_weights, save_weights
 from rnngen_tasks.store import Store
 from tests.faults.conftest import BASE_SEEDS
 from tests.faults.harness import (

@@ -9,7 +9,7 @@ import pytest
 
 from rnngen import bounds as B
 from rnngen.layout import Layout
-from rnngen.model import load_weights, save_weights
+from rnngen.weights import load_weights, save_weights
 from rnngen_flows.bounds import bounds
 from rnngen_flows.figures import figures
 from rnngen_flows.report import report

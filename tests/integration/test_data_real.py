@@ -8,7 +8,8 @@ import pytest
 from rnngen.errors import ChecksumError
 from rnngen.imdb import read_npm_tarball
 from rnngen.text import tokenize, tokenize_many
-from rnngen_tasks.data import fetch_imdb, load_corpus
+from rnngen_tasks.corpus import load_corpus
+from rnngen_tasks.data import fetch_imdb
 
 pytestmark = pytest.mark.integration
 

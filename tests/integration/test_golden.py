@@ -14,7 +14,7 @@ import torch
 from rnngen.shard import ShardData
 from rnngen.specs import RunSpec
 from rnngen.train import spec_splits, train_model
-from rnngen_tasks.data import load_corpus
+from rnngen_tasks.corpus import load_corpus
 from rnngen_tasks.spectrum import train_tokens
 
 pytestmark = pytest.mark.integration

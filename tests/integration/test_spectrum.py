@@ -9,7 +9,7 @@ from rnngen.corpus import embed_batch
 from rnngen.lanczos import SingularMatrixError
 from rnngen.layout import Layout
 from rnngen_flows.spectrum import spectrum
-from rnngen_tasks.data import load_corpus
+from rnngen_tasks.corpus import load_corpus
 from rnngen_tasks.ray_shards import ShardPool
 from rnngen_tasks.spectrum import UncertifiedSpectrum, spectrum_for_length, train_tokens
 

@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 from rnngen.gram_torch import factorize_torch
 from rnngen.shard import ShardData
 from rnngen.spectrum import SpectrumResult, certified_spectrum, factorize
-from rnngen_tasks.data import load_corpus
+from rnngen_tasks.corpus import load_corpus
 from rnngen_tasks.spectrum import train_tokens
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from rnngen import schemas
 from rnngen.errors import ParameterError, UserError
 from rnngen.io import read_metadata
 from rnngen.layout import Layout
-from rnngen.model import load_weights
+from rnngen.weights import load_weights
 from rnngen_flows.train import train
 from rnngen_tasks.train import build_grid
 

@@ -15,7 +15,6 @@ import torch
 from rnngen import pacbayes as pb
 from rnngen import schemas
 from rnngen.certify import (
-    ROW_COLUMNS,
     CertifySettings,
     GaussianPosterior,
     RNNLogits,
@@ -33,6 +32,7 @@ from rnngen.certify import (
 from rnngen.corpus import SplitArrays
 from rnngen.errors import DataError, ParameterError
 from rnngen.model import ReLURNN, reference_forward
+from rnngen.rows import ROW_COLUMNS
 from rnngen.train import embed, embedding_tensor, evaluate, split_batches
 from tests.unit.test_train import embeddings, synthetic_split, tiny_spec
 

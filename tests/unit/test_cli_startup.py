@@ -95,6 +95,39 @@ def test_the_status_reader_agrees_with_the_store_and_the_analysis():
             assert status.experiment_label(first) == experiment_label(table, eid)
 
 
+@pytest.fixture(scope="module")
+def finished_copy(tmp_path_factory):
+    """A copy of the committed constrained-099 folder (results and models copied, so that
+    nothing can write into the committed files) on this checkout's corpus (`make data`)."""
+    import shutil
+
+    corpus = ROOT / "data" / "interim"
+    if not (corpus / "corpus.json").is_file():
+        pytest.skip("no corpus under data/interim: run `make data`")
+    out = tmp_path_factory.mktemp("finished") / "constrained-099"
+    for part in ("results", "models"):
+        shutil.copytree(ROOT / "data" / "constrained-099" / part, out / part)
+    (out / "interim").symlink_to(corpus)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["train", "--profile", "constrained-099"], "all 15 cells already finished"),
+        (["spectrum", "--L", "100"], "λ_min ="),
+        (["bounds"], "15 already done"),
+        (["measures", "--flatness-reviews", "500", "--n-resamples", "1000"], "pacbayes_init: Ψ"),
+    ],
+    ids=["train", "spectrum", "bounds", "measures"],
+)
+def test_a_stage_with_nothing_to_do_loads_no_prefect_ray_or_torch(finished_copy, args, said):
+    """The pre-start check decides from the files alone (bench/bench_startup.py times it)."""
+    code, output = rnngen(*args, "--out", str(finished_copy))
+    assert code == 0, output
+    assert said in output and "imported: []" in output, output
+
+
 def test_the_figures_stamp_is_read_as_the_figures_stage_writes_it():
     from rnngen.layout import Layout
     from rnngen_flows.precheck import figures_key

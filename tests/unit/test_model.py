@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rnngen.errors import DataError, ParameterError
-from rnngen.model import INITS, ReLURNN, load_weights, reference_forward, save_weights
+from rnngen.model import INITS, ReLURNN, reference_forward
+from rnngen.weights import load_weights, save_weights
 
 D, M, K = 5, 7, 2
 
@@ -202,3 +203,21 @@ def test_load_refuses_bad_files(tmp_path: Path, kind: str) -> None:
     _write_bad(path, kind)
     with pytest.raises(DataError, match="bad.npz"):
         load_weights(path)
+
+
+def test_any_flipped_byte_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    """A flipped byte inside a compressed member raises zlib.error from numpy, which is
+    not an OSError: every single-byte corruption must still come out as a DataError."""
+    good = save_weights(tmp_path / "run.npz", model64().weights_numpy(), "{}").read_bytes()
+    bad = tmp_path / "bad.npz"
+    refused = 0
+    for offset in range(0, len(good), max(1, len(good) // 200)):
+        data = bytearray(good)
+        data[offset] ^= 0xFF
+        bad.write_bytes(bytes(data))
+        try:
+            load_weights(bad)  # a flip in padding or an unused header byte may still load
+        except DataError as err:
+            assert "bad.npz" in str(err)
+            refused += 1
+    assert refused > 100  # most flips are caught, by the CRC, the inflater or the checks
