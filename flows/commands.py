@@ -275,20 +275,50 @@ def _private_ray_token(ray_address: str | None) -> None:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True, markup=False)
 
 
-def _start(ray_address: str | None) -> None:
+def _start(ray_address: str | None, ray_now: bool = True) -> None:
     """What every command that runs a flow on Ray does first: the address checked, the
-    local token made private, Prefect's API ready."""
+    local token made private, Prefect's API ready and, with `ray_now`, Ray too."""
     _check_ray(ray_address)
     _private_ray_token(ray_address)
-    _prepare_prefect()
+    _prepare_prefect(ray_address if ray_now else False)
 
 
-def _prepare_prefect() -> None:
-    """Before a flow runs: the watchdog, then Prefect's API (checked, or started)."""
+def _prepare_prefect(ray_address: str | None | Literal[False] = False) -> None:
+    """Before a flow runs: the watchdog, then Prefect's API (checked, or started).
+
+    A stage with work on Ray (`ray_address` not False: that address, or None for the
+    default) also starts or attaches to Ray here, side by side with Prefect's API: each
+    start mostly waits on processes of its own, so together they take about as long as the
+    slower one (bench/bench_startup.py). The flow then finds Ray connected."""
     watchdog.start()
     if services.ATTACHED:
         console.print(f"using `rnngen up`: {services.ATTACHED[0].describe()}", soft_wrap=True)
-    _check_prefect_api()
+    if ray_address is False:
+        _check_prefect_api()
+        return
+    import threading
+
+    from rnngen_tasks import ray_pool
+
+    ray_pool.connect(ray_address)
+    failed: list[BaseException] = []
+
+    def api() -> None:
+        try:
+            _check_prefect_api()
+        except BaseException as err:  # raised again in the main thread below
+            failed.append(err)
+
+    # Prefect's in a thread, Ray's in the main thread: ray.init installs signal handlers,
+    # which only the main thread may do.
+    thread = threading.Thread(target=api, name="prefect-api-start", daemon=True)
+    thread.start()
+    try:
+        ray_pool.ensure_connected()
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _check_prefect_api() -> None:
@@ -475,7 +505,7 @@ def spectrum(
     _check_ray(ray_address)
     _check(check_spectrum, str(out), lengths, n_train)  # every shard fits a node
     _private_ray_token(ray_address)
-    _prepare_prefect()
+    _prepare_prefect(ray_address)
     from rnngen_flows.spectrum import spectrum as spectrum_flow
 
     _run(
@@ -525,11 +555,11 @@ def train(
     final = f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}"
     if _done(_check(precheck.train_done, out, specs), final):
         return
-    from rnngen_tasks.train import preflight  # torch and Prefect: only once there is work
+    from rnngen_tasks.train import preflight  # torch: only once there is work
 
     _check(preflight, str(out), specs, overrides.get("device"), profile, ray_address, pack_size)
     _private_ray_token(ray_address)
-    _prepare_prefect()
+    _prepare_prefect(ray_address)
     from rnngen_flows.train import train as train_flow
 
     _run(
@@ -677,7 +707,9 @@ def study(
         errors = precheck.spectrum_n_train_errors(n_train, grid_lengths, "spectrum_n_train")
         if errors:
             fail(f"profile {prof.name}: {errors[0]}")
-    _start(ray_address)
+    # Ray starts when a stage first needs it: a study may have only figures or the report
+    # left to do, and Ray's start would then cost seconds for nothing.
+    _start(ray_address, ray_now=False)
     from rnngen_flows.study import study as study_flow
 
     _run(

@@ -84,21 +84,6 @@ class Counts:
         return {"total": self.total, "skipped": self.skipped, **self.statuses}
 
 
-class Shared(Generic[U]):
-    """Work several units share (a pack trained as one Ray task): the first unit to ask
-    submits it, the others wait on the same result."""
-
-    def __init__(self) -> None:
-        self._refs: dict[Hashable, Any] = {}
-        self._lock = threading.Lock()
-
-    def once(self, key: Hashable, submit: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key not in self._refs:
-                self._refs[key] = submit()
-            return self._refs[key]
-
-
 class Grid(Generic[U]):
     """One run of a step over its units on the driver: progress, cancellation, ETA."""
 

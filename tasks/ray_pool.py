@@ -15,7 +15,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from rnngen.errors import UserError
 from rnngen.resources import Request, gigabytes
@@ -440,3 +441,18 @@ def get(refs):
         if isinstance(err.cause, UserError):
             raise err.cause from None
         raise
+
+
+class Shared:
+    """Work several units share (a pack trained as one Ray task): the first unit to ask
+    submits it, the others wait on the same result (its object ref)."""
+
+    def __init__(self) -> None:
+        self._refs: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def once(self, key: Hashable, submit: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._refs:
+                self._refs[key] = submit()
+            return self._refs[key]

@@ -40,7 +40,6 @@ from rnngen.weights import save_weights
 from rnngen_tasks import ray_pool
 from rnngen_tasks.artifacts import publish_table
 from rnngen_tasks.corpus import load_corpus, split_sizes
-from rnngen_tasks.executor import Shared
 from rnngen_tasks.grid import build_grid  # noqa: F401 (the CLI and benches import it here)
 from rnngen_tasks.store import Store, pending_specs
 
@@ -366,7 +365,7 @@ class TrainStep:
         self.refs = ray_pool.share(corpus.table, corpus.embeddings)
         self.relay = ray_pool.ProgressRelay()
         self.cancelled = threading.Event()
-        self.packs: Shared = Shared()
+        self.packs = ray_pool.Shared()
         self.pack_of = {s.run_id: pack for pack in placement.packs(todo) for s in pack}
 
     def key(self, spec: RunSpec) -> str:

@@ -120,7 +120,7 @@ def test_a_grid_no_node_can_run_is_refused_in_seconds(
 def test_packs_train_like_single_cells_skip_finished_members_and_keep_the_rest(
     prefect_harness, ray_local, corpus_out, tmp_path, monkeypatch
 ):
-    from rnngen.model import load_weights
+    from rnngen.weights import load_weights
 
     grid = {"lengths": [10], "sigmas": [0.0, 0.3], "overrides": TINY}
     alone = tmp_path / "alone"
