@@ -187,10 +187,9 @@ def _spec_option(name: str, field) -> inspect.Parameter:
     )
 
 
-def _with_spec_options(command):
-    """Give `command` (which takes **spec_fields) one option per RunSpec field."""
-    from rnngen.specs import RunSpec
-
+def _add_options(command, options) -> None:
+    """Put `options` (inspect.Parameters, given the command's own parameter names) in place
+    of the **kwargs of `command`'s signature, which typer reads."""
     signature = inspect.signature(command)
     hints = typing.get_type_hints(command, include_extras=True)  # annotations are strings
     kept = [
@@ -198,13 +197,70 @@ def _with_spec_options(command):
         for p in signature.parameters.values()
         if p.kind is not p.VAR_KEYWORD
     ]
-    extra = [
-        _spec_option(name, field)
-        for name, field in RunSpec.model_fields.items()
-        if name not in _NOT_OPTIONS
-    ]
+    extra = options({p.name for p in kept})
     command.__signature__ = signature.replace(parameters=kept + extra)
+
+
+def _with_spec_options(command):
+    """Give `command` (which takes **spec_fields) one option per RunSpec field."""
+    from rnngen.specs import RunSpec
+
+    _add_options(
+        command,
+        lambda _: [
+            _spec_option(name, field)
+            for name, field in RunSpec.model_fields.items()
+            if name not in _NOT_OPTIONS
+        ],
+    )
     return command
+
+
+# -------------------------------------------------------------- stage settings options
+#
+# A stage's settings (rnngen/settings.py) become options of its command in the same way:
+# every field without a hand-written option of the command (δ and α have their own, with
+# their own checks) gets one from its type, default and description. Formula versions are
+# the code's, never a user's, choice.
+_NOT_SETTING_OPTIONS = {"alphas", "formula_version", "measures_version"}
+
+
+def _setting_option(settings, name: str, field) -> inspect.Parameter:
+    text = (field.description or "").removeprefix("a ").removeprefix("an ")
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            field.annotation | None,
+            typer.Option(
+                "--" + name.replace("_", "-"),
+                help=f"{text[:1].upper()}{text[1:]}; default: {field.default}.",
+                rich_help_panel=f"{settings.WHAT.capitalize()}s (rnngen/settings.py)",
+            ),
+        ],
+    )
+
+
+def _with_settings_options(settings_name: str):
+    """Give a command (which takes **setting_fields) one option per field of the stage
+    settings class `settings_name` that it does not declare itself."""
+
+    def decorate(command):
+        from rnngen import settings as S
+
+        settings = getattr(S, settings_name)
+        _add_options(
+            command,
+            lambda named: [
+                _setting_option(settings, name, field)
+                for name, field in settings.model_fields.items()
+                if name not in named and name not in _NOT_SETTING_OPTIONS
+            ],
+        )
+        return command
+
+    return decorate
 
 
 def _overrides(spec_fields: dict[str, Any]) -> dict[str, Any]:
@@ -584,6 +640,7 @@ def _bounds_settings(delta: float, alpha: list[float] | None, **more):
 
 
 @app.command()
+@_with_settings_options("BoundsSettings")
 def bounds(
     out: Out = Path("data"),
     delta: Annotated[
@@ -604,14 +661,16 @@ def bounds(
         ),
     ] = Device.auto,
     ray_address: RayAddress = None,
+    **setting_fields,
 ) -> None:
     """Every term of Theorems 2 and 3 for every trained model -> results/bounds.parquet."""
     if not (math.isfinite(delta) and 0 < delta < 1):
         fail(f"--delta must be a number in (0, 1), got {delta}.")
     if alpha is not None and not all(math.isfinite(a) and a > 0 for a in alpha):
         fail(f"--alpha values must be positive, finite margins, got {alpha}.")
+    more = _overrides(setting_fields)
+    settings = _check(_bounds_settings, delta, alpha, **more)
     _require(out, "train")
-    settings = _check(_bounds_settings, delta, alpha)
     final = f"wrote {out / 'results' / 'bounds.parquet'}"
     if _done(_check(precheck.bounds_done, out, settings, device.value), final):
         return
@@ -625,6 +684,7 @@ def bounds(
         alphas=alpha,
         ray_address=ray_address,
         device=device.value,
+        **more,
     )
     typer.echo(final)
 
@@ -728,15 +788,16 @@ def study(
     typer.echo(final)
 
 
-def _measures_settings(delta: float, flatness: bool, flatness_reviews: int):
+def _measures_settings(delta: float, flatness: bool, flatness_reviews: int, **more):
     from rnngen.settings import MeasuresSettings
 
     return MeasuresSettings(
-        delta=delta, flatness=flatness, flatness_reviews=flatness_reviews, max_retries=1
+        delta=delta, flatness=flatness, flatness_reviews=flatness_reviews, **more
     )
 
 
 @app.command()
+@_with_settings_options("MeasuresSettings")
 def measures(
     out: Out = Path("data"),
     delta: Annotated[
@@ -762,6 +823,7 @@ def measures(
         ),
     ] = None,
     ray_address: RayAddress = None,
+    **setting_fields,
 ) -> None:
     """The generalization measures of every trained model (results/measures.parquet) and
     their ranking by Kendall τ and granulated τ Ψ (results/measure_ranking.parquet)."""
@@ -769,8 +831,9 @@ def measures(
         fail(f"--delta must be a number in (0, 1), got {delta}.")
     if flatness_reviews < 10 or n_resamples < 10:
         fail("--flatness-reviews and --n-resamples must each be at least 10.")
+    more = _overrides(setting_fields)
+    settings = _check(_measures_settings, delta, flatness, flatness_reviews, **more)
     _require(out, "train")
-    settings = _check(_measures_settings, delta, flatness, flatness_reviews)
     final = f"wrote {out / 'results' / 'measures.parquet'} and measure_ranking.parquet"
     if pool is not None:
         from rnngen_tasks.measures import check_pool
@@ -791,6 +854,7 @@ def measures(
         n_resamples=n_resamples,
         pool=folders,
         ray_address=ray_address,
+        **more,
     )
     typer.echo(final)
 

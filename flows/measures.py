@@ -35,15 +35,25 @@ def measures(
     max_retries: int = 1,
     n_resamples: int = 1000,
     pool: list[str] | None = None,
+    flatness_steps: int | None = None,
+    flatness_draws: int | None = None,
+    gpu_fraction: float | None = None,
 ) -> dict[str, int]:
     """Compute every measure of every trained model whose rows are missing or stale, then
     rank the measures over the folder's models, and with `pool` (folders whose measures are
-    computed; None: those of the last ranking) over this folder's and theirs together."""
+    computed; None: those of the last ranking) over this folder's and theirs together.
+    A setting left at None takes MeasuresSettings' default."""
+    optional = {
+        "flatness_steps": flatness_steps,
+        "flatness_draws": flatness_draws,
+        "gpu_fraction": gpu_fraction,
+    }
     settings = MeasuresSettings(
         delta=delta,
         flatness=flatness,
         flatness_reviews=flatness_reviews,
         max_retries=max_retries,
+        **{k: v for k, v in optional.items() if v is not None},
     )
     with output_lock(out), labelled("measures"):
         publish_provenance("measures", out)

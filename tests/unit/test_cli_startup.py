@@ -237,3 +237,25 @@ def test_rays_token_warning_becomes_one_line_of_ours(capsys, caplog):
         logger.warning("something else")  # other warnings pass
     assert capsys.readouterr().out.count("Ray: token authentication on") == 1
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_every_stage_setting_has_an_option_and_a_bad_value_is_refused_before_start(tmp_path):
+    from rnngen.settings import BoundsSettings, MeasuresSettings
+
+    for command, settings in (("bounds", BoundsSettings), ("measures", MeasuresSettings)):
+        code, output = rnngen(command, "--help")
+        assert code == 0, output
+        for name in set(settings.model_fields) - {"alphas", "formula_version", "measures_version"}:
+            assert "--" + name.replace("_", "-") in output, (command, name)
+    code, output = rnngen("measures", "--out", str(COMMITTED), "--flatness-steps", "0")
+    assert code == 2 and "--flatness-steps" in output and "imported: []" in output, output
+
+
+def test_a_setting_given_on_the_command_line_makes_finished_rows_stale(finished_copy):
+    from rnngen.settings import MeasuresSettings
+    from rnngen_flows.precheck import measures_done
+
+    same = MeasuresSettings(flatness_reviews=500)
+    assert measures_done(finished_copy, same, 1000) is not None
+    other = MeasuresSettings(flatness_reviews=500, flatness_steps=6)
+    assert measures_done(finished_copy, other, 1000) is None  # to compute again
