@@ -163,6 +163,23 @@ def _spec_default(name: str, field) -> str:
     return f"{base} (RunSpec; a profile may set it)"
 
 
+def _field_option(name: str, kind, help: str, panel: str) -> inspect.Parameter:
+    """A keyword-only option `--name` (None when not given) for a generated signature."""
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            kind | None,
+            typer.Option("--" + name.replace("_", "-"), help=help, rich_help_panel=panel),
+        ],
+    )
+
+
+def _described(field) -> str:
+    return (field.description or "").removeprefix("a ").removeprefix("an ")
+
+
 def _spec_option(name: str, field) -> inspect.Parameter:
     annotation = field.annotation
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -170,21 +187,8 @@ def _spec_option(name: str, field) -> inspect.Parameter:
         kind = StrEnum(f"{name.title()}Choice", {v: v for v in typing.get_args(annotation)})
     else:
         kind = args[0] if args else annotation
-    flag = "--" + name.replace("_", "-")
-    text = (field.description or "").removeprefix("a ").removeprefix("an ")
-    return inspect.Parameter(
-        name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            kind | None,
-            typer.Option(
-                flag,
-                help=f"Run spec: {text}; default: {_spec_default(name, field)}.",
-                rich_help_panel="Run spec (rnngen/specs.py)",
-            ),
-        ],
-    )
+    text = f"Run spec: {_described(field)}; default: {_spec_default(name, field)}."
+    return _field_option(name, kind, text, "Run spec (rnngen/specs.py)")
 
 
 def _add_options(command, options) -> None:
@@ -226,19 +230,12 @@ _NOT_SETTING_OPTIONS = {"alphas", "formula_version", "measures_version"}
 
 
 def _setting_option(settings, name: str, field) -> inspect.Parameter:
-    text = (field.description or "").removeprefix("a ").removeprefix("an ")
-    return inspect.Parameter(
+    text = _described(field)
+    return _field_option(
         name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            field.annotation | None,
-            typer.Option(
-                "--" + name.replace("_", "-"),
-                help=f"{text[:1].upper()}{text[1:]}; default: {field.default}.",
-                rich_help_panel=f"{settings.WHAT.capitalize()}s (rnngen/settings.py)",
-            ),
-        ],
+        field.annotation,
+        f"{text[:1].upper()}{text[1:]}; default: {field.default}.",
+        f"{settings.WHAT.capitalize()}s (rnngen/settings.py)",
     )
 
 
