@@ -153,15 +153,22 @@ def _settings_sentence(runs: pa.Table, eid: str) -> str:
         f"scaled to an absolute sum ≤ {s['w_row_sum_max']:g} (β_W ≤ "
         f"{s['w_row_sum_max']:g})"
     )
-    reviews = (
-        "all 25,000 training / 25,000 test reviews"
-        if s["n_train"] is None
-        else f"{s['n_train']} training / {s['n_test']} test reviews"
+    # None: the whole split (25,000 reviews each)
+    train, test = (f"{n:,}" if n is not None else "all 25,000" for n in (s["n_train"], s["n_test"]))
+    reviews = f"{train} training / {test} test reviews"
+    if s["n_train"] is None and s["n_test"] is None:
+        reviews = "all 25,000 training / 25,000 test reviews"
+    spec = json.loads(A.of_experiment(runs, eid).column("spec_json")[0].as_py())
+    stop = spec.get("stop_train_accuracy")
+    epochs = f"{s['epochs']} epochs" + (
+        ""
+        if stop is None
+        else f" at most (stopped once the clean training accuracy reached {stop:g})"
     )
     return (
         f"hidden size {s['hidden']}, {s['init']} initialization, {s['optimizer']} "
         f"(lr {s['lr']:g}, weight decay {s['weight_decay']:g}), batch {s['batch_size']}, "
-        f"{clip}, {s['epochs']} epochs, {reviews}{project}"
+        f"{clip}, {epochs}, {reviews}{project}"
     )
 
 

@@ -77,11 +77,16 @@ def copy_results(src: Path, out: Path) -> Path:
 
 
 def read_rows(out: Path) -> dict[str, dict]:
-    """runs.parquet by run_id; fails if unreadable, of another schema, or with duplicates."""
-    table = read_parquet(Layout.at(out).runs, required=RUNS)
-    ids = table.column("run_id").to_pylist()
-    assert len(ids) == len(set(ids)), f"duplicate run_ids in runs.parquet: {sorted(ids)}"
-    return {r["run_id"]: r for r in table.to_pylist()}
+    """The recorded runs by run_id, as the store reads them: runs.parquet with the rows of
+    fragments not compacted yet (a stage killed mid-grid leaves its finished cells there).
+    Fails if runs.parquet is unreadable, of another schema, or holds duplicates."""
+    from rnngen_tasks.store import Store
+
+    if Layout.at(out).runs.is_file():
+        table = read_parquet(Layout.at(out).runs, required=RUNS)
+        ids = table.column("run_id").to_pylist()
+        assert len(ids) == len(set(ids)), f"duplicate run_ids in runs.parquet: {sorted(ids)}"
+    return {r["run_id"]: r for r in Store(out).rows("runs")}
 
 
 def statuses(out: Path) -> dict[str, str]:
