@@ -68,7 +68,7 @@ def write_report(out: str) -> tuple[Path, bool]:
 
 
 # The committed study's folders, in the order of the README's results table.
-COMMITTED = ("paper", "paper-long", "sigma-wide", "constrained", "constrained-099")
+COMMITTED = ("paper", "paper-long", "sigma-wide", "constrained", "constrained-099", "fit")
 README_BEGIN, README_END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
 
 

@@ -18,6 +18,7 @@ FOLDERS = {
     "sigma-wide": 21,
     "constrained": 15,
     "constrained-099": 15,
+    "fit": 35,
     "zoo": 108,
 }
 
