@@ -65,6 +65,13 @@ def up(
             "runs, ...); a local run does without them, as Prefect's temporary API does."
         ),
     ] = False,
+    warm_workers: Annotated[
+        bool,
+        typer.Option(
+            help="Start one warm training worker per CPU (the training code imported), on "
+            "which later commands' training cells start at once."
+        ),
+    ] = True,
 ) -> None:
     """Start a local Prefect server and a local Ray head in the background (127.0.0.1,
     authentication on) that later commands use, instead of starting their own each time.
@@ -74,7 +81,7 @@ def up(
     from rnngen_flows import services as local
 
     try:
-        typer.echo(local.up(prefect_port, ray_port, cpus, services))
+        typer.echo(local.up(prefect_port, ray_port, cpus, services, warm_workers))
     except UserError as err:
         fail(str(err))
 

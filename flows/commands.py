@@ -23,6 +23,7 @@ import logging
 import math
 import signal
 import typing
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -336,13 +337,16 @@ def _start(ray_address: str | None, ray_now: bool = True) -> None:
     _prepare_prefect(ray_address if ray_now else False)
 
 
-def _prepare_prefect(ray_address: str | None | Literal[False] = False) -> None:
+def _prepare_prefect(
+    ray_address: str | None | Literal[False] = False, warm: Callable[[], None] | None = None
+) -> None:
     """Before a flow runs: the watchdog, then Prefect's API (checked, or started).
 
     A stage with work on Ray (`ray_address` not False: that address, or None for the
     default) also starts or attaches to Ray here, side by side with Prefect's API: each
     start mostly waits on processes of its own, so together they take about as long as the
-    slower one (bench/bench_startup.py). The flow then finds Ray connected."""
+    slower one (bench/bench_startup.py). The flow then finds Ray connected, and `warm`
+    (when given) has started the workers its first units will run on."""
     watchdog.start()
     if services.ATTACHED:
         console.print(f"using `rnngen up`: {services.ATTACHED[0].describe()}", soft_wrap=True)
@@ -368,6 +372,8 @@ def _prepare_prefect(ray_address: str | None | Literal[False] = False) -> None:
     thread.start()
     try:
         ray_pool.ensure_connected()
+        if warm is not None:
+            warm()
     finally:
         thread.join()
     if failed:
@@ -608,11 +614,14 @@ def train(
     final = f"wrote {out / 'results' / 'runs.parquet'} and {out / 'models'}"
     if _done(_check(precheck.train_done, out, specs), final):
         return
-    from rnngen_tasks.train import preflight  # torch: only once there is work
+    from rnngen_tasks import train as steps
 
-    _check(preflight, str(out), specs, overrides.get("device"), profile, ray_address, pack_size)
+    checked = _check(
+        steps.preflight, str(out), specs, overrides.get("device"), profile, ray_address, pack_size
+    )
     _private_ray_token(ray_address)
-    _prepare_prefect(ray_address)
+    warm = None if checked is None else (lambda: steps.prewarm(*checked))
+    _prepare_prefect(ray_address, warm=warm)
     from rnngen_flows.train import train as train_flow
 
     _run(

@@ -122,9 +122,16 @@ def attach(environ: dict[str, str] | os._Environ = os.environ) -> Services | Non
 # ----------------------------------------------------------------------------- up / down
 
 
-def up(prefect_port: int | None, ray_port: int | None, cpus: int | None, services: bool) -> str:
+def up(
+    prefect_port: int | None,
+    ray_port: int | None,
+    cpus: int | None,
+    services: bool,
+    warm: bool = True,
+) -> str:
     """Start the local Prefect server and Ray head (both at once), wait until they answer,
-    record them; the lines to print. Already up: says so."""
+    record them, and (with `warm`) start one warm training worker per CPU on that Ray
+    (rnngen_tasks.warm_pool); the lines to print. Already up: says so."""
     folder = state_dir()
     current = running(folder)
     if current is not None:
@@ -148,11 +155,43 @@ def up(prefect_port: int | None, ray_port: int | None, cpus: int | None, service
         url, prefect.pid, str(auth), f"{HOST}:{ray_port}", ray.pid, str(token), str(folder)
     )
     _write_private(folder / STATE_NAME, json.dumps(state.__dict__, indent=2))
+    workers = _start_warm_workers(state, cpus or os.cpu_count() or 1) if warm else ""
     return (
         f"up: Prefect API {url} (UI http://{HOST}:{prefect_port}; basic auth, secret in "
-        f"{auth}) and Ray {HOST}:{ray_port} (token auth, token in {token}).\n"
+        f"{auth}) and Ray {HOST}:{ray_port} (token auth, token in {token}).\n{workers}"
         "Later rnngen commands use them (unless PREFECT_API_URL, RAY_ADDRESS or "
         f"--ray-address say otherwise); logs in {folder}. Stop them with `rnngen down`."
+    )
+
+
+def _start_warm_workers(state: Services, count: int) -> str:
+    """Start the warm workers (a short-lived Python process that creates them as detached
+    actors and waits until they have imported the training code); a line saying so. A
+    failure is said and leaves the services up: commands then start workers of their own."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env.update(
+        RAY_ADDRESS=state.ray_address,
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=state.ray_token_file,
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    log = Path(state.folder) / "warm-workers.log"
+    command = [sys.executable, "-m", "rnngen_tasks.warm_pool", "--workers", str(count)]
+    with open(log, "w") as fh:
+        try:
+            done = subprocess.run(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                timeout=600, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return (
+                f"Warm workers: not started within 600 s (log {log}); commands start their own.\n"
+            )
+    if done.returncode != 0:
+        return f"Warm workers: failed to start (log {log}); commands start their own.\n"
+    return (
+        f"Warm workers: {count}, one per CPU, with the training code imported: cells start "
+        "on them at once.\n"
     )
 
 

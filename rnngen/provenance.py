@@ -60,8 +60,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# What a GPU driver puts on a Linux machine (NVIDIA's, AMD's ROCm, CUDA under WSL). Where
+# none is present torch can see no GPU, and asking it (importing torch: seconds) is skipped.
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_driver_present() -> bool:
+    return any(os.path.exists(path) for path in GPU_DRIVER_PATHS)
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees (torch's count; 0 at once without a GPU driver)."""
+    if not gpu_driver_present():
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def gpus() -> list[str]:
     """Names of the CUDA devices this process sees (empty without any)."""
+    if not gpu_driver_present():
+        return []
     import torch
 
     if not torch.cuda.is_available():
@@ -119,6 +139,9 @@ def code_fields() -> dict[str, Any]:
     uncommitted changes (workers run the code the driver shipped)."""
     static = _static()
     return {"git_commit": static["git_commit"], "git_dirty": static["git_dirty"]}
+
+
+MACHINE_COLUMNS = frozenset({"hardware", "cpu_model", "isa_level", "gpu_model", "torch_version"})
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from rnngen.errors import UserError
+from rnngen.provenance import gpu_count
 from rnngen.resources import Request, gigabytes
 from rnngen_tasks.tokens import secure_local_token
 
@@ -203,13 +204,11 @@ def _local_chosen() -> bool:
 def _local_resources() -> dict[str, float]:
     """CPUs, GPUs and memory a local `ray.init` gives tasks here: the memory Ray offers is
     what is available less its object store (30 % of it)."""
-    import torch
-
     cpus = (_chosen or {}).get("num_cpus") or os.cpu_count() or 1
     with open("/proc/meminfo") as fh:
         info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
     available = info.get("MemAvailable", info.get("MemFree", 0))
-    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count()), "memory": 0.7 * available}
+    return {"CPU": float(cpus), "GPU": float(gpu_count()), "memory": 0.7 * available}
 
 
 def describe_cluster() -> str:
@@ -291,12 +290,20 @@ def submit(
     )
 
 
-def wait_for(ref: ray.ObjectRef, name: str, cancelled: threading.Event | None = None) -> object:
+def wait_for(
+    ref: ray.ObjectRef,
+    name: str,
+    cancelled: threading.Event | None = None,
+    stop: Callable[[], None] | None = None,
+) -> object:
     """The result of a submitted task, waited for in the calling thread; setting
-    `cancelled` stops the wait and the task."""
+    `cancelled` stops the wait and the task (with `stop` when given: an actor's task)."""
     while not ray.wait([ref], timeout=0.5)[0]:
         if cancelled is not None and cancelled.is_set():
-            ray.cancel(ref, force=True)
+            if stop is not None:
+                stop()
+            else:
+                ray.cancel(ref, force=True)
             raise Cancelled(f"{name}: stopped")
     return get(ref)
 
@@ -326,8 +333,7 @@ class ProgressRelay:
     """
 
     def __init__(self) -> None:
-        ensure_connected()
-        self._box = ray.remote(num_cpus=0)(Mailbox).remote()
+        self._box = _EARLY_MAILBOX.pop() if _EARLY_MAILBOX else _new_mailbox()
         self._listeners: dict[str, Callable[[str, str], None]] = {}
         self._draining = threading.Lock()  # one drain at a time: messages stay in order
         self._stop = threading.Event()
@@ -369,6 +375,15 @@ class ProgressRelay:
         self._thread.join(timeout=5)
         self._deliver()  # what arrived since the last drain
         ray.kill(self._box)
+
+
+def _new_mailbox():
+    ensure_connected()
+    return _remote(Mailbox).options(num_cpus=0).remote()
+
+
+# A mailbox started ahead of the first ProgressRelay (start_mailbox).
+_EARLY_MAILBOX: list = []
 
 
 class Mailbox:
@@ -421,6 +436,35 @@ def units_that_fit(request: Request) -> int:
     """How many units of this request the live nodes can run at the same time."""
     wanted = {k: v for k, v in request.as_ray().items() if v > 0}
     return sum(int(min(node.get(k, 0.0) // v for k, v in wanted.items())) for node in _nodes())
+
+
+def prewarm(modules: tuple[str, ...], request: Request, count: int) -> None:
+    """Start up to `count` workers shaped for units of `request` and import `modules` in
+    them now, while the driver still prepares the flow run. Ray gives this job's later
+    tasks of the same shape to these idle workers, which then start at once instead of
+    spending seconds on a process start and imports; the progress mailbox of the next
+    :class:`ProgressRelay` starts now too. Fire and forget: a warm-up that fails
+    costs nothing, and the unit that would have used its worker does its own imports."""
+    start_mailbox()
+    count = min(count, units_that_fit(request))
+    warm = _remote(import_modules)
+    for _ in range(count):
+        warm.options(name="warm-up", max_retries=0, **_ray_options(request)).remote(modules)
+
+
+def start_mailbox() -> None:
+    """Start the progress mailbox of the next :class:`ProgressRelay` now (an actor gets a
+    process of its own, which takes seconds; a cell's last flush waits for it)."""
+    if not _EARLY_MAILBOX:
+        _EARLY_MAILBOX.append(_new_mailbox())
+
+
+def import_modules(modules: tuple[str, ...]) -> None:
+    """Import `modules` in this worker (what :func:`prewarm` runs)."""
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _ray_options(request: Request) -> dict:

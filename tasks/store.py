@@ -31,7 +31,7 @@ from rnngen.errors import DataError
 from rnngen.hashing import content_key, sha256_file
 from rnngen.io import read_parquet, write_parquet
 from rnngen.layout import Layout
-from rnngen.provenance import code_fields, machine_fields
+from rnngen.provenance import MACHINE_COLUMNS, code_fields, machine_fields
 from rnngen.specs import RunSpec
 from rnngen.weights import load_weights
 
@@ -186,7 +186,10 @@ class Store:
             raise ValueError(f"{name}: one append holds one unit's rows, got {sorted(units)}")
         if table.provenance:
             now = datetime.now(UTC).replace(microsecond=0)
-            code, here = code_fields(), machine_fields()
+            # Rows computed elsewhere carry their machine's columns; this one's (a torch
+            # import, seconds) is read only for rows that lack them.
+            lacking = any(not MACHINE_COLUMNS <= row.keys() for row in rows)
+            code, here = code_fields(), machine_fields() if lacking else {}
             rows = [
                 here | r | code | {"finished_at": _timestamp(r.get("finished_at")) or now}
                 for r in rows

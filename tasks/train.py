@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from rnngen.corpus import SplitArrays
 from rnngen.errors import ParameterError, UserError
@@ -35,9 +34,8 @@ from rnngen.resources import Request, gigabytes, train_cell_bytes
 from rnngen.rows import EpochLog
 from rnngen.settings import TrainSettings
 from rnngen.specs import RunSpec
-from rnngen.train import spec_splits
 from rnngen.weights import save_weights
-from rnngen_tasks import ray_pool
+from rnngen_tasks import ray_pool, warm_pool
 from rnngen_tasks.artifacts import publish_table
 from rnngen_tasks.corpus import load_corpus, split_sizes
 from rnngen_tasks.grid import build_grid  # noqa: F401 (the CLI and benches import it here)
@@ -54,6 +52,8 @@ _SPLITS: dict[tuple, tuple[SplitArrays, SplitArrays]] = {}
 
 def _splits(spec: RunSpec, table: pa.Table, pad_id: int) -> tuple[SplitArrays, SplitArrays]:
     """The spec's padded id matrices, cached per worker process across cells."""
+    from rnngen.train import spec_splits
+
     key = (spec.data_key, spec.L, spec.n_train, spec.n_test)
     if key not in _SPLITS:
         if len(_SPLITS) >= 3:
@@ -126,6 +126,8 @@ def run_pack(payload: dict[str, Any], table: pa.Table, embeddings: np.ndarray) -
 
 
 def _train_halving(specs, train, test, embeddings, send, memory: int) -> dict[str, Any]:
+    import torch
+
     from rnngen.packed import train_pack
 
     reports = [_epoch_reporter(spec, send, len(train)) for spec in specs]
@@ -254,6 +256,18 @@ def place(
     return placement
 
 
+def prewarm(placement: Placement, todo: list[RunSpec]) -> None:
+    """Before the flow starts: the workers the first cells will run on, warmed (the warm
+    workers of `rnngen up` when it has them, else one new worker per cell that can run at
+    once: ray_pool.prewarm)."""
+    packs = placement.packs(todo)
+    request = placement.request(packs[0][0], members=len(packs[0]))
+    if warm_pool.pool_for(request)[0] is not None:
+        ray_pool.start_mailbox()
+    else:
+        ray_pool.prewarm(warm_pool.WORKER_MODULES, request, len(packs))
+
+
 def preflight(
     out: str,
     specs: list[RunSpec],
@@ -261,16 +275,18 @@ def preflight(
     profile: str,
     ray_address: str | None = None,
     pack_size: int | None = None,
-) -> Placement | None:
+) -> tuple[Placement, list[RunSpec]] | None:
     """Check, before anything else starts, that the cluster can run the grid's unfinished
-    cells on `device` (default: the profile's); None when every cell is finished."""
+    cells on `device` (default: the profile's): their placement and the cells; None when
+    every cell is finished."""
     todo = pending_specs(out, specs)
     if not todo:
         return None
     prof = get_profile(profile)
     ray_pool.connect(ray_address)
     size = prof.pack_size if pack_size is None else pack_size
-    return place(out, todo, device or prof.device, prof.gpu_fraction, size)
+    placement = place(out, todo, device or prof.device, prof.gpu_fraction, size)
+    return placement, todo
 
 
 def on_device(spec: RunSpec, device: str) -> RunSpec:
@@ -364,6 +380,7 @@ class TrainStep:
         self.state = LiveState(out, todo)
         self.refs = ray_pool.share(corpus.table, corpus.embeddings)
         self.relay = ray_pool.ProgressRelay()
+        self.pool, self.pool_line = warm_pool.pool_for(placement.request(todo[0]))
         self.cancelled = threading.Event()
         self.packs = ray_pool.Shared()
         self.pack_of = {s.run_id: pack for pack in placement.packs(todo) for s in pack}
@@ -402,7 +419,8 @@ class TrainStep:
         pack = self.pack_of[spec.run_id]
         common = {"inject": _injection(), "progress": self.relay.sender()}
         if len(pack) == 1 or attempt > 1:
-            return ray_pool.run_remote(
+            run = ray_pool.run_remote if self.pool is None else self.pool.run
+            return run(
                 run_cell,
                 common | {"spec": spec.to_json()},
                 *self.refs,
@@ -474,7 +492,10 @@ def prepare_training(
         f"train: {len(todo)} of {len(specs)} cells to train; {placement.describe()}; each "
         f"cell asks Ray for {placement.request(todo[-1]).describe()}"
     )
-    return todo, TrainStep(out, todo, placement, profile, settings)
+    step = TrainStep(out, todo, placement, profile, settings)
+    if step.pool_line:
+        print(f"train: {step.pool_line}")
+    return todo, step
 
 
 def publish_grid(out: str, specs: list[RunSpec]) -> None:

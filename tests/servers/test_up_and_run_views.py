@@ -53,6 +53,7 @@ def test_up_serves_two_stages_whose_runs_are_named_and_tagged_alike(
     state_file = tmp_path / "up" / "up.json"
     try:
         assert up.returncode == 0, up.stdout[-4000:]
+        assert "Warm workers: 2, one per CPU" in up.stdout, up.stdout
         state = json.loads(state_file.read_text())
         for secret in (state["prefect_auth_file"], state["ray_token_file"]):
             assert (tmp_path / "up" / secret).stat().st_mode & 0o777 == 0o600
@@ -65,6 +66,8 @@ def test_up_serves_two_stages_whose_runs_are_named_and_tagged_alike(
             assert done.returncode == 0, done.stdout[-4000:]
             assert "using `rnngen up`" in done.stdout
             assert not any(s in done.stdout for s in STARTED_HERE), done.stdout[-4000:]
+            if args[0] == "train":  # its cells ran on the warm workers of `up`
+                assert "cells run on 2 warm workers of `rnngen up`" in done.stdout
         nothing = run([BIN / "rnngen", "train", *TINY, "--out", corpus_out], env, timeout=300)
         assert "train: all 2 cells already finished" in nothing.stdout
         assert "using `rnngen up`" not in nothing.stdout  # no flow run: nothing to do

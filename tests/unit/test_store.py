@@ -49,6 +49,41 @@ def test_every_appended_row_carries_its_provenance(tmp_path):
     assert table.schema.field("finished_at").type == pa.timestamp("ms", tz="UTC")
 
 
+def test_rows_from_another_machine_keep_its_columns_and_this_ones_are_not_read(
+    tmp_path, monkeypatch
+):
+    from rnngen import provenance
+    from rnngen_tasks import store as store_module
+
+    assert set(provenance.machine_fields()) == provenance.MACHINE_COLUMNS
+    there = {"hardware": "Intel Xeon (16 cores)", "cpu_model": "Intel Xeon",
+             "isa_level": "AVX512", "gpu_model": None, "torch_version": "2.13.0"}  # fmt: skip
+
+    def not_here() -> dict:
+        raise AssertionError("this machine's columns were read for rows that carry their own")
+
+    monkeypatch.setattr(store_module, "machine_fields", not_here)
+    store = Store(tmp_path)
+    store.append("bounds", [_bound("a", 1.0) | there], {})
+    row = store.rows("bounds")[0]
+    assert {k: row[k] for k in there} == there and row["git_commit"] is not None
+    with pytest.raises(AssertionError, match="this machine's columns"):
+        store.append("bounds", [_bound("b", 1.0)], {})  # no machine columns: read here
+
+
+def test_without_a_gpu_driver_torch_is_not_loaded_to_look_for_a_gpu():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from rnngen import provenance as p; "
+        "p.GPU_DRIVER_PATHS = ('/nonexistent/gpu-driver',); "
+        "print(p.gpu_count(), p.gpus(), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "[]", "False"]
+
+
 def test_one_append_holds_one_unit(tmp_path):
     with pytest.raises(ValueError, match="one unit"):
         Store(tmp_path).append("bounds", [_bound("a", 1.0), _bound("b", 1.0)], {})
