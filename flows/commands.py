@@ -22,6 +22,8 @@ import inspect
 import logging
 import math
 import signal
+import sys
+import threading
 import typing
 from collections.abc import Callable
 from enum import StrEnum
@@ -352,9 +354,8 @@ def _prepare_prefect(
         console.print(f"using `rnngen up`: {services.ATTACHED[0].describe()}", soft_wrap=True)
     if ray_address is False:
         _check_prefect_api()
+        _stop_together_at_exit()
         return
-    import threading
-
     from rnngen_tasks import ray_pool
 
     ray_pool.connect(ray_address)
@@ -376,8 +377,38 @@ def _prepare_prefect(
             warm()
     finally:
         thread.join()
+        _stop_together_at_exit()
     if failed:
         raise failed[0]
+
+
+_TEMPORARY_API: list = []  # the temporary Prefect API this process started
+_STOP_REGISTERED: list[bool] = []
+
+
+def _stop_together_at_exit() -> None:
+    """At exit, stop Ray (shut down or disconnected) in a thread while the temporary Prefect
+    API stops: each waits on processes of its own (a second or two), and left to their own
+    exit handlers they would run one after the other. Registered after both started, so it
+    runs before those handlers, which then find nothing left to do."""
+    import atexit
+
+    if _STOP_REGISTERED:
+        return
+    _STOP_REGISTERED.append(True)
+
+    def stop() -> None:
+        ray = sys.modules.get("ray")
+        thread = None
+        if ray is not None and ray.is_initialized():
+            thread = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+            thread.start()
+        for server in _TEMPORARY_API:
+            server.stop()
+        if thread is not None:
+            thread.join(timeout=60)
+
+    atexit.register(stop)
 
 
 def _check_prefect_api() -> None:
@@ -422,6 +453,7 @@ def _start_temporary_api() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     if server.server_process is not None:
         watchdog.tell(f"pid {server.server_process.pid}")
+        _TEMPORARY_API.append(server)
 
 
 class _NoTracebackForUserErrors(logging.Filter):

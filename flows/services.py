@@ -1,6 +1,10 @@
 """`rnngen up` / `rnngen down`: one local Prefect API and one local Ray head that later
 commands reuse, instead of each command starting (and stopping) its own.
 
+`up` also starts one warm training worker per CPU on that Ray (rnngen_tasks.warm_pool),
+on which later commands' training cells start without a process start or torch import;
+`down` stops them first (a head with live detached actors stops about 20 s slower).
+
 Without `up` nothing changes: every command starts a temporary Prefect API and a private
 Ray and stops them at its end (zero setup). After `rnngen up`, a command that runs a flow
 finds the state file this module writes and uses both (unless PREFECT_API_URL, RAY_ADDRESS
@@ -168,6 +172,19 @@ def _start_warm_workers(state: Services, count: int) -> str:
     """Start the warm workers (a short-lived Python process that creates them as detached
     actors and waits until they have imported the training code); a line saying so. A
     failure is said and leaves the services up: commands then start workers of their own."""
+    log = Path(state.folder) / "warm-workers.log"
+    ok = _warm_workers(state, "--workers", str(count), timeout=600)
+    if not ok:
+        return f"Warm workers: not started (log {log}); commands start their own.\n"
+    return (
+        f"Warm workers: {count}, one per CPU, with the training code imported: cells start "
+        "on them at once.\n"
+    )
+
+
+def _warm_workers(state: Services, *args: str, timeout: float) -> bool:
+    """Run `python -m rnngen_tasks.warm_pool ARGS` against the Ray of `up` (its output in
+    warm-workers.log, appended); whether it succeeded in time."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
     env.update(
         RAY_ADDRESS=state.ray_address,
@@ -175,24 +192,16 @@ def _start_warm_workers(state: Services, count: int) -> str:
         RAY_AUTH_TOKEN_PATH=state.ray_token_file,
         RAY_USAGE_STATS_ENABLED="0",
     )
-    log = Path(state.folder) / "warm-workers.log"
-    command = [sys.executable, "-m", "rnngen_tasks.warm_pool", "--workers", str(count)]
-    with open(log, "w") as fh:
+    command = [sys.executable, "-m", "rnngen_tasks.warm_pool", *args]
+    with open(Path(state.folder) / "warm-workers.log", "a") as fh:
         try:
             done = subprocess.run(
                 command, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                timeout=600, check=False,
+                timeout=timeout, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
-            return (
-                f"Warm workers: not started within 600 s (log {log}); commands start their own.\n"
-            )
-    if done.returncode != 0:
-        return f"Warm workers: failed to start (log {log}); commands start their own.\n"
-    return (
-        f"Warm workers: {count}, one per CPU, with the training code imported: cells start "
-        "on them at once.\n"
-    )
+            return False
+    return done.returncode == 0
 
 
 def down() -> str:
@@ -201,6 +210,8 @@ def down() -> str:
     state = read_state(folder)
     if state is None:
         return f"down: nothing to stop (no {folder / STATE_NAME})."
+    if _session_alive(state.ray_pid):
+        _warm_workers(state, "--stop", timeout=60)
     started = (("Prefect server", state.prefect_pid), ("Ray head", state.ray_pid))
     stopped = [name for name, pid in started if _stop_session(pid)]
     (folder / STATE_NAME).unlink(missing_ok=True)
