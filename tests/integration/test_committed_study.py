@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 FOLDERS = {
     "paper": 75,
     "paper-long": 15,
-    "sigma-wide": 21,
+    "sigma-wide": 72,
     "constrained": 15,
     "constrained-099": 15,
     "fit": 35,
