@@ -826,6 +826,10 @@ def study(
     typer.echo(final)
 
 
+# Where a measures setting left out comes from (flows.commands.measures).
+_KEPT = "the folder's, as its measures were last computed (else its profile's)"
+
+
 def _measures_settings(delta: float, flatness: bool, flatness_reviews: int, **more):
     from rnngen.settings import MeasuresSettings
 
@@ -839,19 +843,29 @@ def _measures_settings(delta: float, flatness: bool, flatness_reviews: int, **mo
 def measures(
     out: Out = Path("data"),
     delta: Annotated[
-        float,
-        typer.Option(help="Confidence δ in (0, 1) of the bound measures (split over the α grid)."),
-    ] = 0.05,
+        float | None,
+        typer.Option(
+            help="Confidence δ in (0, 1) of the bound measures (split over the α grid); "
+            f"default: {_KEPT}, else 0.05."
+        ),
+    ] = None,
     flatness: Annotated[
         bool, typer.Option(help="Compute the flatness measures (σ′ by bisection).")
     ] = True,
     flatness_reviews: Annotated[
-        int,
-        typer.Option(help="Training reviews on which flatness perturbs the weights, at least 10."),
-    ] = 2000,
+        int | None,
+        typer.Option(
+            help="Training reviews on which flatness perturbs the weights, at least 10; "
+            f"default: {_KEPT}, else 2000."
+        ),
+    ] = None,
     n_resamples: Annotated[
-        int, typer.Option(help="Bootstrap resamples of the models for the intervals, at least 10.")
-    ] = 1000,
+        int | None,
+        typer.Option(
+            help="Bootstrap resamples of the models for the intervals, at least 10; "
+            f"default: {_KEPT}, else 1000."
+        ),
+    ] = None,
     pool: Annotated[
         list[Path] | None,
         typer.Option(
@@ -864,12 +878,29 @@ def measures(
     **setting_fields,
 ) -> None:
     """The generalization measures of every trained model (results/measures.parquet) and
-    their ranking by Kendall τ and granulated τ Ψ (results/measure_ranking.parquet)."""
+    their ranking by Kendall τ and granulated τ Ψ (results/measure_ranking.parquet).
+    Settings not given keep those the folder's measures were computed with."""
+    from rnngen.settings import MeasuresSettings
+    from rnngen_tasks.measures import recorded_settings
+
+    given = {"delta": delta, "flatness_reviews": flatness_reviews, "n_resamples": n_resamples}
+    given |= _overrides(setting_fields)
+    kept, source = _check(recorded_settings, str(out))
+    kept = {k: v for k, v in kept.items() if given.get(k) is None}
+    built_in = MeasuresSettings().keyed() | {"n_resamples": 1000}
+    chosen = {k: built_in[k] for k in ("delta", "flatness_reviews", "n_resamples")}
+    chosen |= kept | {k: v for k, v in given.items() if v is not None}
+    delta, flatness_reviews, n_resamples = (
+        chosen.pop(k) for k in ("delta", "flatness_reviews", "n_resamples")
+    )
     if not (math.isfinite(delta) and 0 < delta < 1):
         fail(f"--delta must be a number in (0, 1), got {delta}.")
     if flatness_reviews < 10 or n_resamples < 10:
         fail("--flatness-reviews and --n-resamples must each be at least 10.")
-    more = _overrides(setting_fields)
+    more = chosen
+    if unlike := {k: v for k, v in kept.items() if v != built_in.get(k)}:
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(unlike.items()))
+        typer.echo(f"measures: keeping {listed} (from {source}); an option changes it")
     settings = _check(_measures_settings, delta, flatness, flatness_reviews, **more)
     _require(out, "train")
     final = f"wrote {out / 'results' / 'measures.parquet'} and measure_ranking.parquet"

@@ -321,6 +321,35 @@ def recorded_pool(out: str) -> list[str]:
     return [str((Path(out) / f).resolve()) for f in recorded]
 
 
+# The settings a rerun keeps: those that change a row's values, and the ranking's resamples.
+RECORDED = ("delta", "flatness_reviews", "flatness_steps", "flatness_draws", "n_resamples")
+
+
+def recorded_settings(out: str) -> tuple[dict[str, Any], str]:
+    """The measures settings of `out` that a rerun keeps unless an option says otherwise,
+    and where they were read: the settings its measures were last computed with and the
+    ranking's resamples (the two files' metadata); for a folder without measures yet, the
+    stage settings of the built-in profile that trained it (runs.parquet's metadata);
+    else none. So `rnngen measures --out FOLDER` on a committed folder checks its rows
+    instead of recomputing every model under the built-in defaults."""
+    from rnngen.profiles import PROFILES
+
+    layout = Layout.at(out)
+    found: dict[str, Any] = {}
+    source = ""
+    if layout.measures.is_file():
+        found |= read_metadata(layout.measures).get("settings") or {}
+        if layout.ranking.is_file():
+            found["n_resamples"] = read_metadata(layout.ranking).get("n_resamples")
+        source = str(layout.measures)
+    elif layout.runs.is_file():
+        profile = PROFILES.get(str(read_metadata(layout.runs).get("profile")))
+        found = dict(profile.stages.get("measures", {})) if profile else {}
+        source = f"the profile `{profile.name}`" if profile else ""
+    kept = {k: v for k, v in found.items() if k in RECORDED and v is not None}
+    return kept, (source if kept else "")
+
+
 def check_pool(out: str, pool: list[str]) -> list[str]:
     """The pool as absolute paths; a DataError naming each folder that has no measures."""
     folders = [str(Path(f).resolve()) for f in pool]

@@ -251,6 +251,49 @@ def test_every_stage_setting_has_an_option_and_a_bad_value_is_refused_before_sta
     assert code == 2 and "--flatness-steps" in output and "imported: []" in output, output
 
 
+def test_measures_without_options_keeps_the_settings_the_folder_was_computed_with(
+    finished_copy,
+):
+    """The committed measures used flatness on 500 reviews, not the built-in 2000: a bare
+    rerun checks them instead of recomputing every model under other settings."""
+    code, output = rnngen("measures", "--out", str(finished_copy))
+    assert code == 0, output
+    assert "keeping flatness_reviews 500" in output, output
+    assert "pacbayes_init: Ψ" in output and "imported: []" in output, output
+
+
+def test_the_kept_measures_settings_come_from_the_files_else_the_profile(tmp_path):
+    import pyarrow as pa
+
+    from rnngen.io import write_parquet
+    from rnngen.layout import Layout
+    from rnngen.profiles import PROFILES
+    from rnngen_tasks.measures import recorded_settings
+
+    assert recorded_settings(str(tmp_path)) == ({}, "")  # nothing there: built-in defaults
+    layout = Layout.at(tmp_path)
+    layout.runs.parent.mkdir(parents=True)
+    write_parquet(pa.table({"run_id": ["a"]}), layout.runs, {"profile": "zoo"})
+    kept, source = recorded_settings(str(tmp_path))
+    assert (
+        kept
+        == PROFILES["zoo"].stages["measures"]
+        == {
+            "flatness_reviews": 500,
+            "n_resamples": 1000,
+        }
+    )
+    assert "zoo" in source
+    settings = {"delta": 0.01, "flatness_reviews": 300, "flatness_steps": 6, "flatness_draws": 2}
+    write_parquet(pa.table({"run_id": ["a"]}), layout.measures, {"settings": settings})
+    write_parquet(pa.table({"measure": ["m"]}), layout.ranking, {"n_resamples": 40})
+    kept, source = recorded_settings(str(tmp_path))
+    assert kept == settings | {"n_resamples": 40} and source == str(layout.measures)
+    write_parquet(pa.table({"run_id": ["a"]}), layout.runs, {"profile": "my-own.toml"})
+    layout.measures.unlink()
+    assert recorded_settings(str(tmp_path)) == ({}, "")  # not a built-in profile
+
+
 def test_a_setting_given_on_the_command_line_makes_finished_rows_stale(finished_copy):
     from rnngen.settings import MeasuresSettings
     from rnngen_flows.precheck import measures_done
