@@ -220,7 +220,8 @@ def ranking_table(
     seed: int = SEED,
 ) -> list[dict[str, Any]]:
     """One row per measure: measure, tau, tau_lo, tau_hi, psi, psi_lo, psi_hi, psi_<axis>
-    for every axis, n_models, n_resamples, target; sorted by Ψ, largest first (NaN last).
+    for every axis, n_models, n_resamples, target; sorted by Ψ, largest first (NaN last),
+    after every measure with values for at least half as many models as the best-covered.
 
     `measures`: name -> its value for every model, aligned with `target` and the `axes`
     columns (one entry per model). Every measure is bootstrapped with the same seed, so
@@ -252,7 +253,18 @@ def ranking_table(
             }
         )
         rows.append(row)
-    return sorted(rows, key=lambda r: math.inf if math.isnan(r["psi"]) else -r["psi"])
+    # A Ψ over a small part of the models is not comparable with one over all of them (a
+    # bound defined on 15 of 285 pooled models would otherwise rank first): a measure with
+    # values for fewer than half as many models as the best-covered measure ranks after
+    # every other.
+    most = max((r["n_models"] for r in rows), default=0)
+    return sorted(
+        rows,
+        key=lambda r: (
+            2 * r["n_models"] < most,
+            math.inf if math.isnan(r["psi"]) else -r["psi"],
+        ),
+    )
 
 
 def measure_columns(

@@ -154,6 +154,19 @@ def test_ranking_table_columns_and_order() -> None:
     assert all(r["target"] == "gen_error" and r["n_resamples"] == 60 for r in rows)
 
 
+def test_a_measure_on_a_small_part_of_the_models_ranks_after_the_others() -> None:
+    axes, gap, measures = study_like()
+    measures["partial"] = np.where(np.arange(gap.size) < 8, gap, np.nan)  # exact on 8 of 18
+    rows = R.ranking_table(measures, gap, axes, n_resamples=30)
+    by = {r["measure"]: r for r in rows}
+    assert by["partial"]["n_models"] == 8 and by["partial"]["psi"] > by["noise"]["psi"]
+    assert rows[-1]["measure"] == "partial"  # 8 < 18 / 2: after every other measure
+    measures["partial"] = np.where(np.arange(gap.size) < 9, gap, np.nan)  # 9 of 18: half
+    rows = R.ranking_table(measures, gap, axes, n_resamples=30)
+    order = [r["measure"] for r in rows]
+    assert order.index("partial") < order.index("noise")  # ranked by its Ψ again
+
+
 def test_measure_columns_align_ok_rows_with_run_ids() -> None:
     rows = [
         {"run_id": "b", "measure": "m1", "value": 2.0, "status": "ok"},
