@@ -233,6 +233,7 @@ def verdict_section(inputs: Inputs, eid: str) -> list[str]:
     )
     out += [""] + inference_lines(A.inference(inputs.runs, eid))
     out += _rise_lines(inputs, eid) + [""]
+    out += mixing_note(A.of_experiment(inputs.runs, eid), "The runs behind these verdicts")
     return out + rule_history(inputs.runs, eid)
 
 
@@ -778,6 +779,8 @@ def bounds_section(inputs: Inputs, eid: str) -> list[str]:
         ]
         + _kendall_table(inputs, eid)
         + [""]
+        + mixing_note(A.of_experiment(inputs.runs, eid), "The runs behind these τ")
+        + mixing_note(A.of_experiment(inputs.bounds, eid), "The bounds behind these τ")
     )
     return out
 
@@ -991,7 +994,8 @@ def mixing_note(table: pa.Table | None, what: str) -> list[str]:
     parts = "; ".join(f"{n} from {o}" for o, n in sorted(found.items()))
     return [
         f"**Mixed origins:** {what} pool rows from {len(found)} machines or commits ({parts}). "
-        "The same run_id can round differently on another CPU (see `rnngen replay`).",
+        "The same run_id can round differently on another CPU, and code changes between "
+        "commits can move results (see `rnngen replay`).",
         "",
     ]
 

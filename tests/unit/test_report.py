@@ -226,3 +226,22 @@ def test_a_profile_of_one_L_says_why_figure_2_is_missing():
     )
     assert "**Figure 2** (L = 200 and 300) is not drawn: this profile trained L = 100 only." in text
     assert "Figure 2** (L = 200" not in fixture_report()
+
+
+def test_verdicts_and_taus_from_two_commits_say_so_and_one_origin_says_nothing():
+    import pyarrow as pa
+
+    assert "Mixed origins" not in fixture_report()
+    runs = make_runs()
+    half = runs.num_rows // 2
+    commits = ["a" * 40] * half + ["b" * 40] * (runs.num_rows - half)
+    i = runs.schema.get_field_index("git_commit")
+    runs = runs.set_column(i, runs.schema.field(i), pa.array(commits, pa.string()))
+    machine = runs.column("hardware")[0].as_py()
+    text = render(Inputs(runs=runs, spectrum=make_spectrum(), bounds=make_bounds(runs)))
+    verdicts = text.index("**Mixed origins:** The runs behind these verdicts pool rows from 2")
+    assert text.index("## Did it reproduce?") < verdicts < text.index("### History of the rule")
+    assert f"{half} from {machine} @ aaaaaaaaaa" in text
+    taus = text.index("**Mixed origins:** The runs behind these τ")
+    assert taus > text.index("| quantity | τ, all")
+    assert "The bounds behind these τ" not in text  # the bounds rows share one origin
