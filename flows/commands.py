@@ -35,6 +35,8 @@ import typer
 from rnngen.corpus import DEFAULT_LENGTHS
 from rnngen.profile_file import is_profile_file, load_profile_file
 from rnngen.profiles import PROFILES, Profile
+from rnngen.ranking import N_RESAMPLES
+from rnngen.settings import MeasuresSettings
 from rnngen_flows import precheck, services, watchdog
 from rnngen_flows.terminal import check_out, console, fail
 
@@ -826,13 +828,13 @@ def study(
     typer.echo(final)
 
 
-# Where a measures setting left out comes from (flows.commands.measures).
+# Where a measures setting left out comes from (flows.commands.measures), and the
+# built-in values used when the folder has none.
 _KEPT = "the folder's, as its measures were last computed (else its profile's)"
+_MEASURES_BUILT_IN = MeasuresSettings().keyed() | {"n_resamples": N_RESAMPLES}
 
 
 def _measures_settings(delta: float, flatness: bool, flatness_reviews: int, **more):
-    from rnngen.settings import MeasuresSettings
-
     return MeasuresSettings(
         delta=delta, flatness=flatness, flatness_reviews=flatness_reviews, **more
     )
@@ -846,7 +848,7 @@ def measures(
         float | None,
         typer.Option(
             help="Confidence δ in (0, 1) of the bound measures (split over the α grid); "
-            f"default: {_KEPT}, else 0.05."
+            f"default: {_KEPT}, else {_MEASURES_BUILT_IN['delta']}."
         ),
     ] = None,
     flatness: Annotated[
@@ -856,14 +858,14 @@ def measures(
         int | None,
         typer.Option(
             help="Training reviews on which flatness perturbs the weights, at least 10; "
-            f"default: {_KEPT}, else 2000."
+            f"default: {_KEPT}, else {_MEASURES_BUILT_IN['flatness_reviews']}."
         ),
     ] = None,
     n_resamples: Annotated[
         int | None,
         typer.Option(
             help="Bootstrap resamples of the models for the intervals, at least 10; "
-            f"default: {_KEPT}, else 1000."
+            f"default: {_KEPT}, else {_MEASURES_BUILT_IN['n_resamples']}."
         ),
     ] = None,
     pool: Annotated[
@@ -880,15 +882,13 @@ def measures(
     """The generalization measures of every trained model (results/measures.parquet) and
     their ranking by Kendall τ and granulated τ Ψ (results/measure_ranking.parquet).
     Settings not given keep those the folder's measures were computed with."""
-    from rnngen.settings import MeasuresSettings
     from rnngen_tasks.measures import recorded_settings
 
     given = {"delta": delta, "flatness_reviews": flatness_reviews, "n_resamples": n_resamples}
     given |= _overrides(setting_fields)
     kept, source = _check(recorded_settings, str(out))
     kept = {k: v for k, v in kept.items() if given.get(k) is None}
-    built_in = MeasuresSettings().keyed() | {"n_resamples": 1000}
-    chosen = {k: built_in[k] for k in ("delta", "flatness_reviews", "n_resamples")}
+    chosen = {k: _MEASURES_BUILT_IN[k] for k in ("delta", "flatness_reviews", "n_resamples")}
     chosen |= kept | {k: v for k, v in given.items() if v is not None}
     delta, flatness_reviews, n_resamples = (
         chosen.pop(k) for k in ("delta", "flatness_reviews", "n_resamples")
@@ -898,7 +898,7 @@ def measures(
     if flatness_reviews < 10 or n_resamples < 10:
         fail("--flatness-reviews and --n-resamples must each be at least 10.")
     more = chosen
-    if unlike := {k: v for k, v in kept.items() if v != built_in.get(k)}:
+    if unlike := {k: v for k, v in kept.items() if v != _MEASURES_BUILT_IN.get(k)}:
         listed = ", ".join(f"{k} {v}" for k, v in sorted(unlike.items()))
         typer.echo(f"measures: keeping {listed} (from {source}); an option changes it")
     settings = _check(_measures_settings, delta, flatness, flatness_reviews, **more)

@@ -321,8 +321,9 @@ def recorded_pool(out: str) -> list[str]:
     return [str((Path(out) / f).resolve()) for f in recorded]
 
 
-# The settings a rerun keeps: those that change a row's values, and the ranking's resamples.
-RECORDED = ("delta", "flatness_reviews", "flatness_steps", "flatness_draws", "n_resamples")
+# The settings a rerun keeps: those that change a row's values (but the formulas' version,
+# which a new release raises on purpose), and the ranking's resamples.
+RECORDED = (*(k for k in MeasuresSettings.KEYED if k != "measures_version"), "n_resamples")
 
 
 def recorded_settings(out: str) -> tuple[dict[str, Any], str]:
